@@ -1,0 +1,94 @@
+//! Authenticating a request: SigV4 against the access keys Coffer holds.
+
+use coffer_crypto::digest::sha256;
+use coffer_kms::Principal;
+use http::request::Parts;
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::sigv4::{self, AuthError, RequestParts};
+
+/// Verifies the SigV4 signature of a request to `service` and returns who signed it.
+pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8], service: &str) -> Result<Principal, ApiError> {
+    let headers = &parts.headers;
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed("The Authorization header is not valid ASCII.".into()))?;
+    let auth = sigv4::parse_authorization(value)?;
+    let cfg = state.kms.config();
+    if auth.service != service {
+        return Err(AuthError::WrongScope(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        ))
+        .into());
+    }
+    if auth.region != cfg.region {
+        return Err(AuthError::WrongScope(format!(
+            "Credential should be scoped to a valid region, not '{}'. This Coffer serves region '{}'.",
+            auth.region, cfg.region
+        ))
+        .into());
+    }
+    if !auth.signed_headers.contains(&"host") {
+        return Err(AuthError::Malformed("'Host' must be a 'SignedHeader' in the AWS Authorization.".into()).into());
+    }
+    let amz_date = headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| AuthError::Malformed("Authorization header requires existence of a 'X-Amz-Date' header.".into()))?;
+    let request_time = sigv4::parse_amz_date(amz_date).ok_or_else(|| {
+        AuthError::Malformed(format!(
+            "X-Amz-Date '{amz_date}' is not in the ISO 8601 basic form YYYYMMDD'T'HHMMSS'Z'."
+        ))
+    })?;
+    if !amz_date.starts_with(auth.date) {
+        return Err(AuthError::WrongScope(format!(
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}', from '{amz_date}'.",
+            auth.date,
+            &amz_date[..8]
+        ))
+        .into());
+    }
+    sigv4::check_time(request_time, amz_date, OffsetDateTime::now_utc())?;
+    if headers.contains_key("x-amz-security-token") {
+        // Coffer issues no temporary credentials yet, so no session token can be valid.
+        return Err(AuthError::UnknownAccessKey.into());
+    }
+    let cred = state
+        .identities
+        .credential(auth.access_key_id)
+        .await?
+        .filter(|c| c.active)
+        .ok_or(AuthError::UnknownAccessKey)?;
+
+    let payload_hash = hex::encode(sha256(body));
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        headers,
+        authority: parts.uri.authority().map(|a| a.as_str()),
+        payload_hash: &payload_hash,
+        double_encode_path: true,
+    };
+    let canonical = sigv4::canonical_request(&request, &auth.signed_headers)?;
+    let expected = sigv4::sign(
+        cred.secret.expose(),
+        auth.date,
+        auth.region,
+        auth.service,
+        amz_date,
+        &canonical,
+    );
+    if !coffer_crypto::ct_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes()) {
+        return Err(AuthError::SignatureMismatch.into());
+    }
+    Ok(Principal {
+        arn: cred.principal_arn.clone(),
+        account_id: cfg.account_id.clone(),
+        access_key_id: cred.access_key_id.clone(),
+    })
+}

@@ -1,0 +1,899 @@
+//! The AWS KMS JSON 1.1 protocol: `POST /` with `X-Amz-Target: TrentService.<Operation>`, a JSON body
+//! whose blobs are base64, and JSON responses whose timestamps are epoch seconds.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use coffer_crypto::SecretBytes;
+use coffer_kms::{CreateKeyInput, KeyMetadata, KeyRef, Kms};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::error::ApiError;
+use crate::validate::Checks;
+
+pub const TARGET_PREFIX: &str = "TrentService.";
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+macro_rules! operations {
+    ($($op:ident),* $(,)?) => {
+        /// The KMS operations Coffer serves, named as AWS names them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum KmsOperation { $($op),* }
+
+        impl KmsOperation {
+            pub const ALL: &'static [KmsOperation] = &[$(KmsOperation::$op),*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(KmsOperation::$op => stringify!($op)),* }
+            }
+
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s { $(stringify!($op) => Some(KmsOperation::$op),)* _ => None }
+            }
+        }
+    };
+}
+
+operations!(
+    CreateKey,
+    DescribeKey,
+    ListKeys,
+    Encrypt,
+    Decrypt,
+    ReEncrypt,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+    GenerateRandom,
+    CreateAlias,
+    UpdateAlias,
+    DeleteAlias,
+    ListAliases,
+    EnableKey,
+    DisableKey,
+    ScheduleKeyDeletion,
+    CancelKeyDeletion,
+    UpdateKeyDescription,
+    TagResource,
+    UntagResource,
+    ListResourceTags,
+    EnableKeyRotation,
+    DisableKeyRotation,
+    GetKeyRotationStatus,
+    RotateKeyOnDemand,
+    ListKeyRotations,
+);
+
+/// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
+/// than UnknownOperationException, so a caller can tell "not yet" from "no such thing".
+const NOT_YET: &[&str] = &[
+    "ConnectCustomKeyStore",
+    "CreateCustomKeyStore",
+    "CreateGrant",
+    "DeleteCustomKeyStore",
+    "DeleteImportedKeyMaterial",
+    "DeriveSharedSecret",
+    "DescribeCustomKeyStores",
+    "DisconnectCustomKeyStore",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateMac",
+    "GetKeyLastUsage",
+    "GetKeyPolicy",
+    "GetParametersForImport",
+    "GetPublicKey",
+    "ImportKeyMaterial",
+    "ListGrants",
+    "ListKeyPolicies",
+    "ListRetirableGrants",
+    "PutKeyPolicy",
+    "ReplicateKey",
+    "RetireGrant",
+    "RevokeGrant",
+    "Sign",
+    "UpdateCustomKeyStore",
+    "UpdatePrimaryRegion",
+    "Verify",
+    "VerifyMac",
+];
+
+/// Reads the operation from an `X-Amz-Target` value.
+pub fn operation(target: Option<&str>) -> Result<KmsOperation, ApiError> {
+    let Some(target) = target else {
+        return Err(ApiError::UnknownOperation(
+            "The request has no X-Amz-Target header naming a KMS operation (TrentService.<Operation>).".into(),
+        ));
+    };
+    let name = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
+    if let Some(op) = KmsOperation::from_name(name) {
+        return Ok(op);
+    }
+    if NOT_YET.contains(&name) {
+        return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(format!(
+            "Coffer does not implement {name} yet."
+        ))));
+    }
+    Err(ApiError::UnknownOperation(format!("Unknown operation {target}.")))
+}
+
+// ---- request decoding -----------------------------------------------------------------------
+
+/// A base64 blob from a request.
+#[derive(Debug)]
+struct Blob(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        B64.decode(s.as_bytes())
+            .map(Blob)
+            .map_err(|_| serde::de::Error::custom("a blob member is not valid base64"))
+    }
+}
+
+/// A base64 blob that holds a secret (plaintext); decoded straight into zeroizing memory.
+#[derive(Debug)]
+struct SecretBlob(SecretBytes);
+
+impl<'de> Deserialize<'de> for SecretBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let mut out = SecretBytes::zeroed(base64::decoded_len_estimate(s.len()));
+        let n = B64
+            .decode_slice(s.as_bytes(), out.expose_mut())
+            .map_err(|_| serde::de::Error::custom("a blob member is not valid base64"))?;
+        out.truncate(n);
+        Ok(SecretBlob(out))
+    }
+}
+
+type Context = BTreeMap<String, String>;
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // An empty body is an empty request object, as AWS treats it.
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::Serialization(serialization_message(&e)))
+}
+
+fn serialization_message(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => format!("The request body is not valid JSON: {e}"),
+        Category::Data => format!("A request member has the wrong type or value: {e}"),
+        Category::Io => "The request body could not be read.".into(),
+    }
+}
+
+fn key_ref(kms: &Kms, v: &str) -> Result<KeyRef, ApiError> {
+    let cfg = kms.config();
+    Ok(KeyRef::parse(v, &cfg.account_id, &cfg.region)?)
+}
+
+fn opt_key_ref(kms: &Kms, v: Option<&str>) -> Result<Option<KeyRef>, ApiError> {
+    v.map(|v| key_ref(kms, v)).transpose()
+}
+
+fn limit(v: Option<i64>, default: usize) -> usize {
+    v.map(|v| v as usize).unwrap_or(default)
+}
+
+const ENCRYPTION_ALGORITHMS: &[&str] = &["SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
+const KEY_SPECS: &[&str] = &[
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
+];
+const KEY_USAGES: &[&str] = &["SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
+const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
+
+// ---- response encoding ----------------------------------------------------------------------
+
+fn epoch(ms: i64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+fn b64(bytes: &[u8]) -> Value {
+    Value::String(B64.encode(bytes))
+}
+
+fn key_metadata(m: &KeyMetadata) -> Value {
+    let mut o = Map::new();
+    o.insert("AWSAccountId".into(), json!(m.account_id));
+    o.insert("KeyId".into(), json!(m.key_id));
+    o.insert("Arn".into(), json!(m.arn));
+    o.insert("CreationDate".into(), epoch(m.creation_ms));
+    o.insert("Enabled".into(), json!(m.enabled));
+    o.insert("Description".into(), json!(m.description));
+    o.insert("KeyUsage".into(), json!(m.key_usage));
+    o.insert("KeyState".into(), json!(m.key_state));
+    if let Some(d) = m.deletion_ms {
+        o.insert("DeletionDate".into(), epoch(d));
+    }
+    if let Some(w) = m.pending_window_days {
+        o.insert("PendingDeletionWindowInDays".into(), json!(w));
+    }
+    o.insert("Origin".into(), json!(m.origin));
+    o.insert("KeyManager".into(), json!(m.key_manager));
+    o.insert("CustomerMasterKeySpec".into(), json!(m.key_spec));
+    o.insert("KeySpec".into(), json!(m.key_spec));
+    o.insert("EncryptionAlgorithms".into(), json!(m.encryption_algorithms));
+    o.insert("MultiRegion".into(), json!(m.multi_region));
+    o.insert("CurrentKeyMaterialId".into(), json!(m.current_key_material_id));
+    Value::Object(o)
+}
+
+fn with_marker(mut o: Map<String, Value>, next: Option<String>) -> Value {
+    o.insert("Truncated".into(), json!(next.is_some()));
+    if let Some(m) = next {
+        o.insert("NextMarker".into(), json!(m));
+    }
+    Value::Object(o)
+}
+
+// ---- operations -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagIn {
+    tag_key: Option<String>,
+    tag_value: Option<String>,
+}
+
+fn tags(c: &mut Checks, tags: Option<Vec<TagIn>>) -> Vec<(String, String)> {
+    let tags = tags.unwrap_or_default();
+    let mut out = Vec::with_capacity(tags.len());
+    for (i, t) in tags.into_iter().enumerate() {
+        let n = i + 1;
+        c.required(&format!("tags.{n}.member.tagKey"), &t.tag_key);
+        c.required(&format!("tags.{n}.member.tagValue"), &t.tag_value);
+        c.str_len(&format!("tags.{n}.member.tagKey"), t.tag_key.as_deref(), 1, 128);
+        c.str_len(&format!("tags.{n}.member.tagValue"), t.tag_value.as_deref(), 0, 256);
+        if let (Some(k), Some(v)) = (t.tag_key, t.tag_value) {
+            out.push((k, v));
+        }
+    }
+    out
+}
+
+/// Runs one KMS operation on a JSON body and returns the JSON response.
+pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value, ApiError> {
+    use KmsOperation as O;
+    match op {
+        O::CreateKey => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                policy: Option<String>,
+                description: Option<String>,
+                key_usage: Option<String>,
+                customer_master_key_spec: Option<String>,
+                key_spec: Option<String>,
+                origin: Option<String>,
+                custom_key_store_id: Option<String>,
+                #[allow(dead_code)]
+                bypass_policy_lockout_safety_check: Option<bool>,
+                tags: Option<Vec<TagIn>>,
+                multi_region: Option<bool>,
+                xks_key_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.str_len("Policy", r.policy.as_deref(), 1, 131_072);
+            c.str_len("Description", r.description.as_deref(), 0, 8192);
+            c.one_of("KeyUsage", r.key_usage.as_deref(), KEY_USAGES);
+            c.one_of("CustomerMasterKeySpec", r.customer_master_key_spec.as_deref(), KEY_SPECS);
+            c.one_of("KeySpec", r.key_spec.as_deref(), KEY_SPECS);
+            c.one_of("Origin", r.origin.as_deref(), ORIGINS);
+            c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
+            c.str_len("XksKeyId", r.xks_key_id.as_deref(), 1, 128);
+            let tags = tags(&mut c, r.tags);
+            c.finish()?;
+            if r.key_spec.is_some() && r.customer_master_key_spec.is_some() {
+                return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
+                    "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec parameter is deprecated. Use KeySpec.".into(),
+                )));
+            }
+            let md = kms
+                .create_key(CreateKeyInput {
+                    description: r.description,
+                    key_usage: r.key_usage,
+                    key_spec: r.key_spec.or(r.customer_master_key_spec),
+                    origin: r.origin,
+                    multi_region: r.multi_region.unwrap_or(false),
+                    custom_key_store_id: r.custom_key_store_id.or(r.xks_key_id),
+                    tags,
+                })
+                .await?;
+            Ok(json!({ "KeyMetadata": key_metadata(&md) }))
+        }
+        O::DescribeKey => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                #[allow(dead_code)]
+                grant_tokens: Option<Vec<String>>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.finish()?;
+            let md = kms.describe_key(&key_ref(kms, r.key_id.as_deref().unwrap_or_default())?).await?;
+            Ok(json!({ "KeyMetadata": key_metadata(&md) }))
+        }
+        O::ListKeys => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                limit: Option<i64>,
+                marker: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.range("Limit", r.limit, 1, 1000);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            let page = kms.list_keys(limit(r.limit, 100), r.marker.as_deref()).await?;
+            let keys: Vec<Value> = page
+                .items
+                .iter()
+                .map(|k| json!({ "KeyId": k.key_id, "KeyArn": k.key_arn }))
+                .collect();
+            let mut o = Map::new();
+            o.insert("Keys".into(), Value::Array(keys));
+            Ok(with_marker(o, page.next_marker))
+        }
+        O::Encrypt => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                plaintext: Option<SecretBlob>,
+                encryption_context: Option<Context>,
+                grant_tokens: Option<Vec<String>>,
+                encryption_algorithm: Option<String>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("Plaintext", &r.plaintext);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.blob_len("Plaintext", r.plaintext.as_ref().map(|p| p.0.len()), 1, 4096);
+            c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.one_of("EncryptionAlgorithm", r.encryption_algorithm.as_deref(), ENCRYPTION_ALGORITHMS);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let plaintext = r.plaintext.map(|p| p.0).unwrap_or_else(|| SecretBytes::zeroed(0));
+            let out = kms
+                .encrypt(
+                    &key,
+                    plaintext.expose(),
+                    &r.encryption_context.unwrap_or_default(),
+                    r.encryption_algorithm.as_deref(),
+                    r.dry_run.unwrap_or(false),
+                )
+                .await?;
+            Ok(json!({
+                "CiphertextBlob": b64(&out.ciphertext),
+                "KeyId": out.key_arn,
+                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+            }))
+        }
+        O::Decrypt => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                ciphertext_blob: Option<Blob>,
+                encryption_context: Option<Context>,
+                grant_tokens: Option<Vec<String>>,
+                key_id: Option<String>,
+                encryption_algorithm: Option<String>,
+                dry_run: Option<bool>,
+                recipient: Option<Value>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("CiphertextBlob", &r.ciphertext_blob);
+            c.blob_len("CiphertextBlob", r.ciphertext_blob.as_ref().map(|b| b.0.len()), 1, 6144);
+            c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.one_of("EncryptionAlgorithm", r.encryption_algorithm.as_deref(), ENCRYPTION_ALGORITHMS);
+            c.finish()?;
+            if r.recipient.is_some() {
+                return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
+                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation).".into(),
+                )));
+            }
+            let key = opt_key_ref(kms, r.key_id.as_deref())?;
+            let blob = r.ciphertext_blob.map(|b| b.0).unwrap_or_default();
+            let out = kms
+                .decrypt(
+                    &blob,
+                    &r.encryption_context.unwrap_or_default(),
+                    key.as_ref(),
+                    r.encryption_algorithm.as_deref(),
+                    r.dry_run.unwrap_or(false),
+                )
+                .await?;
+            Ok(json!({
+                "KeyId": out.key_arn,
+                "Plaintext": b64(out.plaintext.expose()),
+                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "KeyMaterialId": out.key_material_id,
+            }))
+        }
+        O::ReEncrypt => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                ciphertext_blob: Option<Blob>,
+                source_encryption_context: Option<Context>,
+                source_key_id: Option<String>,
+                destination_key_id: Option<String>,
+                destination_encryption_context: Option<Context>,
+                source_encryption_algorithm: Option<String>,
+                destination_encryption_algorithm: Option<String>,
+                grant_tokens: Option<Vec<String>>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("CiphertextBlob", &r.ciphertext_blob);
+            c.required("DestinationKeyId", &r.destination_key_id);
+            c.blob_len("CiphertextBlob", r.ciphertext_blob.as_ref().map(|b| b.0.len()), 1, 6144);
+            c.encryption_context("SourceEncryptionContext", r.source_encryption_context.as_ref());
+            c.encryption_context("DestinationEncryptionContext", r.destination_encryption_context.as_ref());
+            c.key_id("SourceKeyId", r.source_key_id.as_deref());
+            c.key_id("DestinationKeyId", r.destination_key_id.as_deref());
+            c.one_of("SourceEncryptionAlgorithm", r.source_encryption_algorithm.as_deref(), ENCRYPTION_ALGORITHMS);
+            c.one_of(
+                "DestinationEncryptionAlgorithm",
+                r.destination_encryption_algorithm.as_deref(),
+                ENCRYPTION_ALGORITHMS,
+            );
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            let source = opt_key_ref(kms, r.source_key_id.as_deref())?;
+            let destination = key_ref(kms, r.destination_key_id.as_deref().unwrap_or_default())?;
+            let blob = r.ciphertext_blob.map(|b| b.0).unwrap_or_default();
+            let out = kms
+                .re_encrypt(
+                    &blob,
+                    &r.source_encryption_context.unwrap_or_default(),
+                    source.as_ref(),
+                    r.source_encryption_algorithm.as_deref(),
+                    &destination,
+                    &r.destination_encryption_context.unwrap_or_default(),
+                    r.destination_encryption_algorithm.as_deref(),
+                    r.dry_run.unwrap_or(false),
+                )
+                .await?;
+            Ok(json!({
+                "CiphertextBlob": b64(&out.ciphertext),
+                "SourceKeyId": out.source_key_arn,
+                "KeyId": out.key_arn,
+                "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "SourceKeyMaterialId": out.source_key_material_id,
+                "DestinationKeyMaterialId": out.destination_key_material_id,
+            }))
+        }
+        O::GenerateDataKey | O::GenerateDataKeyWithoutPlaintext => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                encryption_context: Option<Context>,
+                number_of_bytes: Option<i64>,
+                key_spec: Option<String>,
+                grant_tokens: Option<Vec<String>>,
+                dry_run: Option<bool>,
+                recipient: Option<Value>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
+            c.range("NumberOfBytes", r.number_of_bytes, 1, 1024);
+            c.one_of("KeySpec", r.key_spec.as_deref(), &["AES_256", "AES_128"]);
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            if r.recipient.is_some() {
+                return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
+                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation).".into(),
+                )));
+            }
+            let n = match (r.number_of_bytes, r.key_spec.as_deref()) {
+                (Some(n), None) => n as usize,
+                (None, Some("AES_128")) => 16,
+                (None, Some(_)) => 32,
+                _ => {
+                    return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
+                        "Please specify either number of bytes or key spec.".into(),
+                    )));
+                }
+            };
+            let with_plaintext = op == O::GenerateDataKey;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let out = kms
+                .generate_data_key(
+                    &key,
+                    &r.encryption_context.unwrap_or_default(),
+                    n,
+                    with_plaintext,
+                    r.dry_run.unwrap_or(false),
+                )
+                .await?;
+            let mut o = Map::new();
+            o.insert("CiphertextBlob".into(), b64(&out.ciphertext));
+            if let Some(p) = &out.plaintext {
+                o.insert("Plaintext".into(), b64(p.expose()));
+            }
+            o.insert("KeyId".into(), json!(out.key_arn));
+            o.insert("KeyMaterialId".into(), json!(out.key_material_id));
+            Ok(Value::Object(o))
+        }
+        O::GenerateRandom => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                number_of_bytes: Option<i64>,
+                custom_key_store_id: Option<String>,
+                recipient: Option<Value>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.range("NumberOfBytes", r.number_of_bytes, 1, 1024);
+            c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
+            c.finish()?;
+            if r.custom_key_store_id.is_some() || r.recipient.is_some() {
+                return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
+                    "Coffer does not support custom key stores or Recipient for GenerateRandom yet.".into(),
+                )));
+            }
+            let Some(n) = r.number_of_bytes else {
+                return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
+                    "NumberOfBytes is required.".into(),
+                )));
+            };
+            let bytes = kms.generate_random(n as usize)?;
+            Ok(json!({ "Plaintext": b64(bytes.expose()) }))
+        }
+        O::CreateAlias | O::UpdateAlias => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                alias_name: Option<String>,
+                target_key_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("AliasName", &r.alias_name);
+            c.required("TargetKeyId", &r.target_key_id);
+            c.alias_name(r.alias_name.as_deref());
+            c.key_id("TargetKeyId", r.target_key_id.as_deref());
+            c.finish()?;
+            let name = r.alias_name.unwrap_or_default();
+            let target = key_ref(kms, r.target_key_id.as_deref().unwrap_or_default())?;
+            if op == O::CreateAlias {
+                kms.create_alias(&name, &target).await?;
+            } else {
+                kms.update_alias(&name, &target).await?;
+            }
+            Ok(json!({}))
+        }
+        O::DeleteAlias => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                alias_name: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("AliasName", &r.alias_name);
+            c.alias_name(r.alias_name.as_deref());
+            c.finish()?;
+            kms.delete_alias(r.alias_name.as_deref().unwrap_or_default()).await?;
+            Ok(json!({}))
+        }
+        O::ListAliases => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                limit: Option<i64>,
+                marker: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.range("Limit", r.limit, 1, 1000);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            let key = opt_key_ref(kms, r.key_id.as_deref())?;
+            let page = kms
+                .list_aliases(key.as_ref(), limit(r.limit, 50), r.marker.as_deref())
+                .await?;
+            let aliases: Vec<Value> = page
+                .items
+                .iter()
+                .map(|a| {
+                    json!({
+                        "AliasName": a.name,
+                        "AliasArn": a.arn,
+                        "TargetKeyId": a.target_key_id,
+                        "CreationDate": epoch(a.creation_ms),
+                        "LastUpdatedDate": epoch(a.last_updated_ms),
+                    })
+                })
+                .collect();
+            let mut o = Map::new();
+            o.insert("Aliases".into(), Value::Array(aliases));
+            Ok(with_marker(o, page.next_marker))
+        }
+        O::EnableKey
+        | O::DisableKey
+        | O::CancelKeyDeletion
+        | O::DisableKeyRotation
+        | O::GetKeyRotationStatus
+        | O::RotateKeyOnDemand => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            match op {
+                O::EnableKey => kms.enable_key(&key).await.map(|_| json!({})),
+                O::DisableKey => kms.disable_key(&key).await.map(|_| json!({})),
+                O::CancelKeyDeletion => kms.cancel_key_deletion(&key).await.map(|arn| json!({ "KeyId": arn })),
+                O::DisableKeyRotation => kms.disable_key_rotation(&key).await.map(|_| json!({})),
+                O::RotateKeyOnDemand => kms.rotate_key_on_demand(&key).await.map(|id| json!({ "KeyId": id })),
+                _ => kms.key_rotation_status(&key).await.map(|s| {
+                    let mut o = Map::new();
+                    o.insert("KeyRotationEnabled".into(), json!(s.enabled));
+                    o.insert("KeyId".into(), json!(s.key_arn));
+                    if let Some(p) = s.period_days {
+                        o.insert("RotationPeriodInDays".into(), json!(p));
+                    }
+                    if let Some(n) = s.next_rotation_ms {
+                        o.insert("NextRotationDate".into(), epoch(n));
+                    }
+                    Value::Object(o)
+                }),
+            }
+            .map_err(ApiError::from)
+        }
+        O::EnableKeyRotation => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                rotation_period_in_days: Option<i64>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.range("RotationPeriodInDays", r.rotation_period_in_days, 90, 2560);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            kms.enable_key_rotation(&key, r.rotation_period_in_days.map(|d| d as i32))
+                .await?;
+            Ok(json!({}))
+        }
+        O::ScheduleKeyDeletion => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                pending_window_in_days: Option<i64>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.range("PendingWindowInDays", r.pending_window_in_days, 7, 30);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let s = kms
+                .schedule_key_deletion(&key, r.pending_window_in_days.map(|d| d as i32))
+                .await?;
+            Ok(json!({
+                "KeyId": s.key_arn,
+                "DeletionDate": epoch(s.deletion_ms),
+                "KeyState": "PendingDeletion",
+                "PendingWindowInDays": s.pending_window_days,
+            }))
+        }
+        O::UpdateKeyDescription => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                description: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("Description", &r.description);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.str_len("Description", r.description.as_deref(), 0, 8192);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            kms.update_key_description(&key, r.description.unwrap_or_default())
+                .await?;
+            Ok(json!({}))
+        }
+        O::TagResource => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                tags: Option<Vec<TagIn>>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("Tags", &r.tags);
+            c.key_id("KeyId", r.key_id.as_deref());
+            let tags = tags(&mut c, r.tags);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            kms.tag_resource(&key, tags).await?;
+            Ok(json!({}))
+        }
+        O::UntagResource => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                tag_keys: Option<Vec<String>>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("TagKeys", &r.tag_keys);
+            c.key_id("KeyId", r.key_id.as_deref());
+            for (i, k) in r.tag_keys.iter().flatten().enumerate() {
+                c.str_len(&format!("tagKeys.{}.member", i + 1), Some(k), 1, 128);
+            }
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            kms.untag_resource(&key, r.tag_keys.unwrap_or_default()).await?;
+            Ok(json!({}))
+        }
+        O::ListResourceTags => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                limit: Option<i64>,
+                marker: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.range("Limit", r.limit, 1, 50);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let page = kms
+                .list_resource_tags(&key, limit(r.limit, 50), r.marker.as_deref())
+                .await?;
+            let tags: Vec<Value> = page
+                .items
+                .iter()
+                .map(|(k, v)| json!({ "TagKey": k, "TagValue": v }))
+                .collect();
+            let mut o = Map::new();
+            o.insert("Tags".into(), Value::Array(tags));
+            Ok(with_marker(o, page.next_marker))
+        }
+        O::ListKeyRotations => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                include_key_material: Option<String>,
+                limit: Option<i64>,
+                marker: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.one_of(
+                "IncludeKeyMaterial",
+                r.include_key_material.as_deref(),
+                &["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"],
+            );
+            c.range("Limit", r.limit, 1, 1000);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let all = r.include_key_material.as_deref() == Some("ALL_KEY_MATERIAL");
+            let page = kms
+                .list_key_rotations(&key, all, limit(r.limit, 100), r.marker.as_deref())
+                .await?;
+            let rotations: Vec<Value> = page
+                .items
+                .iter()
+                .map(|e| {
+                    let mut o = Map::new();
+                    o.insert("KeyId".into(), json!(e.key_id));
+                    o.insert("KeyMaterialId".into(), json!(e.key_material_id));
+                    o.insert(
+                        "KeyMaterialState".into(),
+                        json!(if e.current { "CURRENT" } else { "NON_CURRENT" }),
+                    );
+                    o.insert("ExpirationModel".into(), json!("KEY_MATERIAL_DOES_NOT_EXPIRE"));
+                    o.insert("RotationDate".into(), epoch(e.rotation_ms));
+                    if let Some(t) = &e.rotation_type {
+                        o.insert("RotationType".into(), json!(t));
+                    }
+                    Value::Object(o)
+                })
+                .collect();
+            let mut o = Map::new();
+            o.insert("Rotations".into(), Value::Array(rotations));
+            Ok(with_marker(o, page.next_marker))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_by_name() {
+        for op in KmsOperation::ALL {
+            assert_eq!(KmsOperation::from_name(op.name()), Some(*op));
+            assert!(!NOT_YET.contains(&op.name()));
+        }
+        assert_eq!(operation(Some("TrentService.Encrypt")).expect("known"), KmsOperation::Encrypt);
+        assert!(matches!(operation(Some("TrentService.Nope")), Err(ApiError::UnknownOperation(_))));
+        assert!(matches!(operation(Some("Encrypt")), Err(ApiError::UnknownOperation(_))));
+        assert!(matches!(operation(None), Err(ApiError::UnknownOperation(_))));
+        assert!(matches!(
+            operation(Some("TrentService.Sign")),
+            Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(_)))
+        ));
+    }
+
+    #[test]
+    fn secret_blob_decodes_into_zeroizing_memory() {
+        let b: SecretBlob = serde_json::from_str("\"aGVsbG8=\"").expect("base64");
+        assert_eq!(b.0.expose(), b"hello");
+        assert!(serde_json::from_str::<SecretBlob>("\"***\"").is_err());
+        assert!(serde_json::from_str::<SecretBlob>("12").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! Coffer's HTTP surface: the AWS KMS JSON protocol at `POST /` behind SigV4, and Coffer's own
+//! endpoints under `/_coffer/` (health without authentication, Prometheus metrics). S3 and IAM will
+//! share this router. Every error becomes an AWS-shaped response in [`error`]; internal details
+//! reach the log, never the client.
+
+mod auth;
+pub mod error;
+pub mod kms;
+pub mod metrics;
+pub mod sigv4;
+mod validate;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use coffer_kms::{Identities, Kms};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Largest request body accepted (KMS's biggest legitimate request, a 128 KiB policy, fits easily).
+pub const MAX_BODY: usize = 1024 * 1024;
+pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub kms: Arc<Kms>,
+    pub identities: Arc<Identities>,
+    pub metrics: Metrics,
+    pub started: Instant,
+}
+
+/// The router for every endpoint Coffer serves.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/_coffer/health", get(health))
+        .route("/_coffer/metrics", get(metrics_text))
+        .route("/", post(kms_request))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let cfg = state.kms.config();
+    let body = json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "root_of_trust": state.kms.root_mode(),
+        "sealed": false,
+        "region": cfg.region,
+        "account_id": cfg.account_id,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+    });
+    state.metrics.observe("Health", "ok", 0.0);
+    axum::Json(body).into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    let msg = format!(
+        "Coffer has no endpoint for {} {}. The KMS API is served at POST / with X-Amz-Target: TrentService.<Operation>.",
+        req.method(),
+        req.uri().path()
+    );
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "__type": "UnknownOperationException", "message": msg })))
+        .into_response()
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(MAX_BODY)),
+        Err(e) => Err(ApiError::Serialization(format!("The request body could not be read: {e}"))),
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kms::CONTENT_TYPE));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// Turns an error into AWS's JSON error shape, logging what the client must not see.
+fn error_response(e: &ApiError, operation: &str, request_id: &str) -> Response {
+    let (status, code) = e.code();
+    if e.is_internal() {
+        tracing::error!(request_id, operation, error = %e, "internal error");
+    }
+    let body = json!({ "__type": code, "message": e.client_message(request_id) });
+    json_response(status, body.to_string().into_bytes(), request_id)
+}
+
+async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok());
+    let op = kms::operation(target);
+    let op_name = op.as_ref().map(|o| o.name()).unwrap_or("Unknown");
+
+    let result = async {
+        let body = read_body(body).await?;
+        let principal = auth::authenticate(&state, &parts, &body, "kms").await?;
+        let op = op?;
+        let value = kms::dispatch(&state.kms, op, &body).await?;
+        Ok::<_, ApiError>((principal, value))
+    }
+    .await;
+
+    let elapsed = started.elapsed();
+    match result {
+        Ok((principal, value)) => {
+            state.metrics.observe(op_name, "ok", elapsed.as_secs_f64());
+            tracing::debug!(
+                request_id, operation = op_name, access_key_id = %principal.access_key_id,
+                latency_us = elapsed.as_micros() as u64, "ok"
+            );
+            json_response(StatusCode::OK, value.to_string().into_bytes(), &request_id)
+        }
+        Err(e) => {
+            let (status, code) = e.code();
+            state.metrics.observe(op_name, code, elapsed.as_secs_f64());
+            tracing::info!(
+                request_id, operation = op_name, status = status.as_u16(), error = code,
+                latency_us = elapsed.as_micros() as u64, "request refused"
+            );
+            error_response(&e, op_name, &request_id)
+        }
+    }
+}

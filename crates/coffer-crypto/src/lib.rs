@@ -1,0 +1,38 @@
+//! Coffer's cryptography. This is the only crate that names a crypto library (aws-lc-rs); everything
+//! above it speaks in terms of [`Key256`], [`SecretBytes`], [`blob`] and [`wrap`], so the primitives can
+//! change (or move into an HSM) behind one seam.
+//!
+//! Secret values live in zeroizing types that do not implement `Clone`, `Serialize` or `PartialEq`, and
+//! whose `Debug` output is redacted.
+
+pub mod blob;
+pub mod context;
+pub mod digest;
+mod error;
+mod secret;
+pub mod wrap;
+
+pub use error::CryptoError;
+pub use secret::{Key256, SecretBytes};
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+
+/// Fills `out` from the operating system's CSPRNG (through aws-lc).
+pub fn fill_random(out: &mut [u8]) -> Result<(), CryptoError> {
+    SystemRandom::new()
+        .fill(out)
+        .map_err(|_| CryptoError::Unspecified)
+}
+
+/// Returns `n` fresh random bytes as a secret.
+pub fn random_secret(n: usize) -> Result<SecretBytes, CryptoError> {
+    let mut out = SecretBytes::zeroed(n);
+    fill_random(out.expose_mut())?;
+    Ok(out)
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}

@@ -1,0 +1,45 @@
+//! Coffer's key management domain: KMS keys and their material versions, aliases, tags, the key
+//! lifecycle (enable, disable, scheduled deletion, rotation) and the root of trust that wraps all
+//! material. No HTTP here: the API crate turns requests into calls on [`Kms`] and errors into AWS
+//! exceptions.
+//!
+//! Key material is unwrapped once and cached in memory (zeroized on eviction); the metadata store is
+//! the source of truth and every change goes through it before it is acknowledged.
+
+mod error;
+pub mod identity;
+mod keyref;
+mod model;
+pub mod root;
+mod service;
+
+pub use error::{KmsError, Result};
+pub use identity::{Identities, Principal};
+pub use keyref::{KeyRef, is_key_id};
+pub use model::*;
+pub use service::Kms;
+
+/// Where this Coffer says it is: the account id and region that appear in every ARN.
+#[derive(Debug, Clone)]
+pub struct KmsConfig {
+    pub account_id: String,
+    pub region: String,
+}
+
+impl KmsConfig {
+    pub fn key_arn(&self, key_id: &str) -> String {
+        format!("arn:aws:kms:{}:{}:key/{key_id}", self.region, self.account_id)
+    }
+
+    pub fn alias_arn(&self, alias: &str) -> String {
+        format!("arn:aws:kms:{}:{}:{alias}", self.region, self.account_id)
+    }
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,138 @@
+//! What the key service returns. Plaintexts are [`SecretBytes`]; nothing here holds raw material.
+
+use std::collections::BTreeMap;
+
+use coffer_crypto::SecretBytes;
+
+/// An encryption context: string pairs bound to a ciphertext as authenticated data.
+pub type EncryptionContext = BTreeMap<String, String>;
+
+pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+pub const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
+pub const ORIGIN_AWS_KMS: &str = "AWS_KMS";
+
+/// The states a key can be in (the subset Coffer produces today).
+pub mod state {
+    pub const ENABLED: &str = "Enabled";
+    pub const DISABLED: &str = "Disabled";
+    pub const PENDING_DELETION: &str = "PendingDeletion";
+}
+
+/// DescribeKey's `KeyMetadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMetadata {
+    pub account_id: String,
+    pub key_id: String,
+    pub arn: String,
+    pub creation_ms: i64,
+    pub enabled: bool,
+    pub description: String,
+    pub key_usage: String,
+    pub key_state: String,
+    pub deletion_ms: Option<i64>,
+    pub pending_window_days: Option<i32>,
+    pub origin: String,
+    pub key_manager: String,
+    pub key_spec: String,
+    pub encryption_algorithms: Vec<&'static str>,
+    pub multi_region: bool,
+    pub current_key_material_id: String,
+}
+
+/// CreateKey's parameters, already checked for shape by the API layer.
+#[derive(Debug, Clone, Default)]
+pub struct CreateKeyInput {
+    pub description: Option<String>,
+    pub key_usage: Option<String>,
+    pub key_spec: Option<String>,
+    pub origin: Option<String>,
+    pub multi_region: bool,
+    pub custom_key_store_id: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct EncryptOutput {
+    pub ciphertext: Vec<u8>,
+    pub key_arn: String,
+    pub key_material_id: String,
+}
+
+#[derive(Debug)]
+pub struct DecryptOutput {
+    pub plaintext: SecretBytes,
+    pub key_arn: String,
+    pub key_material_id: String,
+}
+
+#[derive(Debug)]
+pub struct ReEncryptOutput {
+    pub ciphertext: Vec<u8>,
+    pub source_key_arn: String,
+    pub key_arn: String,
+    pub source_key_material_id: String,
+    pub destination_key_material_id: String,
+}
+
+#[derive(Debug)]
+pub struct DataKeyOutput {
+    /// `None` for GenerateDataKeyWithoutPlaintext.
+    pub plaintext: Option<SecretBytes>,
+    pub ciphertext: Vec<u8>,
+    pub key_arn: String,
+    pub key_material_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasEntry {
+    pub name: String,
+    pub arn: String,
+    pub target_key_id: String,
+    pub creation_ms: i64,
+    pub last_updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyListEntry {
+    pub key_id: String,
+    pub key_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledDeletion {
+    pub key_arn: String,
+    pub deletion_ms: i64,
+    pub pending_window_days: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationStatus {
+    pub key_arn: String,
+    pub enabled: bool,
+    pub period_days: Option<i32>,
+    pub next_rotation_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationEntry {
+    pub key_id: String,
+    pub key_material_id: String,
+    pub current: bool,
+    /// `None` for the material the key was created with.
+    pub rotation_type: Option<String>,
+    pub rotation_ms: i64,
+}
+
+/// One page of a listing, with the marker for the next page when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_marker: Option<String>,
+}
+
+/// What a sweep of the clock did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub deleted: usize,
+    pub rotated: usize,
+}

@@ -1,0 +1,1021 @@
+//! [`Kms`]: the operations of AWS KMS for symmetric keys, over the metadata store and the root of trust.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use coffer_crypto::{Key256, SecretBytes, blob, context};
+use coffer_meta::{AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore};
+use tracing::{info, warn};
+
+use crate::model::*;
+use crate::root::RootOfTrust;
+use crate::{KeyRef, KmsConfig, KmsError, Result, now_ms};
+
+const DAY_MS: i64 = 86_400_000;
+/// AWS's quota of on-demand rotations per key.
+pub const MAX_ON_DEMAND_ROTATIONS: usize = 25;
+/// AWS's quota of tags per key.
+pub const MAX_TAGS: usize = 50;
+/// AWS's quota of aliases per key.
+pub const MAX_ALIASES_PER_KEY: usize = 50;
+pub const DEFAULT_ROTATION_DAYS: i32 = 365;
+pub const DEFAULT_PENDING_WINDOW_DAYS: i32 = 30;
+
+/// A key with its material unwrapped, as cached in memory.
+#[derive(Debug)]
+struct LoadedKey {
+    record: KeyRecord,
+    /// Index `v - 1` holds material version `v`.
+    materials: Vec<Key256>,
+}
+
+/// The key service.
+#[derive(Debug)]
+pub struct Kms {
+    cfg: KmsConfig,
+    meta: Arc<dyn MetaStore>,
+    root: Arc<dyn RootOfTrust>,
+    keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
+    aliases: RwLock<HashMap<String, String>>,
+    /// Serialises read-modify-write changes of keys and aliases on this node.
+    writes: tokio::sync::Mutex<()>,
+}
+
+fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
+    format!("coffer/kms/key-material/v1/{key_id}/{version}").into_bytes()
+}
+
+/// The public identifier of one material version (AWS's `KeyMaterialId`): 64 hex characters derived
+/// from the key id and version, never from the material.
+pub fn key_material_id(key_id: &str, version: u32) -> String {
+    let mut input = b"coffer key material id v1\0".to_vec();
+    input.extend_from_slice(key_id.as_bytes());
+    input.extend_from_slice(&version.to_be_bytes());
+    coffer_crypto::digest::sha256(&input)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn uuid_bytes(key_id: &str) -> Result<[u8; 16]> {
+    uuid::Uuid::parse_str(key_id)
+        .map(|u| *u.as_bytes())
+        .map_err(|_| KmsError::Internal(format!("stored key id {key_id} is not a UUID")))
+}
+
+fn invalid_ciphertext() -> KmsError {
+    KmsError::InvalidCiphertext(
+        "The ciphertext is invalid, was altered, or does not match the encryption context.".into(),
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> KmsError {
+    KmsError::Internal(e.to_string())
+}
+
+fn check_tags(tags: &[(String, String)]) -> Result<()> {
+    for (k, _) in tags {
+        if k.starts_with("aws:") {
+            return Err(KmsError::Tag("Tags beginning with aws: are reserved.".into()));
+        }
+    }
+    Ok(())
+}
+
+fn paginate<T, F: Fn(&T) -> String>(items: Vec<T>, truncated: bool, marker_of: F) -> Listing<T> {
+    let next_marker = if truncated { items.last().map(&marker_of) } else { None };
+    Listing { items, next_marker }
+}
+
+impl Kms {
+    pub fn new(cfg: KmsConfig, meta: Arc<dyn MetaStore>, root: Arc<dyn RootOfTrust>) -> Self {
+        Self {
+            cfg,
+            meta,
+            root,
+            keys: RwLock::new(HashMap::new()),
+            aliases: RwLock::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &KmsConfig {
+        &self.cfg
+    }
+
+    pub fn root_mode(&self) -> &'static str {
+        self.root.mode()
+    }
+
+    // ---- resolution and caching -------------------------------------------------------------
+
+    /// Resolves a `KeyId` to a key id, following aliases.
+    async fn resolve(&self, r: &KeyRef) -> Result<String> {
+        match r {
+            KeyRef::Key(id) => Ok(id.clone()),
+            KeyRef::Alias(name) => {
+                if let Some(id) = self.aliases.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+                    return Ok(id.clone());
+                }
+                let a = self.meta.alias(name).await?.ok_or_else(|| self.alias_not_found(name))?;
+                self.aliases
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), a.target_key_id.clone());
+                Ok(a.target_key_id)
+            }
+        }
+    }
+
+    fn alias_not_found(&self, name: &str) -> KmsError {
+        KmsError::NotFound(format!("Alias {} is not found.", self.cfg.alias_arn(name)))
+    }
+
+    fn key_not_found(&self, key_id: &str) -> KmsError {
+        KmsError::NotFound(format!("Key '{}' does not exist", self.cfg.key_arn(key_id)))
+    }
+
+    /// The key with its material, from the cache or loaded (and unwrapped) from the store.
+    async fn loaded(&self, key_id: &str) -> Result<Arc<LoadedKey>> {
+        if let Some(k) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(key_id) {
+            return Ok(k.clone());
+        }
+        let record = self.meta.key(key_id).await?.ok_or_else(|| self.key_not_found(key_id))?;
+        let mut materials = Vec::new();
+        for m in self.meta.materials(key_id).await? {
+            if m.version as usize != materials.len() + 1 {
+                return Err(KmsError::Internal(format!(
+                    "key {key_id} has a gap in its material versions at {}",
+                    m.version
+                )));
+            }
+            let raw = self
+                .root
+                .unwrap(&material_aad(key_id, m.version), &m.wrapped)
+                .map_err(internal)?;
+            materials.push(Key256::from_slice(raw.expose()).map_err(internal)?);
+        }
+        if materials.len() != record.current_version as usize {
+            return Err(KmsError::Internal(format!(
+                "key {key_id} names material version {} but has {}",
+                record.current_version,
+                materials.len()
+            )));
+        }
+        let loaded = Arc::new(LoadedKey { record, materials });
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn loaded_ref(&self, r: &KeyRef) -> Result<Arc<LoadedKey>> {
+        let id = self.resolve(r).await?;
+        self.loaded(&id).await
+    }
+
+    fn evict(&self, key_id: &str) {
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(key_id);
+    }
+
+    /// The current record of a key, read from the store (for changes, which must not act on a
+    /// stale cache).
+    async fn record_for_update(&self, r: &KeyRef) -> Result<KeyRecord> {
+        let id = self.resolve(r).await?;
+        self.meta.key(&id).await?.ok_or_else(|| self.key_not_found(&id))
+    }
+
+    async fn store_update(&self, rec: &KeyRecord) -> Result<()> {
+        self.meta.update_key(rec).await?;
+        self.evict(&rec.key_id);
+        Ok(())
+    }
+
+    fn usable(&self, rec: &KeyRecord) -> Result<()> {
+        let arn = self.cfg.key_arn(&rec.key_id);
+        match rec.state.as_str() {
+            state::ENABLED => Ok(()),
+            state::DISABLED => Err(KmsError::Disabled(format!("{arn} is disabled."))),
+            state::PENDING_DELETION => Err(KmsError::InvalidState(format!("{arn} is pending deletion."))),
+            other => Err(KmsError::InvalidState(format!("{arn} is {other}."))),
+        }
+    }
+
+    fn not_pending_deletion(&self, rec: &KeyRecord) -> Result<()> {
+        if rec.state == state::PENDING_DELETION {
+            return Err(KmsError::InvalidState(format!(
+                "{} is pending deletion.",
+                self.cfg.key_arn(&rec.key_id)
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_encrypt_algorithm(&self, rec: &KeyRecord, algorithm: Option<&str>) -> Result<()> {
+        if rec.key_usage != ENCRYPT_DECRYPT {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} key usage is {} which is not valid for this operation.",
+                self.cfg.key_arn(&rec.key_id),
+                rec.key_usage
+            )));
+        }
+        match algorithm {
+            None | Some(SYMMETRIC_DEFAULT) => Ok(()),
+            Some(other) => Err(KmsError::InvalidKeyUsage(format!(
+                "The encryption algorithm {other} is not supported for key {}, whose KeySpec is {}.",
+                self.cfg.key_arn(&rec.key_id),
+                rec.key_spec
+            ))),
+        }
+    }
+
+    fn metadata(&self, rec: &KeyRecord) -> KeyMetadata {
+        KeyMetadata {
+            account_id: self.cfg.account_id.clone(),
+            key_id: rec.key_id.clone(),
+            arn: self.cfg.key_arn(&rec.key_id),
+            creation_ms: rec.created_ms,
+            enabled: rec.state == state::ENABLED,
+            description: rec.description.clone(),
+            key_usage: rec.key_usage.clone(),
+            key_state: rec.state.clone(),
+            deletion_ms: rec.deletion_ms,
+            pending_window_days: rec.pending_window_days,
+            origin: rec.origin.clone(),
+            key_manager: rec.key_manager.clone(),
+            key_spec: rec.key_spec.clone(),
+            encryption_algorithms: vec![SYMMETRIC_DEFAULT],
+            multi_region: false,
+            current_key_material_id: key_material_id(&rec.key_id, rec.current_version),
+        }
+    }
+
+    fn new_material(&self, key_id: &str, version: u32, rotation_type: Option<&str>) -> Result<MaterialRecord> {
+        let material = Key256::generate().map_err(internal)?;
+        let wrapped = self
+            .root
+            .wrap(&material_aad(key_id, version), material.expose())
+            .map_err(internal)?;
+        Ok(MaterialRecord {
+            key_id: key_id.to_owned(),
+            version,
+            wrapped,
+            created_ms: now_ms(),
+            rotation_type: rotation_type.map(str::to_owned),
+        })
+    }
+
+    // ---- keys -------------------------------------------------------------------------------
+
+    pub async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata> {
+        let spec = input.key_spec.as_deref().unwrap_or(SYMMETRIC_DEFAULT);
+        let usage = input.key_usage.as_deref().unwrap_or(ENCRYPT_DECRYPT);
+        let origin = input.origin.as_deref().unwrap_or(ORIGIN_AWS_KMS);
+        if spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "KeySpec {spec} is not supported by this Coffer version yet; create a SYMMETRIC_DEFAULT key."
+            )));
+        }
+        if usage != ENCRYPT_DECRYPT {
+            return Err(KmsError::Validation(format!(
+                "KeyUsage {usage} is not compatible with KeySpec {spec}."
+            )));
+        }
+        if origin != ORIGIN_AWS_KMS || input.custom_key_store_id.is_some() {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "Origin {origin} and custom key stores are not supported by this Coffer version yet; use AWS_KMS."
+            )));
+        }
+        if input.multi_region {
+            return Err(KmsError::UnsupportedOperation(
+                "Multi-Region keys are not supported by Coffer.".into(),
+            ));
+        }
+        check_tags(&input.tags)?;
+        let mut tags: HashMap<String, String> = HashMap::new();
+        tags.extend(input.tags);
+        if tags.len() > MAX_TAGS {
+            return Err(KmsError::LimitExceeded(format!("A key can have at most {MAX_TAGS} tags.")));
+        }
+        let key_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let rec = KeyRecord {
+            key_id: key_id.clone(),
+            created_ms: now_ms(),
+            description: input.description.unwrap_or_default(),
+            key_usage: usage.to_owned(),
+            key_spec: spec.to_owned(),
+            origin: origin.to_owned(),
+            key_manager: "CUSTOMER".to_owned(),
+            state: state::ENABLED.to_owned(),
+            deletion_ms: None,
+            pending_window_days: None,
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation_ms: None,
+            current_version: 1,
+        };
+        let material = self.new_material(&key_id, 1, None)?;
+        let mut tags: Vec<_> = tags.into_iter().collect();
+        tags.sort();
+        self.meta.create_key(&rec, &material, &tags).await?;
+        info!(key_id = %key_id, "created key");
+        Ok(self.metadata(&rec))
+    }
+
+    pub async fn describe_key(&self, r: &KeyRef) -> Result<KeyMetadata> {
+        let k = self.loaded_ref(r).await?;
+        Ok(self.metadata(&k.record))
+    }
+
+    pub async fn list_keys(&self, limit: usize, marker: Option<&str>) -> Result<Listing<KeyListEntry>> {
+        let page = self.meta.list_keys(marker, limit).await?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|k| KeyListEntry {
+                key_arn: self.cfg.key_arn(&k.key_id),
+                key_id: k.key_id,
+            })
+            .collect();
+        Ok(paginate(items, page.truncated, |e: &KeyListEntry| e.key_id.clone()))
+    }
+
+    pub async fn update_key_description(&self, r: &KeyRef, description: String) -> Result<()> {
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        rec.description = description;
+        self.store_update(&rec).await
+    }
+
+    pub async fn enable_key(&self, r: &KeyRef) -> Result<()> {
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        if rec.state != state::ENABLED {
+            rec.state = state::ENABLED.to_owned();
+            self.store_update(&rec).await?;
+            info!(key_id = %rec.key_id, "enabled key");
+        }
+        Ok(())
+    }
+
+    pub async fn disable_key(&self, r: &KeyRef) -> Result<()> {
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        if rec.state != state::DISABLED {
+            rec.state = state::DISABLED.to_owned();
+            self.store_update(&rec).await?;
+            info!(key_id = %rec.key_id, "disabled key");
+        }
+        Ok(())
+    }
+
+    pub async fn schedule_key_deletion(&self, r: &KeyRef, window_days: Option<i32>) -> Result<ScheduledDeletion> {
+        let days = window_days.unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        let deletion_ms = now_ms() + i64::from(days) * DAY_MS;
+        rec.state = state::PENDING_DELETION.to_owned();
+        rec.deletion_ms = Some(deletion_ms);
+        rec.pending_window_days = Some(days);
+        self.store_update(&rec).await?;
+        warn!(key_id = %rec.key_id, days, "key scheduled for deletion");
+        Ok(ScheduledDeletion {
+            key_arn: self.cfg.key_arn(&rec.key_id),
+            deletion_ms,
+            pending_window_days: days,
+        })
+    }
+
+    pub async fn cancel_key_deletion(&self, r: &KeyRef) -> Result<String> {
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        if rec.state != state::PENDING_DELETION {
+            return Err(KmsError::InvalidState(format!(
+                "{} is not pending deletion (current KeyState: {}).",
+                self.cfg.key_arn(&rec.key_id),
+                rec.state
+            )));
+        }
+        rec.state = state::DISABLED.to_owned();
+        rec.deletion_ms = None;
+        rec.pending_window_days = None;
+        self.store_update(&rec).await?;
+        info!(key_id = %rec.key_id, "key deletion cancelled; key is disabled");
+        Ok(self.cfg.key_arn(&rec.key_id))
+    }
+
+    // ---- cryptographic operations -----------------------------------------------------------
+
+    fn seal(&self, k: &LoadedKey, ctx: &EncryptionContext, plaintext: &[u8]) -> Result<EncryptOutput> {
+        let version = k.record.current_version;
+        let material = k
+            .materials
+            .get(version as usize - 1)
+            .ok_or_else(|| KmsError::Internal("current material missing".into()))?;
+        let header = blob::BlobHeader {
+            key_id: uuid_bytes(&k.record.key_id)?,
+            material_version: version,
+        };
+        let aad = context::encode(ctx).map_err(|_| KmsError::Validation("The encryption context is too large.".into()))?;
+        let ciphertext = blob::seal(material, header, &aad, plaintext).map_err(internal)?;
+        Ok(EncryptOutput {
+            ciphertext,
+            key_arn: self.cfg.key_arn(&k.record.key_id),
+            key_material_id: key_material_id(&k.record.key_id, version),
+        })
+    }
+
+    pub async fn encrypt(
+        &self,
+        r: &KeyRef,
+        plaintext: &[u8],
+        ctx: &EncryptionContext,
+        algorithm: Option<&str>,
+        dry_run: bool,
+    ) -> Result<EncryptOutput> {
+        let k = self.loaded_ref(r).await?;
+        self.usable(&k.record)?;
+        self.check_encrypt_algorithm(&k.record, algorithm)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        self.seal(&k, ctx, plaintext)
+    }
+
+    /// Opens a ciphertext blob. `expected` is the caller's `KeyId`, if given: the blob must belong
+    /// to that key.
+    async fn open(
+        &self,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+        expected: Option<&KeyRef>,
+        algorithm: Option<&str>,
+    ) -> Result<(Arc<LoadedKey>, u32, SecretBytes)> {
+        let header = blob::peek(ciphertext).map_err(|_| invalid_ciphertext())?;
+        let key_id = uuid::Uuid::from_bytes(header.key_id).hyphenated().to_string();
+        if let Some(expected) = expected {
+            let wanted = self.resolve(expected).await?;
+            if wanted != key_id {
+                return Err(KmsError::IncorrectKey(
+                    "The key ID in the request does not identify a CMK that can perform this operation.".into(),
+                ));
+            }
+        }
+        let k = match self.loaded(&key_id).await {
+            Ok(k) => k,
+            // A blob naming no key we hold is as unusable as a corrupt one; say no more than that.
+            Err(KmsError::NotFound(_)) => return Err(invalid_ciphertext()),
+            Err(e) => return Err(e),
+        };
+        self.usable(&k.record)?;
+        self.check_encrypt_algorithm(&k.record, algorithm)?;
+        let version = header.material_version;
+        let material = version
+            .checked_sub(1)
+            .and_then(|i| k.materials.get(i as usize))
+            .ok_or_else(invalid_ciphertext)?;
+        let aad = context::encode(ctx).map_err(|_| invalid_ciphertext())?;
+        let plaintext = blob::open(material, ciphertext, &aad).map_err(|_| invalid_ciphertext())?;
+        Ok((k, version, plaintext))
+    }
+
+    pub async fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        ctx: &EncryptionContext,
+        key: Option<&KeyRef>,
+        algorithm: Option<&str>,
+        dry_run: bool,
+    ) -> Result<DecryptOutput> {
+        let (k, version, plaintext) = self.open(ciphertext, ctx, key, algorithm).await?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        Ok(DecryptOutput {
+            plaintext,
+            key_arn: self.cfg.key_arn(&k.record.key_id),
+            key_material_id: key_material_id(&k.record.key_id, version),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn re_encrypt(
+        &self,
+        ciphertext: &[u8],
+        source_ctx: &EncryptionContext,
+        source_key: Option<&KeyRef>,
+        source_algorithm: Option<&str>,
+        destination: &KeyRef,
+        destination_ctx: &EncryptionContext,
+        destination_algorithm: Option<&str>,
+        dry_run: bool,
+    ) -> Result<ReEncryptOutput> {
+        let (src, version, plaintext) = self.open(ciphertext, source_ctx, source_key, source_algorithm).await?;
+        let dst = self.loaded_ref(destination).await?;
+        self.usable(&dst.record)?;
+        self.check_encrypt_algorithm(&dst.record, destination_algorithm)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let out = self.seal(&dst, destination_ctx, plaintext.expose())?;
+        Ok(ReEncryptOutput {
+            ciphertext: out.ciphertext,
+            source_key_arn: self.cfg.key_arn(&src.record.key_id),
+            key_arn: out.key_arn,
+            source_key_material_id: key_material_id(&src.record.key_id, version),
+            destination_key_material_id: out.key_material_id,
+        })
+    }
+
+    /// GenerateDataKey (`with_plaintext`) and GenerateDataKeyWithoutPlaintext.
+    pub async fn generate_data_key(
+        &self,
+        r: &KeyRef,
+        ctx: &EncryptionContext,
+        number_of_bytes: usize,
+        with_plaintext: bool,
+        dry_run: bool,
+    ) -> Result<DataKeyOutput> {
+        let k = self.loaded_ref(r).await?;
+        self.usable(&k.record)?;
+        self.check_encrypt_algorithm(&k.record, None)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let data_key = coffer_crypto::random_secret(number_of_bytes).map_err(internal)?;
+        let out = self.seal(&k, ctx, data_key.expose())?;
+        Ok(DataKeyOutput {
+            plaintext: with_plaintext.then_some(data_key),
+            ciphertext: out.ciphertext,
+            key_arn: out.key_arn,
+            key_material_id: out.key_material_id,
+        })
+    }
+
+    pub fn generate_random(&self, number_of_bytes: usize) -> Result<SecretBytes> {
+        coffer_crypto::random_secret(number_of_bytes).map_err(internal)
+    }
+
+    // ---- aliases ----------------------------------------------------------------------------
+
+    fn check_alias_name(name: &str) -> Result<()> {
+        if !name.starts_with("alias/") || name.len() == "alias/".len() {
+            return Err(KmsError::Validation(
+                "Alias must start with the prefix \"alias/\" followed by a name.".into(),
+            ));
+        }
+        if name.starts_with("alias/aws/") {
+            return Err(KmsError::NotAuthorized(format!(
+                "{name}: aliases that begin with alias/aws/ are reserved for AWS managed keys."
+            )));
+        }
+        Ok(())
+    }
+
+    /// The key an alias may point at: named by key id or key ARN (not another alias), existing and
+    /// not pending deletion.
+    async fn alias_target(&self, target: &KeyRef) -> Result<KeyRecord> {
+        let KeyRef::Key(id) = target else {
+            return Err(KmsError::Validation(
+                "TargetKeyId must be a key ID or key ARN, not an alias.".into(),
+            ));
+        };
+        let rec = self.meta.key(id).await?.ok_or_else(|| self.key_not_found(id))?;
+        self.not_pending_deletion(&rec)?;
+        Ok(rec)
+    }
+
+    pub async fn create_alias(&self, name: &str, target: &KeyRef) -> Result<()> {
+        Self::check_alias_name(name)?;
+        let _w = self.writes.lock().await;
+        let rec = self.alias_target(target).await?;
+        let existing = self.meta.list_aliases(Some(&rec.key_id), None, MAX_ALIASES_PER_KEY).await?;
+        if existing.items.len() >= MAX_ALIASES_PER_KEY {
+            return Err(KmsError::LimitExceeded(format!(
+                "Key {} already has {MAX_ALIASES_PER_KEY} aliases.",
+                self.cfg.key_arn(&rec.key_id)
+            )));
+        }
+        let now = now_ms();
+        let result = self
+            .meta
+            .create_alias(&AliasRecord {
+                name: name.to_owned(),
+                target_key_id: rec.key_id.clone(),
+                created_ms: now,
+                updated_ms: now,
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                info!(alias = %name, key_id = %rec.key_id, "created alias");
+                Ok(())
+            }
+            Err(MetaError::AlreadyExists(_)) => Err(KmsError::AlreadyExists(format!(
+                "An alias with the name {} already exists",
+                self.cfg.alias_arn(name)
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn update_alias(&self, name: &str, target: &KeyRef) -> Result<()> {
+        Self::check_alias_name(name)?;
+        let _w = self.writes.lock().await;
+        let current = self.meta.alias(name).await?.ok_or_else(|| self.alias_not_found(name))?;
+        let rec = self.alias_target(target).await?;
+        if let Some(old) = self.meta.key(&current.target_key_id).await? {
+            if old.key_spec != rec.key_spec || old.key_usage != rec.key_usage {
+                return Err(KmsError::Validation(
+                    "An alias can only move to a key of the same key spec and key usage.".into(),
+                ));
+            }
+        }
+        self.meta.update_alias(name, &rec.key_id, now_ms()).await?;
+        self.aliases
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), rec.key_id.clone());
+        info!(alias = %name, key_id = %rec.key_id, "updated alias");
+        Ok(())
+    }
+
+    pub async fn delete_alias(&self, name: &str) -> Result<()> {
+        Self::check_alias_name(name)?;
+        let _w = self.writes.lock().await;
+        match self.meta.delete_alias(name).await {
+            Ok(()) => {}
+            Err(MetaError::NotFound(_)) => return Err(self.alias_not_found(name)),
+            Err(e) => return Err(e.into()),
+        }
+        self.aliases.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        info!(alias = %name, "deleted alias");
+        Ok(())
+    }
+
+    pub async fn list_aliases(&self, key: Option<&KeyRef>, limit: usize, marker: Option<&str>) -> Result<Listing<AliasEntry>> {
+        let key_id = match key {
+            Some(r) => {
+                let id = self.resolve(r).await?;
+                if self.meta.key(&id).await?.is_none() {
+                    return Err(self.key_not_found(&id));
+                }
+                Some(id)
+            }
+            None => None,
+        };
+        let page = self.meta.list_aliases(key_id.as_deref(), marker, limit).await?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|a| AliasEntry {
+                arn: self.cfg.alias_arn(&a.name),
+                name: a.name,
+                target_key_id: a.target_key_id,
+                creation_ms: a.created_ms,
+                last_updated_ms: a.updated_ms,
+            })
+            .collect();
+        Ok(paginate(items, page.truncated, |a: &AliasEntry| a.name.clone()))
+    }
+
+    // ---- tags -------------------------------------------------------------------------------
+
+    pub async fn tag_resource(&self, r: &KeyRef, tags: Vec<(String, String)>) -> Result<()> {
+        check_tags(&tags)?;
+        let _w = self.writes.lock().await;
+        let rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        let mut all: HashMap<String, String> = self.meta.tags(&rec.key_id).await?.into_iter().collect();
+        let mut new: HashMap<String, String> = HashMap::new();
+        new.extend(tags);
+        all.extend(new.clone());
+        if all.len() > MAX_TAGS {
+            return Err(KmsError::LimitExceeded(format!("A key can have at most {MAX_TAGS} tags.")));
+        }
+        let mut new: Vec<_> = new.into_iter().collect();
+        new.sort();
+        self.meta.put_tags(&rec.key_id, &new).await?;
+        Ok(())
+    }
+
+    pub async fn untag_resource(&self, r: &KeyRef, tag_keys: Vec<String>) -> Result<()> {
+        let _w = self.writes.lock().await;
+        let rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        self.meta.remove_tags(&rec.key_id, &tag_keys).await?;
+        Ok(())
+    }
+
+    pub async fn list_resource_tags(&self, r: &KeyRef, limit: usize, marker: Option<&str>) -> Result<Listing<(String, String)>> {
+        let id = self.resolve(r).await?;
+        if self.meta.key(&id).await?.is_none() {
+            return Err(self.key_not_found(&id));
+        }
+        let all = self.meta.tags(&id).await?;
+        let rest: Vec<_> = all
+            .into_iter()
+            .filter(|(k, _)| marker.is_none_or(|m| k.as_str() > m))
+            .collect();
+        let truncated = rest.len() > limit;
+        let items: Vec<_> = rest.into_iter().take(limit).collect();
+        Ok(paginate(items, truncated, |(k, _): &(String, String)| k.clone()))
+    }
+
+    // ---- rotation ---------------------------------------------------------------------------
+
+    fn check_rotatable(&self, rec: &KeyRecord) -> Result<()> {
+        if rec.key_spec != SYMMETRIC_DEFAULT || rec.origin != ORIGIN_AWS_KMS {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} does not support automatic or on-demand rotation.",
+                self.cfg.key_arn(&rec.key_id)
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn enable_key_rotation(&self, r: &KeyRef, period_days: Option<i32>) -> Result<()> {
+        let days = period_days.unwrap_or(DEFAULT_ROTATION_DAYS);
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.usable(&rec)?;
+        self.check_rotatable(&rec)?;
+        rec.rotation_enabled = true;
+        rec.rotation_period_days = Some(days);
+        rec.next_rotation_ms = Some(now_ms() + i64::from(days) * DAY_MS);
+        self.store_update(&rec).await
+    }
+
+    pub async fn disable_key_rotation(&self, r: &KeyRef) -> Result<()> {
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.usable(&rec)?;
+        self.check_rotatable(&rec)?;
+        rec.rotation_enabled = false;
+        rec.rotation_period_days = None;
+        rec.next_rotation_ms = None;
+        self.store_update(&rec).await
+    }
+
+    pub async fn key_rotation_status(&self, r: &KeyRef) -> Result<RotationStatus> {
+        let rec = self.loaded_ref(r).await?.record.clone();
+        self.not_pending_deletion(&rec)?;
+        Ok(RotationStatus {
+            key_arn: self.cfg.key_arn(&rec.key_id),
+            enabled: rec.rotation_enabled,
+            period_days: rec.rotation_period_days.filter(|_| rec.rotation_enabled),
+            next_rotation_ms: rec.next_rotation_ms.filter(|_| rec.rotation_enabled),
+        })
+    }
+
+    /// Adds a material version; new encryptions use it, old versions keep decrypting.
+    async fn rotate_locked(&self, mut rec: KeyRecord, rotation_type: &str) -> Result<KeyRecord> {
+        let version = rec.current_version + 1;
+        let material = self.new_material(&rec.key_id, version, Some(rotation_type))?;
+        rec.current_version = version;
+        self.meta.add_material(&rec, &material).await?;
+        self.evict(&rec.key_id);
+        info!(key_id = %rec.key_id, version, rotation_type, "rotated key material");
+        Ok(rec)
+    }
+
+    pub async fn rotate_key_on_demand(&self, r: &KeyRef) -> Result<String> {
+        let _w = self.writes.lock().await;
+        let rec = self.record_for_update(r).await?;
+        self.usable(&rec)?;
+        self.check_rotatable(&rec)?;
+        let on_demand = self
+            .meta
+            .materials(&rec.key_id)
+            .await?
+            .iter()
+            .filter(|m| m.rotation_type.as_deref() == Some("ON_DEMAND"))
+            .count();
+        if on_demand >= MAX_ON_DEMAND_ROTATIONS {
+            return Err(KmsError::LimitExceeded(format!(
+                "{} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations.",
+                self.cfg.key_arn(&rec.key_id)
+            )));
+        }
+        let rec = self.rotate_locked(rec, "ON_DEMAND").await?;
+        Ok(rec.key_id)
+    }
+
+    /// Rotations of a key, oldest first. With `include_initial`, the material the key was created
+    /// with is listed too (AWS's `ALL_KEY_MATERIAL`).
+    pub async fn list_key_rotations(
+        &self,
+        r: &KeyRef,
+        include_initial: bool,
+        limit: usize,
+        marker: Option<&str>,
+    ) -> Result<Listing<RotationEntry>> {
+        let rec = self.record_for_update(r).await?;
+        self.not_pending_deletion(&rec)?;
+        self.check_rotatable(&rec)?;
+        let after: u32 = match marker {
+            None => 0,
+            Some(m) => m
+                .parse()
+                .map_err(|_| KmsError::InvalidMarker("The marker is not valid for this request.".into()))?,
+        };
+        let mut entries: Vec<(u32, RotationEntry)> = self
+            .meta
+            .materials(&rec.key_id)
+            .await?
+            .into_iter()
+            .filter(|m| m.version > after && (include_initial || m.rotation_type.is_some()))
+            .map(|m| {
+                let entry = RotationEntry {
+                    key_id: rec.key_id.clone(),
+                    key_material_id: key_material_id(&rec.key_id, m.version),
+                    current: m.version == rec.current_version,
+                    rotation_type: m.rotation_type,
+                    rotation_ms: m.created_ms,
+                };
+                (m.version, entry)
+            })
+            .collect();
+        let truncated = entries.len() > limit;
+        entries.truncate(limit);
+        // The marker is the last listed material version.
+        let next_marker = entries.last().filter(|_| truncated).map(|(v, _)| v.to_string());
+        let items = entries.into_iter().map(|(_, e)| e).collect();
+        Ok(Listing { items, next_marker })
+    }
+
+    // ---- the clock --------------------------------------------------------------------------
+
+    /// Carries out what is due at `now`: deletes keys whose waiting period has ended and rotates
+    /// enabled keys whose automatic rotation date has come. Run it periodically.
+    pub async fn sweep(&self, now: i64) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        for due in self.meta.keys_due(now).await? {
+            let _w = self.writes.lock().await;
+            // Re-read under the lock: the key may have changed since the scan.
+            let Some(rec) = self.meta.key(&due.key_id).await? else { continue };
+            if rec.state == state::PENDING_DELETION && rec.deletion_ms.is_some_and(|d| d <= now) {
+                self.meta.delete_key(&rec.key_id).await?;
+                self.evict(&rec.key_id);
+                self.aliases
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|_, target| *target != rec.key_id);
+                warn!(key_id = %rec.key_id, "deleted key at the end of its waiting period");
+                report.deleted += 1;
+            } else if rec.state == state::ENABLED
+                && rec.rotation_enabled
+                && rec.next_rotation_ms.is_some_and(|t| t <= now)
+            {
+                let period = rec.rotation_period_days.unwrap_or(DEFAULT_ROTATION_DAYS);
+                let mut rec = self.rotate_locked(rec, "AUTOMATIC").await?;
+                rec.next_rotation_ms = Some(now + i64::from(period) * DAY_MS);
+                self.store_update(&rec).await?;
+                report.rotated += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root::DevFileRoot;
+
+    struct Fixture {
+        kms: Kms,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (root, _) = DevFileRoot::load_or_create(&dir.path().join("root.key")).expect("root");
+        let meta = Arc::new(coffer_meta::SqliteStore::in_memory().expect("db"));
+        let cfg = KmsConfig {
+            account_id: "111122223333".into(),
+            region: "us-east-1".into(),
+        };
+        Fixture {
+            kms: Kms::new(cfg, meta, Arc::new(root)),
+            _dir: dir,
+        }
+    }
+
+    fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn encrypt_decrypt_with_context_and_rotation() {
+        let f = fixture();
+        let md = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let key = KeyRef::Key(md.key_id.clone());
+        let c = ctx(&[("purpose", "test")]);
+        let e1 = f.kms.encrypt(&key, b"one", &c, None, false).await.expect("encrypt");
+        assert_eq!(e1.key_arn, md.arn);
+        f.kms.rotate_key_on_demand(&key).await.expect("rotate");
+        let e2 = f.kms.encrypt(&key, b"two", &c, None, false).await.expect("encrypt");
+        assert_eq!(blob::peek(&e2.ciphertext).expect("hdr").material_version, 2);
+        for (e, p) in [(&e1, &b"one"[..]), (&e2, &b"two"[..])] {
+            let d = f.kms.decrypt(&e.ciphertext, &c, None, None, false).await.expect("decrypt");
+            assert_eq!(d.plaintext.expose(), p);
+        }
+        assert!(matches!(
+            f.kms.decrypt(&e1.ciphertext, &ctx(&[]), None, None, false).await,
+            Err(KmsError::InvalidCiphertext(_))
+        ));
+        let other = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        assert!(matches!(
+            f.kms.decrypt(&e1.ciphertext, &c, Some(&KeyRef::Key(other.key_id.clone())), None, false).await,
+            Err(KmsError::IncorrectKey(_))
+        ));
+        let re = f
+            .kms
+            .re_encrypt(&e1.ciphertext, &c, None, None, &KeyRef::Key(other.key_id.clone()), &ctx(&[]), None, false)
+            .await
+            .expect("reencrypt");
+        assert_eq!(re.source_key_arn, md.arn);
+        let d = f.kms.decrypt(&re.ciphertext, &ctx(&[]), None, None, false).await.expect("decrypt");
+        assert_eq!(d.plaintext.expose(), b"one");
+    }
+
+    #[tokio::test]
+    async fn states_are_enforced() {
+        let f = fixture();
+        let md = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let key = KeyRef::Key(md.key_id.clone());
+        let e = f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await.expect("encrypt");
+        f.kms.disable_key(&key).await.expect("disable");
+        assert!(matches!(f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await, Err(KmsError::Disabled(_))));
+        assert!(matches!(f.kms.decrypt(&e.ciphertext, &ctx(&[]), None, None, false).await, Err(KmsError::Disabled(_))));
+        f.kms.schedule_key_deletion(&key, Some(7)).await.expect("schedule");
+        assert!(matches!(f.kms.enable_key(&key).await, Err(KmsError::InvalidState(_))));
+        assert!(matches!(f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await, Err(KmsError::InvalidState(_))));
+        f.kms.cancel_key_deletion(&key).await.expect("cancel");
+        assert_eq!(f.kms.describe_key(&key).await.expect("describe").key_state, state::DISABLED);
+        f.kms.enable_key(&key).await.expect("enable");
+        f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await.expect("encrypt again");
+    }
+
+    #[tokio::test]
+    async fn sweep_deletes_and_rotates_on_the_clock() {
+        let f = fixture();
+        let doomed = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let doomed_ref = KeyRef::Key(doomed.key_id.clone());
+        f.kms.create_alias("alias/doomed", &doomed_ref).await.expect("alias");
+        f.kms.schedule_key_deletion(&doomed_ref, Some(7)).await.expect("schedule");
+        let rotating = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let rotating_ref = KeyRef::Key(rotating.key_id.clone());
+        f.kms.enable_key_rotation(&rotating_ref, Some(90)).await.expect("rotation");
+
+        assert_eq!(f.kms.sweep(now_ms()).await.expect("sweep"), SweepReport::default());
+        let later = now_ms() + 91 * DAY_MS;
+        assert_eq!(f.kms.sweep(later).await.expect("sweep"), SweepReport { deleted: 1, rotated: 1 });
+        assert!(matches!(f.kms.describe_key(&doomed_ref).await, Err(KmsError::NotFound(_))));
+        assert!(matches!(
+            f.kms.describe_key(&KeyRef::Alias("alias/doomed".into())).await,
+            Err(KmsError::NotFound(_))
+        ));
+        let rotations = f.kms.list_key_rotations(&rotating_ref, false, 10, None).await.expect("list");
+        assert_eq!(rotations.items.len(), 1);
+        assert_eq!(rotations.items[0].rotation_type.as_deref(), Some("AUTOMATIC"));
+        // The next rotation moved a period on, so a second sweep at the same time does nothing.
+        assert_eq!(f.kms.sweep(later).await.expect("sweep"), SweepReport::default());
+    }
+
+    #[tokio::test]
+    async fn aliases_and_tags() {
+        let f = fixture();
+        let a = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let b = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let ka = KeyRef::Key(a.key_id.clone());
+        f.kms.create_alias("alias/app", &ka).await.expect("alias");
+        assert!(matches!(f.kms.create_alias("alias/app", &ka).await, Err(KmsError::AlreadyExists(_))));
+        assert!(matches!(f.kms.create_alias("alias/aws/x", &ka).await, Err(KmsError::NotAuthorized(_))));
+        assert!(matches!(f.kms.create_alias("app", &ka).await, Err(KmsError::Validation(_))));
+        let alias = KeyRef::Alias("alias/app".into());
+        assert_eq!(f.kms.describe_key(&alias).await.expect("describe").key_id, a.key_id);
+        f.kms.update_alias("alias/app", &KeyRef::Key(b.key_id.clone())).await.expect("update");
+        assert_eq!(f.kms.describe_key(&alias).await.expect("describe").key_id, b.key_id);
+        f.kms.delete_alias("alias/app").await.expect("delete");
+        assert!(matches!(f.kms.describe_key(&alias).await, Err(KmsError::NotFound(_))));
+
+        f.kms
+            .tag_resource(&ka, vec![("b".into(), "2".into()), ("a".into(), "1".into())])
+            .await
+            .expect("tag");
+        assert!(matches!(f.kms.tag_resource(&ka, vec![("aws:x".into(), "1".into())]).await, Err(KmsError::Tag(_))));
+        let page = f.kms.list_resource_tags(&ka, 1, None).await.expect("tags");
+        assert_eq!(page.items, vec![("a".to_string(), "1".to_string())]);
+        let page = f.kms.list_resource_tags(&ka, 1, page.next_marker.as_deref()).await.expect("tags");
+        assert_eq!((page.items.len(), page.next_marker), (1, None));
+        let many: Vec<_> = (0..MAX_TAGS).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(matches!(f.kms.tag_resource(&ka, many).await, Err(KmsError::LimitExceeded(_))));
+    }
+}

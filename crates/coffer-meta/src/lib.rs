@@ -1,0 +1,76 @@
+//! Coffer's metadata: keys, key-material versions (wrapped), aliases, tags and access keys, behind one
+//! interface ([`MetaStore`]) so that several engines can serve it. SQLite ([`SqliteStore`]) is the
+//! embedded default; the SQL is kept to the portable subset so a PostgreSQL engine can follow.
+//!
+//! The store never sees a secret in the clear: key material and secret access keys arrive already
+//! wrapped under the root key.
+
+mod records;
+mod sqlite;
+
+pub use records::{AccessKeyRecord, AliasRecord, KeyRecord, MaterialRecord};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MetaError {
+    /// A uniqueness rule was broken (alias name taken, key id reused).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The row to change does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The engine failed (I/O, corruption, lock). Details are for the log, not for clients.
+    #[error("metadata store failure: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+/// One page of a listing: the rows and whether more follow.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub truncated: bool,
+}
+
+/// The metadata interface. Every method is one transaction: it happens whole or not at all, and once
+/// it returns `Ok` it survives a crash of the process.
+#[async_trait]
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Creates a key with its first material version and its tags.
+    async fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[(String, String)]) -> Result<()>;
+    async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
+    /// Keys ordered by id, starting after `after`.
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page<KeyRecord>>;
+    /// Replaces the mutable fields of a key (state, description, deletion and rotation settings).
+    async fn update_key(&self, key: &KeyRecord) -> Result<()>;
+    /// Removes a key and everything that hangs off it (material, aliases, tags).
+    async fn delete_key(&self, key_id: &str) -> Result<()>;
+    /// Keys whose deletion date or next automatic rotation is at or before `now_ms`.
+    async fn keys_due(&self, now_ms: i64) -> Result<Vec<KeyRecord>>;
+
+    /// All material versions of a key, oldest first.
+    async fn materials(&self, key_id: &str) -> Result<Vec<MaterialRecord>>;
+    /// Adds a material version and stores the key row (with its new current version) in one transaction.
+    async fn add_material(&self, key: &KeyRecord, material: &MaterialRecord) -> Result<()>;
+
+    async fn create_alias(&self, alias: &AliasRecord) -> Result<()>;
+    async fn alias(&self, name: &str) -> Result<Option<AliasRecord>>;
+    /// Points an existing alias at another key.
+    async fn update_alias(&self, name: &str, target_key_id: &str, now_ms: i64) -> Result<()>;
+    async fn delete_alias(&self, name: &str) -> Result<()>;
+    /// Aliases ordered by name, optionally only those of one key.
+    async fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<AliasRecord>>;
+
+    /// Sets tags, replacing the value of any tag key already present.
+    async fn put_tags(&self, key_id: &str, tags: &[(String, String)]) -> Result<()>;
+    async fn remove_tags(&self, key_id: &str, tag_keys: &[String]) -> Result<()>;
+    /// Tags of a key ordered by tag key.
+    async fn tags(&self, key_id: &str) -> Result<Vec<(String, String)>>;
+
+    async fn put_access_key(&self, record: &AccessKeyRecord) -> Result<()>;
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>>;
+}

@@ -1,0 +1,71 @@
+//! Rows of the metadata store. Times are Unix milliseconds.
+
+/// A KMS key (customer master key) without its material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub created_ms: i64,
+    pub description: String,
+    pub key_usage: String,
+    pub key_spec: String,
+    pub origin: String,
+    pub key_manager: String,
+    pub state: String,
+    pub deletion_ms: Option<i64>,
+    pub pending_window_days: Option<i32>,
+    pub rotation_enabled: bool,
+    pub rotation_period_days: Option<i32>,
+    pub next_rotation_ms: Option<i64>,
+    pub current_version: u32,
+}
+
+/// One version of a key's material, wrapped under the root key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MaterialRecord {
+    pub key_id: String,
+    pub version: u32,
+    pub wrapped: Vec<u8>,
+    pub created_ms: i64,
+    /// `None` for the material a key was created with; `AUTOMATIC` or `ON_DEMAND` for rotations.
+    pub rotation_type: Option<String>,
+}
+
+impl std::fmt::Debug for MaterialRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaterialRecord")
+            .field("key_id", &self.key_id)
+            .field("version", &self.version)
+            .field("wrapped", &format_args!("[{} bytes]", self.wrapped.len()))
+            .field("created_ms", &self.created_ms)
+            .field("rotation_type", &self.rotation_type)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    pub name: String,
+    pub target_key_id: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// An access key; the secret is wrapped under the root key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKeyRecord {
+    pub access_key_id: String,
+    pub wrapped_secret: Vec<u8>,
+    pub principal_arn: String,
+    pub status: String,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for AccessKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKeyRecord")
+            .field("access_key_id", &self.access_key_id)
+            .field("principal_arn", &self.principal_arn)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}

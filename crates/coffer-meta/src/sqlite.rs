@@ -1,0 +1,604 @@
+//! The embedded engine: one SQLite file in the data dir, in WAL mode with `synchronous=FULL`, so an
+//! acknowledged transaction survives a crash of the process or the machine.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{AccessKeyRecord, AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result};
+
+/// Forward-only schema migrations; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE kms_keys (
+    key_id               TEXT PRIMARY KEY,
+    created_ms           BIGINT NOT NULL,
+    description          TEXT NOT NULL,
+    key_usage            TEXT NOT NULL,
+    key_spec             TEXT NOT NULL,
+    origin               TEXT NOT NULL,
+    key_manager          TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    deletion_ms          BIGINT,
+    pending_window_days  INTEGER,
+    rotation_enabled     INTEGER NOT NULL,
+    rotation_period_days INTEGER,
+    next_rotation_ms     BIGINT,
+    current_version      INTEGER NOT NULL
+);
+CREATE TABLE kms_key_materials (
+    key_id        TEXT NOT NULL REFERENCES kms_keys(key_id) ON DELETE CASCADE,
+    version       INTEGER NOT NULL,
+    wrapped       BLOB NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    rotation_type TEXT,
+    PRIMARY KEY (key_id, version)
+);
+CREATE TABLE kms_aliases (
+    name          TEXT PRIMARY KEY,
+    target_key_id TEXT NOT NULL REFERENCES kms_keys(key_id) ON DELETE CASCADE,
+    created_ms    BIGINT NOT NULL,
+    updated_ms    BIGINT NOT NULL
+);
+CREATE INDEX kms_aliases_by_key ON kms_aliases(target_key_id);
+CREATE TABLE kms_tags (
+    key_id    TEXT NOT NULL REFERENCES kms_keys(key_id) ON DELETE CASCADE,
+    tag_key   TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+);
+CREATE TABLE access_keys (
+    access_key_id  TEXT PRIMARY KEY,
+    wrapped_secret BLOB NOT NULL,
+    principal_arn  TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    created_ms     BIGINT NOT NULL
+);
+"#];
+
+/// SQLite engine. Calls run on the blocking thread pool; one connection serialises writers, which is
+/// what SQLite does anyway.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> MetaError {
+    MetaError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .map_err(backend)?;
+        let current: i64 = tx
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(backend)?;
+        if current > MIGRATIONS.len() as i64 {
+            return Err(MetaError::Backend(format!(
+                "the metadata schema is version {current}, newer than this build knows ({}); run a newer coffer",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_ms) VALUES (?1, ?2)",
+                params![i as i64 + 1, now_ms()],
+            )
+            .map_err(backend)?;
+            tracing::info!(version = i + 1, "applied metadata schema migration");
+        }
+        tx.commit().map_err(backend)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means a panic mid-call; SQLite rolled the transaction back, so the
+            // connection itself is still consistent.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const KEY_COLUMNS: &str = "key_id, created_ms, description, key_usage, key_spec, origin, key_manager, state, \
+     deletion_ms, pending_window_days, rotation_enabled, rotation_period_days, next_rotation_ms, current_version";
+
+fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        key_id: r.get(0)?,
+        created_ms: r.get(1)?,
+        description: r.get(2)?,
+        key_usage: r.get(3)?,
+        key_spec: r.get(4)?,
+        origin: r.get(5)?,
+        key_manager: r.get(6)?,
+        state: r.get(7)?,
+        deletion_ms: r.get(8)?,
+        pending_window_days: r.get(9)?,
+        rotation_enabled: r.get::<_, i64>(10)? != 0,
+        rotation_period_days: r.get(11)?,
+        next_rotation_ms: r.get(12)?,
+        current_version: r.get(13)?,
+    })
+}
+
+fn alias_row(r: &Row<'_>) -> rusqlite::Result<AliasRecord> {
+    Ok(AliasRecord {
+        name: r.get(0)?,
+        target_key_id: r.get(1)?,
+        created_ms: r.get(2)?,
+        updated_ms: r.get(3)?,
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn update_key_row(conn: &Connection, k: &KeyRecord) -> Result<()> {
+    let n = conn
+        .execute(
+            "UPDATE kms_keys SET description = ?2, state = ?3, deletion_ms = ?4, pending_window_days = ?5, \
+             rotation_enabled = ?6, rotation_period_days = ?7, next_rotation_ms = ?8, current_version = ?9 \
+             WHERE key_id = ?1",
+            params![
+                k.key_id,
+                k.description,
+                k.state,
+                k.deletion_ms,
+                k.pending_window_days,
+                k.rotation_enabled as i64,
+                k.rotation_period_days,
+                k.next_rotation_ms,
+                k.current_version
+            ],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(MetaError::NotFound(k.key_id.clone()));
+    }
+    Ok(())
+}
+
+fn page<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
+    let truncated = items.len() > limit;
+    items.truncate(limit);
+    Page { items, truncated }
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[(String, String)]) -> Result<()> {
+        let (key, material, tags) = (key.clone(), material.clone(), tags.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute(
+                &format!("INSERT INTO kms_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                params![
+                    key.key_id,
+                    key.created_ms,
+                    key.description,
+                    key.key_usage,
+                    key.key_spec,
+                    key.origin,
+                    key.key_manager,
+                    key.state,
+                    key.deletion_ms,
+                    key.pending_window_days,
+                    key.rotation_enabled as i64,
+                    key.rotation_period_days,
+                    key.next_rotation_ms,
+                    key.current_version
+                ],
+            )
+            .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(key.key_id.clone()) } else { backend(e) })?;
+            tx.execute(
+                "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![material.key_id, material.version, material.wrapped, material.created_ms, material.rotation_type],
+            )
+            .map_err(backend)?;
+            for (k, v) in &tags {
+                tx.execute(
+                    "INSERT INTO kms_tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
+                    params![key.key_id, k, v],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            c.query_row(&format!("SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id = ?1"), [key_id], key_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page<KeyRecord>> {
+        let after = after.unwrap_or("").to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"))
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after, limit as i64 + 1], key_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(page(rows, limit))
+        })
+        .await
+    }
+
+    async fn update_key(&self, key: &KeyRecord) -> Result<()> {
+        let key = key.clone();
+        self.with(move |c| update_key_row(c, &key)).await
+    }
+
+    async fn delete_key(&self, key_id: &str) -> Result<()> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            // Explicit deletes keep this correct on engines without ON DELETE CASCADE enforcement.
+            for table in ["kms_aliases WHERE target_key_id", "kms_tags WHERE key_id", "kms_key_materials WHERE key_id", "kms_keys WHERE key_id"] {
+                tx.execute(&format!("DELETE FROM {table} = ?1"), [&key_id]).map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn keys_due(&self, now_ms: i64) -> Result<Vec<KeyRecord>> {
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM kms_keys WHERE (deletion_ms IS NOT NULL AND deletion_ms <= ?1) \
+                     OR (rotation_enabled <> 0 AND next_rotation_ms IS NOT NULL AND next_rotation_ms <= ?1) ORDER BY key_id"
+                ))
+                .map_err(backend)?;
+            st.query_map([now_ms], key_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn materials(&self, key_id: &str) -> Result<Vec<MaterialRecord>> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT key_id, version, wrapped, created_ms, rotation_type FROM kms_key_materials WHERE key_id = ?1 ORDER BY version",
+                )
+                .map_err(backend)?;
+            st.query_map([key_id], |r| {
+                Ok(MaterialRecord {
+                    key_id: r.get(0)?,
+                    version: r.get(1)?,
+                    wrapped: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    rotation_type: r.get(4)?,
+                })
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn add_material(&self, key: &KeyRecord, material: &MaterialRecord) -> Result<()> {
+        let (key, material) = (key.clone(), material.clone());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute(
+                "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![material.key_id, material.version, material.wrapped, material.created_ms, material.rotation_type],
+            )
+            .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(format!("{} version {}", material.key_id, material.version)) } else { backend(e) })?;
+            update_key_row(&tx, &key)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_alias(&self, alias: &AliasRecord) -> Result<()> {
+        let a = alias.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO kms_aliases (name, target_key_id, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![a.name, a.target_key_id, a.created_ms, a.updated_ms],
+            )
+            .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(a.name.clone()) } else { backend(e) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn alias(&self, name: &str) -> Result<Option<AliasRecord>> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT name, target_key_id, created_ms, updated_ms FROM kms_aliases WHERE name = ?1",
+                [name],
+                alias_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn update_alias(&self, name: &str, target_key_id: &str, now_ms: i64) -> Result<()> {
+        let (name, target) = (name.to_owned(), target_key_id.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE kms_aliases SET target_key_id = ?2, updated_ms = ?3 WHERE name = ?1",
+                    params![name, target, now_ms],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_alias(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let n = c.execute("DELETE FROM kms_aliases WHERE name = ?1", [&name]).map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<AliasRecord>> {
+        let (key_id, after) = (key_id.map(str::to_owned), after.unwrap_or("").to_owned());
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT name, target_key_id, created_ms, updated_ms FROM kms_aliases \
+                     WHERE name > ?1 AND (?2 IS NULL OR target_key_id = ?2) ORDER BY name LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![after, key_id, limit as i64 + 1], alias_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(page(rows, limit))
+        })
+        .await
+    }
+
+    async fn put_tags(&self, key_id: &str, tags: &[(String, String)]) -> Result<()> {
+        let (key_id, tags) = (key_id.to_owned(), tags.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for (k, v) in &tags {
+                tx.execute(
+                    "INSERT INTO kms_tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (key_id, tag_key) DO UPDATE SET tag_value = excluded.tag_value",
+                    params![key_id, k, v],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn remove_tags(&self, key_id: &str, tag_keys: &[String]) -> Result<()> {
+        let (key_id, tag_keys) = (key_id.to_owned(), tag_keys.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for k in &tag_keys {
+                tx.execute("DELETE FROM kms_tags WHERE key_id = ?1 AND tag_key = ?2", params![key_id, k])
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn tags(&self, key_id: &str) -> Result<Vec<(String, String)>> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT tag_key, tag_value FROM kms_tags WHERE key_id = ?1 ORDER BY tag_key")
+                .map_err(backend)?;
+            st.query_map([key_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_access_key(&self, r: &AccessKeyRecord) -> Result<()> {
+        let r = r.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO access_keys (access_key_id, wrapped_secret, principal_arn, status, created_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (access_key_id) DO UPDATE SET wrapped_secret = excluded.wrapped_secret, \
+                 principal_arn = excluded.principal_arn, status = excluded.status",
+                params![r.access_key_id, r.wrapped_secret, r.principal_arn, r.status, r.created_ms],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>> {
+        let id = access_key_id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT access_key_id, wrapped_secret, principal_arn, status, created_ms FROM access_keys WHERE access_key_id = ?1",
+                [id],
+                |r| {
+                    Ok(AccessKeyRecord {
+                        access_key_id: r.get(0)?,
+                        wrapped_secret: r.get(1)?,
+                        principal_arn: r.get(2)?,
+                        status: r.get(3)?,
+                        created_ms: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str) -> KeyRecord {
+        KeyRecord {
+            key_id: id.into(),
+            created_ms: 1,
+            description: String::new(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            origin: "AWS_KMS".into(),
+            key_manager: "CUSTOMER".into(),
+            state: "Enabled".into(),
+            deletion_ms: None,
+            pending_window_days: None,
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation_ms: None,
+            current_version: 1,
+        }
+    }
+
+    fn material(id: &str, v: u32) -> MaterialRecord {
+        MaterialRecord {
+            key_id: id.into(),
+            version: v,
+            wrapped: vec![v as u8; 8],
+            created_ms: 1,
+            rotation_type: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_materials_aliases_tags() {
+        let s = SqliteStore::in_memory().expect("open");
+        s.create_key(&key("a"), &material("a", 1), &[("t".into(), "1".into())]).await.expect("create");
+        assert!(matches!(
+            s.create_key(&key("a"), &material("a", 1), &[]).await,
+            Err(MetaError::AlreadyExists(_))
+        ));
+        s.create_key(&key("b"), &material("b", 1), &[]).await.expect("create");
+        let p = s.list_keys(None, 1).await.expect("list");
+        assert_eq!((p.items.len(), p.truncated), (1, true));
+        let p = s.list_keys(Some("a"), 1).await.expect("list");
+        assert_eq!((p.items[0].key_id.as_str(), p.truncated), ("b", false));
+
+        let mut k = key("a");
+        k.current_version = 2;
+        s.add_material(&k, &material("a", 2)).await.expect("rotate");
+        assert_eq!(s.key("a").await.expect("get").expect("exists").current_version, 2);
+        assert_eq!(s.materials("a").await.expect("materials").len(), 2);
+        assert!(matches!(s.add_material(&k, &material("a", 2)).await, Err(MetaError::AlreadyExists(_))));
+
+        let al = AliasRecord { name: "alias/x".into(), target_key_id: "a".into(), created_ms: 1, updated_ms: 1 };
+        s.create_alias(&al).await.expect("alias");
+        assert!(matches!(s.create_alias(&al).await, Err(MetaError::AlreadyExists(_))));
+        s.update_alias("alias/x", "b", 2).await.expect("update");
+        assert_eq!(s.list_aliases(Some("b"), None, 10).await.expect("list").items.len(), 1);
+        assert!(s.list_aliases(Some("a"), None, 10).await.expect("list").items.is_empty());
+
+        s.put_tags("a", &[("t".into(), "2".into()), ("u".into(), "3".into())]).await.expect("tags");
+        assert_eq!(s.tags("a").await.expect("tags"), vec![("t".into(), "2".into()), ("u".into(), "3".into())]);
+        s.remove_tags("a", &["t".into()]).await.expect("untag");
+        assert_eq!(s.tags("a").await.expect("tags").len(), 1);
+
+        s.delete_key("b").await.expect("delete");
+        assert!(s.key("b").await.expect("get").is_none());
+        assert!(s.alias("alias/x").await.expect("alias").is_none());
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("meta.db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            s.create_key(&key("a"), &material("a", 1), &[]).await.expect("create");
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        assert!(s.key("a").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn due_keys() {
+        let s = SqliteStore::in_memory().expect("open");
+        let mut k = key("a");
+        k.deletion_ms = Some(100);
+        s.create_key(&k, &material("a", 1), &[]).await.expect("create");
+        let mut k = key("b");
+        k.rotation_enabled = true;
+        k.next_rotation_ms = Some(200);
+        s.create_key(&k, &material("b", 1), &[]).await.expect("create");
+        assert!(s.keys_due(50).await.expect("due").is_empty());
+        assert_eq!(s.keys_due(150).await.expect("due").len(), 1);
+        assert_eq!(s.keys_due(250).await.expect("due").len(), 2);
+    }
+}

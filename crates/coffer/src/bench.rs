@@ -1,0 +1,463 @@
+//! `coffer bench kms`: a load generator that speaks to a real Coffer exactly as an AWS SDK does —
+//! keep-alive HTTPS connections, every request SigV4-signed — and reports throughput and latency
+//! next to the throughput of `/_coffer/health` on the same server, the ceiling for this machine.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use clap::{Args, Subcommand, ValueEnum};
+use coffer_api::sigv4;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use serde_json::{Value, json};
+use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load-test the KMS API (Encrypt, Decrypt, GenerateDataKey) against the health endpoint.
+    Kms(KmsBenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchOp {
+    Health,
+    Encrypt,
+    Decrypt,
+    GenerateDataKey,
+}
+
+impl BenchOp {
+    fn name(self) -> &'static str {
+        match self {
+            BenchOp::Health => "health",
+            BenchOp::Encrypt => "Encrypt",
+            BenchOp::Decrypt => "Decrypt",
+            BenchOp::GenerateDataKey => "GenerateDataKey",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct KmsBenchArgs {
+    /// Coffer to measure. Without it, the bench starts its own `coffer server` on a free port with
+    /// a temporary data dir, and stops it afterwards.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Data dir of the Coffer at --endpoint, for its CA (tls/ca.pem) and credentials file.
+    #[arg(long, value_name = "DIR", default_value = "./coffer-data")]
+    data_dir: PathBuf,
+    /// Region to sign for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds to run each operation.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of warm-up before each measurement.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Plaintext size for Encrypt, in bytes (1–4096).
+    #[arg(long, default_value_t = 256)]
+    plaintext_size: usize,
+    /// Operations to run, in order; health is always measured first as the baseline.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![BenchOp::Encrypt, BenchOp::Decrypt, BenchOp::GenerateDataKey])]
+    ops: Vec<BenchOp>,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Kms(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(kms(args))
+        }
+    }
+}
+
+/// A `coffer server` started for the bench; killed when dropped.
+struct OwnServer {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_own_server() -> anyhow::Result<(OwnServer, String, PathBuf)> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
+    let exe = std::env::current_exe().context("cannot find the coffer binary")?;
+    let mut child = Command::new(exe)
+        .args(["server", "--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("COFFER_ADMIN_ACCESS_KEY_ID")
+        .env_remove("COFFER_ADMIN_SECRET_ACCESS_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start coffer server")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let endpoint = loop {
+        let Some(line) = lines.next() else {
+            bail!("coffer server exited before it was ready");
+        };
+        let line = line?;
+        if let Some(rest) = line.split_once(" is ready at ").map(|(_, r)| r) {
+            break rest.split_whitespace().next().context("ready line")?.to_owned();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let data_dir = dir.path().to_owned();
+    Ok((OwnServer { child, _dir: dir }, endpoint, data_dir))
+}
+
+/// What a client needs to sign and send.
+struct Target {
+    host: String,
+    addr: String,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+    access_key_id: String,
+    secret: Zeroizing<String>,
+    region: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+fn target(endpoint: &str, data_dir: &Path, region: &str) -> anyhow::Result<Target> {
+    let uri: http::Uri = endpoint.parse().with_context(|| format!("'{endpoint}' is not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        bail!("the endpoint must be https:// (Coffer serves TLS only)");
+    }
+    let authority = uri.authority().context("the endpoint has no host")?;
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = authority.port_u16().unwrap_or(443);
+    let ca = data_dir.join("tls").join("ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca).with_context(|| format!("cannot read the CA {}", ca.display()))? {
+        roots.add(cert?).context("bad CA certificate")?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (access_key_id, secret) = match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
+        (Ok(id), Ok(secret)) => (id, Zeroizing::new(secret)),
+        _ => crate::credentials::read(&data_dir.join("credentials"))?.with_context(|| {
+            format!(
+                "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --data-dir with a credentials file (looked in {})",
+                data_dir.display()
+            )
+        })?,
+    };
+    Ok(Target {
+        addr: format!("{host}:{port}"),
+        server_name: ServerName::try_from(host.clone()).context("server name")?,
+        host: authority.as_str().to_owned(),
+        tls: TlsConnector::from(Arc::new(config)),
+        access_key_id,
+        secret,
+        region: region.to_owned(),
+    })
+}
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+async fn connect(t: &Target) -> anyhow::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(&t.addr)
+        .await
+        .with_context(|| format!("cannot connect to {}", t.addr))?;
+    tcp.set_nodelay(true)?;
+    let tls = t.tls.connect(t.server_name.clone(), tcp).await.context("TLS handshake")?;
+    let (sender, conn) = http1::handshake(TokioIo::new(tls)).await.context("HTTP handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Builds a SigV4-signed KMS request, as an SDK would.
+fn kms_request(t: &Target, operation: &str, body: &Value) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    let body = Bytes::from(serde_json::to_vec(body)?);
+    let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
+    let target = format!("TrentService.{operation}");
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
+    headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date)?);
+    headers.insert("x-amz-target", http::HeaderValue::from_str(&target)?);
+    let payload_hash = hex::encode(coffer_crypto::digest::sha256(&body));
+    let signed = ["content-type", "host", "x-amz-date", "x-amz-target"];
+    let canonical = sigv4::canonical_request(
+        &sigv4::RequestParts {
+            method: "POST",
+            raw_path: "/",
+            raw_query: None,
+            headers: &headers,
+            authority: None,
+            payload_hash: &payload_hash,
+            double_encode_path: true,
+        },
+        &signed,
+    )?;
+    let date = &amz_date[..8];
+    let signature = sigv4::sign(t.secret.as_bytes(), date, &t.region, "kms", &amz_date, &canonical);
+    let auth = format!(
+        "{} Credential={}/{date}/{}/kms/aws4_request, SignedHeaders={}, Signature={signature}",
+        sigv4::ALGORITHM,
+        t.access_key_id,
+        t.region,
+        signed.join(";")
+    );
+    let mut req = hyper::Request::post("/").body(Full::new(body))?;
+    *req.headers_mut() = headers;
+    req.headers_mut().insert("authorization", http::HeaderValue::from_str(&auth)?);
+    Ok(req)
+}
+
+async fn call(sender: &mut Sender, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+    sender.ready().await.context("connection closed")?;
+    let resp = sender.send_request(req).await.context("request failed")?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+async fn kms_call(t: &Target, sender: &mut Sender, operation: &str, body: Value) -> anyhow::Result<Value> {
+    let (status, bytes) = call(sender, kms_request(t, operation, &body)?).await?;
+    let v: Value = serde_json::from_slice(&bytes).with_context(|| format!("{operation}: response is not JSON"))?;
+    if status != 200 {
+        bail!("{operation} failed with HTTP {status}: {v}");
+    }
+    Ok(v)
+}
+
+/// The request one operation sends, prepared once.
+#[derive(Clone)]
+enum Prepared {
+    Health,
+    Kms { operation: &'static str, body: Value },
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct OpResult {
+    operation: &'static str,
+    requests: u64,
+    errors: u64,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    ratio_to_health: Option<f64>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn measure(t: Arc<Target>, prepared: Prepared, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<(u64, u64, f64, Vec<u32>)> {
+    let mut tasks = Vec::with_capacity(clients);
+    let start = Instant::now() + warmup;
+    let end = start + duration;
+    for _ in 0..clients {
+        let t = t.clone();
+        let prepared = prepared.clone();
+        let mut sender = connect(&t).await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let req = match &prepared {
+                    Prepared::Health => hyper::Request::get("/_coffer/health")
+                        .header("host", &t.host)
+                        .body(Full::new(Bytes::new()))
+                        .map_err(anyhow::Error::from),
+                    Prepared::Kms { operation, body } => kms_request(&t, operation, body),
+                };
+                let result = match req {
+                    Ok(req) => call(&mut sender, req).await,
+                    Err(e) => Err(e),
+                };
+                let took = now.elapsed();
+                if now >= start {
+                    match result {
+                        Ok((200, _)) => {
+                            ok += 1;
+                            lat.push(took.as_micros().min(u32::MAX as u128) as u32);
+                        }
+                        Ok(_) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            match connect(&t).await {
+                                Ok(s) => sender = s,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                } else if result.is_err() {
+                    match connect(&t).await {
+                        Ok(s) => sender = s,
+                        Err(_) => break,
+                    }
+                }
+            }
+            (ok, errors, lat)
+        }));
+    }
+    let (mut ok, mut errors, mut lat) = (0, 0, Vec::new());
+    for task in tasks {
+        let (o, e, l) = task.await?;
+        ok += o;
+        errors += e;
+        lat.extend(l);
+    }
+    lat.sort_unstable();
+    Ok((ok, errors, duration.as_secs_f64(), lat))
+}
+
+async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
+    if !(1..=4096).contains(&args.plaintext_size) {
+        bail!("--plaintext-size must be 1 to 4096 bytes");
+    }
+    if args.clients == 0 || args.duration <= 0.0 {
+        bail!("--clients and --duration must be positive");
+    }
+    let (_own, endpoint, data_dir) = match &args.endpoint {
+        Some(e) => (None, e.clone(), args.data_dir.clone()),
+        None => {
+            let (own, endpoint, dir) = start_own_server()?;
+            (Some(own), endpoint, dir)
+        }
+    };
+    let t = Arc::new(target(&endpoint, &data_dir, &args.region)?);
+
+    // One key and one ciphertext to work with, made through the API itself.
+    let mut setup = connect(&t).await?;
+    let key = kms_call(&t, &mut setup, "CreateKey", json!({ "Description": "coffer bench" })).await?;
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().context("CreateKey returned no KeyId")?.to_owned();
+    let plaintext = B64.encode(vec![0x42u8; args.plaintext_size]);
+    let ctx = json!({ "purpose": "bench" });
+    let sample = kms_call(
+        &t,
+        &mut setup,
+        "Encrypt",
+        json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
+    )
+    .await?;
+    let blob = sample["CiphertextBlob"].as_str().context("Encrypt returned no blob")?.to_owned();
+
+    let mut order = vec![BenchOp::Health];
+    order.extend(args.ops.iter().copied().filter(|o| *o != BenchOp::Health));
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let mut results: Vec<OpResult> = Vec::new();
+    let mut health_rate = None;
+    if !args.json {
+        eprintln!(
+            "coffer bench kms: {} clients, {:.1}s per operation after {:.1}s warm-up, against {endpoint}",
+            args.clients, args.duration, args.warmup
+        );
+    }
+    for op in order {
+        let prepared = match op {
+            BenchOp::Health => Prepared::Health,
+            BenchOp::Encrypt => Prepared::Kms {
+                operation: "Encrypt",
+                body: json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
+            },
+            BenchOp::Decrypt => Prepared::Kms {
+                operation: "Decrypt",
+                body: json!({ "CiphertextBlob": blob, "EncryptionContext": ctx }),
+            },
+            BenchOp::GenerateDataKey => Prepared::Kms {
+                operation: "GenerateDataKey",
+                body: json!({ "KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": ctx }),
+            },
+        };
+        if !args.json {
+            eprintln!("  measuring {} ...", op.name());
+        }
+        let (ok, errors, secs, lat) = measure(t.clone(), prepared, args.clients, warmup, duration).await?;
+        let rate = ok as f64 / secs;
+        if op == BenchOp::Health {
+            health_rate = Some(rate);
+        }
+        results.push(OpResult {
+            operation: op.name(),
+            requests: ok,
+            errors,
+            ops_per_sec: rate,
+            p50_ms: percentile(&lat, 0.50),
+            p99_ms: percentile(&lat, 0.99),
+            ratio_to_health: health_rate.filter(|h| *h > 0.0 && op != BenchOp::Health).map(|h| rate / h),
+        });
+    }
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "endpoint": endpoint,
+                "clients": args.clients,
+                "duration_seconds": args.duration,
+                "plaintext_size": args.plaintext_size,
+                "results": results,
+            }))?
+        );
+    } else {
+        println!(
+            "{:<16} {:>10} {:>8} {:>12} {:>9} {:>9} {:>10}",
+            "operation", "requests", "errors", "ops/s", "p50 ms", "p99 ms", "vs health"
+        );
+        for r in &results {
+            println!(
+                "{:<16} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>10}",
+                r.operation,
+                r.requests,
+                r.errors,
+                r.ops_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.ratio_to_health.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "baseline".into())
+            );
+        }
+    }
+    if results.iter().any(|r| r.errors > 0) {
+        bail!("some requests failed; see the errors column");
+    }
+    Ok(())
+}

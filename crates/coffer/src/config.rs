@@ -1,0 +1,187 @@
+//! Server settings: command-line flags, then `COFFER_*` environment variables, then an optional TOML
+//! file, then built-in defaults — the first that says something wins.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+pub const DEFAULT_DATA_DIR: &str = "./coffer-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub const DEFAULT_ACCOUNT_ID: &str = "111122223333";
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Directory for the metadata database, root key, TLS files and credentials.
+    /// [default: ./coffer-data]
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address and port to serve HTTPS on (port 0 picks a free port). [default: 127.0.0.1:8443]
+    #[arg(long, env = "COFFER_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// TOML file with any of the settings below (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "COFFER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// AWS account id that appears in ARNs (12 digits). [default: 111122223333]
+    #[arg(long, env = "COFFER_ACCOUNT_ID", value_name = "ID")]
+    pub account_id: Option<String>,
+
+    /// AWS region this Coffer serves; clients must sign for it. [default: us-east-1]
+    #[arg(long, env = "COFFER_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Log format on standard error. [default: human]
+    #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `coffer_api=debug`). [default: info]
+    #[arg(long, env = "COFFER_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// PEM certificate chain to serve instead of the generated one (needs --tls-key).
+    #[arg(long, env = "COFFER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "COFFER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Extra DNS names or IP addresses for the generated server certificate (repeatable).
+    #[arg(long = "tls-san", env = "COFFER_TLS_SANS", value_delimiter = ',', value_name = "NAME")]
+    pub tls_sans: Vec<String>,
+
+    /// Seconds that in-flight requests get to finish after SIGTERM or SIGINT. [default: 30]
+    #[arg(long, env = "COFFER_SHUTDOWN_GRACE", value_name = "SECONDS")]
+    pub shutdown_grace: Option<u64>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    account_id: Option<String>,
+    region: Option<String>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    tls_sans: Vec<String>,
+    shutdown_grace: Option<u64>,
+}
+
+/// Settings after layering and checks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub account_id: String,
+    pub region: String,
+    pub log_format: LogFormat,
+    pub log: String,
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub tls_sans: Vec<String>,
+    pub shutdown_grace: std::time::Duration,
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("the config file {} is not valid", path.display()))
+}
+
+impl Settings {
+    pub fn resolve(args: ServerArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let account_id = args
+            .account_id
+            .or(file.account_id)
+            .unwrap_or_else(|| DEFAULT_ACCOUNT_ID.into());
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("the account id must be 12 digits, not '{account_id}' (set --account-id or COFFER_ACCOUNT_ID)");
+        }
+        let region = args.region.or(file.region).unwrap_or_else(|| DEFAULT_REGION.into());
+        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            bail!("the region must be lowercase letters, digits and '-', like us-east-1, not '{region}'");
+        }
+        let tls_files = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key must be given together"),
+        };
+        let mut tls_sans = file.tls_sans;
+        tls_sans.extend(args.tls_sans);
+        Ok(Self {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen: match args.listen.or(file.listen) {
+                Some(l) => l,
+                None => DEFAULT_LISTEN.parse().context("built-in listen address")?,
+            },
+            account_id,
+            region,
+            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            tls_files,
+            tls_sans,
+            shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        args: ServerArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "region = \"eu-west-1\"\naccount_id = \"000000000001\"\n").expect("write");
+        let t = T::try_parse_from(["t", "--config", file.to_str().expect("utf8"), "--region", "ap-south-1"])
+            .expect("parse");
+        let s = Settings::resolve(t.args).expect("resolve");
+        assert_eq!(s.region, "ap-south-1");
+        assert_eq!(s.account_id, "000000000001");
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn bad_settings_are_explained() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "nonsense = 1\n").expect("write");
+        let t = T::try_parse_from(["t", "--config", file.to_str().expect("utf8")]).expect("parse");
+        let e = Settings::resolve(t.args).expect_err("unknown key");
+        assert!(format!("{e:#}").contains("nonsense"), "{e:#}");
+        let t = T::try_parse_from(["t", "--account-id", "12"]).expect("parse");
+        assert!(Settings::resolve(t.args).is_err());
+    }
+}

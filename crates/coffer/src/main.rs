@@ -1,0 +1,43 @@
+//! `coffer`: the Coffer binary. `coffer server` runs the service; `coffer bench` measures it.
+
+mod bench;
+mod config;
+mod credentials;
+mod server;
+mod tls;
+
+use clap::{Parser, Subcommand};
+
+/// Coffer: a self-hosted key management service that speaks the AWS KMS API.
+///
+/// Point the aws CLI, boto3 or any AWS SDK at it by changing only the endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Coffer server (KMS API over TLS; first start sets up the data dir).
+    Server(config::ServerArgs),
+    /// Measure a running Coffer with real SigV4-signed requests over HTTPS.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coffer: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! `coffer server`: first-start setup of the data dir, then the HTTPS listener with graceful
+//! shutdown and the lifecycle clock.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use coffer_api::{AppState, Metrics};
+use coffer_kms::root::{DevFileRoot, RootOfTrust};
+use coffer_kms::{Identities, Kms, KmsConfig};
+use coffer_meta::{MetaStore, SqliteStore};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info, warn};
+use zeroize::Zeroizing;
+
+use crate::config::{LogFormat, ServerArgs, Settings};
+use crate::{credentials, tls};
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args)?;
+    init_logging(&settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(settings))
+}
+
+fn init_logging(s: &Settings) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.log)
+        .with_context(|| format!("'{}' is not a valid log filter (try 'info' or 'coffer_api=debug')", s.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match s.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))
+}
+
+/// How clients get the administrator's credentials.
+enum AdminCredentials {
+    File(PathBuf),
+    Environment(String),
+}
+
+async fn ensure_admin(
+    identities: &Identities,
+    data_dir: &Path,
+    account_id: &str,
+) -> anyhow::Result<AdminCredentials> {
+    let root_arn = format!("arn:aws:iam::{account_id}:root");
+    let env_id = std::env::var("COFFER_ADMIN_ACCESS_KEY_ID").ok();
+    let env_secret = std::env::var("COFFER_ADMIN_SECRET_ACCESS_KEY").ok().map(Zeroizing::new);
+    match (env_id, env_secret) {
+        (Some(id), Some(secret)) => {
+            identities
+                .import_access_key(&id, secret.as_bytes(), &root_arn)
+                .await
+                .context("COFFER_ADMIN_ACCESS_KEY_ID / COFFER_ADMIN_SECRET_ACCESS_KEY were refused")?;
+            info!(access_key_id = %id, "administrator credentials taken from the environment");
+            return Ok(AdminCredentials::Environment(id));
+        }
+        (None, None) => {}
+        _ => bail!("set both COFFER_ADMIN_ACCESS_KEY_ID and COFFER_ADMIN_SECRET_ACCESS_KEY, or neither"),
+    }
+    let path = data_dir.join("credentials");
+    match credentials::read(&path)? {
+        Some((id, secret)) => {
+            if identities.credential(&id).await?.is_none() {
+                // The file is the administrator's own copy; the metadata store lost the key (for
+                // example a fresh database next to an old file), so take it back in.
+                identities
+                    .import_access_key(&id, secret.as_bytes(), &root_arn)
+                    .await
+                    .with_context(|| format!("the credentials in {} were refused", path.display()))?;
+                warn!(access_key_id = %id, "re-registered the administrator key from the credentials file");
+            }
+        }
+        None => {
+            let (id, secret) = identities.create_access_key(&root_arn).await?;
+            credentials::write(&path, &id, secret.expose())?;
+            info!(access_key_id = %id, path = %path.display(), "created administrator credentials");
+        }
+    }
+    Ok(AdminCredentials::File(path))
+}
+
+fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if !listen.ip().is_unspecified() {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    names
+}
+
+fn endpoint_for(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        addr.ip()
+    };
+    match ip {
+        IpAddr::V4(v4) => format!("https://{v4}:{}", addr.port()),
+        IpAddr::V6(v6) => format!("https://[{v6}]:{}", addr.port()),
+    }
+}
+
+fn print_ready(endpoint: &str, ca: Option<&Path>, admin: &AdminCredentials, region: &str, root_mode: &str) {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Coffer {} is ready at {endpoint} (root of trust: {root_mode})\n\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    out.push_str("Point the aws CLI, boto3 or any AWS SDK at it:\n\n");
+    out.push_str(&format!("  export AWS_ENDPOINT_URL={endpoint}\n"));
+    if let Some(ca) = ca {
+        out.push_str(&format!("  export AWS_CA_BUNDLE={}\n", ca.display()));
+    }
+    match admin {
+        AdminCredentials::File(path) => {
+            out.push_str(&format!("  export AWS_SHARED_CREDENTIALS_FILE={}\n", path.display()));
+            out.push_str("  export AWS_PROFILE=default\n");
+        }
+        AdminCredentials::Environment(id) => {
+            out.push_str(&format!("  export AWS_ACCESS_KEY_ID={id}\n"));
+            out.push_str("  export AWS_SECRET_ACCESS_KEY=\"$COFFER_ADMIN_SECRET_ACCESS_KEY\"\n");
+        }
+    }
+    // AWS_REGION for the SDKs, AWS_DEFAULT_REGION for the aws CLI v1 and older boto3.
+    out.push_str(&format!("  export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n\n"));
+    out.push_str("  aws kms create-key --description \"my first Coffer key\"\n");
+    print!("{out}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+fn warn_dev_root(path: &Path) {
+    let msg = format!(
+        "\n\
+         ******************************************************************************\n\
+         *  DEVELOPMENT MODE: the root key is a plain file ({})\n\
+         *  Anyone who can read the data dir can read every key. Do not keep real data\n\
+         *  here; sealed roots (Shamir unseal, PKCS#11 HSM) are for production.\n\
+         ******************************************************************************\n",
+        path.display()
+    );
+    eprintln!("{msg}");
+    warn!(root_key = %path.display(), "root of trust is a development key file");
+}
+
+async fn serve(s: Settings) -> anyhow::Result<()> {
+    create_private_dir(&s.data_dir)?;
+    let data_dir = std::fs::canonicalize(&s.data_dir)
+        .with_context(|| format!("cannot resolve the data dir {}", s.data_dir.display()))?;
+
+    let root_path = data_dir.join("root.key");
+    let (root, created) = DevFileRoot::load_or_create(&root_path)?;
+    if created {
+        info!(path = %root_path.display(), "generated a new root key");
+    }
+    warn_dev_root(&root_path);
+    let root: Arc<dyn RootOfTrust> = Arc::new(root);
+
+    let meta_path = data_dir.join("meta.db");
+    let meta: Arc<dyn MetaStore> = Arc::new(
+        SqliteStore::open(&meta_path)
+            .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
+    );
+    let cfg = KmsConfig {
+        account_id: s.account_id.clone(),
+        region: s.region.clone(),
+    };
+    let kms = Arc::new(Kms::new(cfg, meta.clone(), root.clone()));
+    let identities = Arc::new(Identities::new(meta.clone(), root.clone()));
+    let admin = ensure_admin(&identities, &data_dir, &s.account_id).await?;
+
+    let (tls_config, ca_path) = match &s.tls_files {
+        Some((cert, key)) => (tls::server_config(cert, key)?, None),
+        None => {
+            let paths = tls::TlsPaths::new(&data_dir);
+            if tls::ensure_generated(&paths, &certificate_names(s.listen, &s.tls_sans))? {
+                info!(ca = %paths.ca_cert.display(), "generated TLS certificates");
+            }
+            (tls::server_config(&paths.server_cert, &paths.server_key)?, Some(paths.ca_cert))
+        }
+    };
+
+    let listener = TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another Coffer running? try --listen 127.0.0.1:0)", s.listen))?;
+    let local = listener.local_addr().context("listener address")?;
+
+    let state = Arc::new(AppState {
+        kms: kms.clone(),
+        identities,
+        metrics: Metrics::new(),
+        started: Instant::now(),
+    });
+    let app = coffer_api::router(state);
+
+    let sweeper = tokio::spawn(lifecycle_clock(kms.clone()));
+    info!(listen = %local, "serving HTTPS");
+    print_ready(&endpoint_for(local), ca_path.as_deref(), &admin, &s.region, root.mode());
+
+    let acceptor = TlsAcceptor::from(tls_config);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Usually out of file descriptors; back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let service = TowerToHyperService::new(app.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    info!(grace_seconds = s.shutdown_grace.as_secs(), "shutting down: no new connections; finishing in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => info!("all connections closed"),
+        _ = tokio::time::sleep(s.shutdown_grace) => warn!("grace period over; closing the remaining connections"),
+    }
+    sweeper.abort();
+    info!("stopped");
+    Ok(())
+}
+
+/// Runs the key lifecycle on the clock: deletions at the end of their waiting period and
+/// automatic rotations.
+async fn lifecycle_clock(kms: Arc<Kms>) {
+    loop {
+        match kms.sweep(coffer_kms::now_ms()).await {
+            Ok(r) if r.deleted > 0 || r.rotated > 0 => {
+                info!(deleted = r.deleted, rotated = r.rotated, "key lifecycle sweep")
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "key lifecycle sweep failed; will retry"),
+        }
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
