@@ -10,7 +10,12 @@ use crate::error::ApiError;
 use crate::sigv4::{self, AuthError, RequestParts};
 
 /// Verifies the SigV4 signature of a request to `service` and returns who signed it.
-pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8], service: &str) -> Result<Principal, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<Principal, ApiError> {
     let headers = &parts.headers;
     let value = headers
         .get(http::header::AUTHORIZATION)
@@ -33,12 +38,19 @@ pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8], service:
         .into());
     }
     if !auth.signed_headers.contains(&"host") {
-        return Err(AuthError::Malformed("'Host' must be a 'SignedHeader' in the AWS Authorization.".into()).into());
+        return Err(AuthError::Malformed(
+            "'Host' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        )
+        .into());
     }
     let amz_date = headers
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| AuthError::Malformed("Authorization header requires existence of a 'X-Amz-Date' header.".into()))?;
+        .ok_or_else(|| {
+            AuthError::Malformed(
+                "Authorization header requires existence of a 'X-Amz-Date' header.".into(),
+            )
+        })?;
     let request_time = sigv4::parse_amz_date(amz_date).ok_or_else(|| {
         AuthError::Malformed(format!(
             "X-Amz-Date '{amz_date}' is not in the ISO 8601 basic form YYYYMMDD'T'HHMMSS'Z'."
@@ -64,7 +76,7 @@ pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8], service:
         .filter(|c| c.active)
         .ok_or(AuthError::UnknownAccessKey)?;
 
-    let payload_hash = hex::encode(sha256(body));
+    let payload_hash = coffer_crypto::digest::hex(&sha256(body));
     let request = RequestParts {
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
@@ -75,15 +87,15 @@ pub async fn authenticate(state: &AppState, parts: &Parts, body: &[u8], service:
         double_encode_path: true,
     };
     let canonical = sigv4::canonical_request(&request, &auth.signed_headers)?;
-    let expected = sigv4::sign(
-        cred.secret.expose(),
-        auth.date,
-        auth.region,
-        auth.service,
-        amz_date,
-        &canonical,
-    );
-    if !coffer_crypto::ct_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes()) {
+    let scope = sigv4::scope(auth.date, auth.region, auth.service);
+    let key = cred.derived_key(&scope, |secret| {
+        sigv4::signing_key(secret, auth.date, auth.region, auth.service)
+    });
+    let expected = sigv4::sign_with_key(&key, &scope, amz_date, &canonical);
+    if !coffer_crypto::ct_eq(
+        expected.as_bytes(),
+        auth.signature.to_ascii_lowercase().as_bytes(),
+    ) {
         return Err(AuthError::SignatureMismatch.into());
     }
     Ok(Principal {

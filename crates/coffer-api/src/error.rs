@@ -53,7 +53,9 @@ impl ApiError {
                 KmsError::NotAuthorized(_) => (S::BAD_REQUEST, "NotAuthorizedException"),
                 KmsError::LimitExceeded(_) => (S::BAD_REQUEST, "LimitExceededException"),
                 KmsError::Tag(_) => (S::BAD_REQUEST, "TagException"),
-                KmsError::UnsupportedOperation(_) => (S::BAD_REQUEST, "UnsupportedOperationException"),
+                KmsError::UnsupportedOperation(_) => {
+                    (S::BAD_REQUEST, "UnsupportedOperationException")
+                }
                 KmsError::InvalidKeyUsage(_) => (S::BAD_REQUEST, "InvalidKeyUsageException"),
                 KmsError::InvalidMarker(_) => (S::BAD_REQUEST, "InvalidMarkerException"),
                 KmsError::InvalidArn(_) => (S::BAD_REQUEST, "InvalidArnException"),
@@ -88,7 +90,10 @@ impl ApiError {
     }
 
     pub fn is_internal(&self) -> bool {
-        matches!(self, ApiError::Kms(KmsError::Internal(_)) | ApiError::Internal(_))
+        matches!(
+            self,
+            ApiError::Kms(KmsError::Internal(_)) | ApiError::Internal(_)
+        )
     }
 }
 

@@ -111,11 +111,13 @@ pub fn operation(target: Option<&str>) -> Result<KmsOperation, ApiError> {
         return Ok(op);
     }
     if NOT_YET.contains(&name) {
-        return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(format!(
-            "Coffer does not implement {name} yet."
-        ))));
+        return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
+            format!("Coffer does not implement {name} yet."),
+        )));
     }
-    Err(ApiError::UnknownOperation(format!("Unknown operation {target}.")))
+    Err(ApiError::UnknownOperation(format!(
+        "Unknown operation {target}."
+    )))
 }
 
 // ---- request decoding -----------------------------------------------------------------------
@@ -153,7 +155,11 @@ type Context = BTreeMap<String, String>;
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // An empty body is an empty request object, as AWS treats it.
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| ApiError::Serialization(serialization_message(&e)))
 }
 
@@ -179,7 +185,12 @@ fn limit(v: Option<i64>, default: usize) -> usize {
     v.map(|v| v as usize).unwrap_or(default)
 }
 
-const ENCRYPTION_ALGORITHMS: &[&str] = &["SYMMETRIC_DEFAULT", "RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
+const ENCRYPTION_ALGORITHMS: &[&str] = &[
+    "SYMMETRIC_DEFAULT",
+    "RSAES_OAEP_SHA_1",
+    "RSAES_OAEP_SHA_256",
+    "SM2PKE",
+];
 const KEY_SPECS: &[&str] = &[
     "RSA_2048",
     "RSA_3072",
@@ -199,7 +210,12 @@ const KEY_SPECS: &[&str] = &[
     "ML_DSA_87",
     "ECC_NIST_EDWARDS25519",
 ];
-const KEY_USAGES: &[&str] = &["SIGN_VERIFY", "ENCRYPT_DECRYPT", "GENERATE_VERIFY_MAC", "KEY_AGREEMENT"];
+const KEY_USAGES: &[&str] = &[
+    "SIGN_VERIFY",
+    "ENCRYPT_DECRYPT",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+];
 const ORIGINS: &[&str] = &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
 
 // ---- response encoding ----------------------------------------------------------------------
@@ -232,9 +248,15 @@ fn key_metadata(m: &KeyMetadata) -> Value {
     o.insert("KeyManager".into(), json!(m.key_manager));
     o.insert("CustomerMasterKeySpec".into(), json!(m.key_spec));
     o.insert("KeySpec".into(), json!(m.key_spec));
-    o.insert("EncryptionAlgorithms".into(), json!(m.encryption_algorithms));
+    o.insert(
+        "EncryptionAlgorithms".into(),
+        json!(m.encryption_algorithms),
+    );
     o.insert("MultiRegion".into(), json!(m.multi_region));
-    o.insert("CurrentKeyMaterialId".into(), json!(m.current_key_material_id));
+    o.insert(
+        "CurrentKeyMaterialId".into(),
+        json!(m.current_key_material_id),
+    );
     Value::Object(o)
 }
 
@@ -262,8 +284,18 @@ fn tags(c: &mut Checks, tags: Option<Vec<TagIn>>) -> Vec<(String, String)> {
         let n = i + 1;
         c.required(&format!("tags.{n}.member.tagKey"), &t.tag_key);
         c.required(&format!("tags.{n}.member.tagValue"), &t.tag_value);
-        c.str_len(&format!("tags.{n}.member.tagKey"), t.tag_key.as_deref(), 1, 128);
-        c.str_len(&format!("tags.{n}.member.tagValue"), t.tag_value.as_deref(), 0, 256);
+        c.str_len(
+            &format!("tags.{n}.member.tagKey"),
+            t.tag_key.as_deref(),
+            1,
+            128,
+        );
+        c.str_len(
+            &format!("tags.{n}.member.tagValue"),
+            t.tag_value.as_deref(),
+            0,
+            256,
+        );
         if let (Some(k), Some(v)) = (t.tag_key, t.tag_value) {
             out.push((k, v));
         }
@@ -297,7 +329,11 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.str_len("Policy", r.policy.as_deref(), 1, 131_072);
             c.str_len("Description", r.description.as_deref(), 0, 8192);
             c.one_of("KeyUsage", r.key_usage.as_deref(), KEY_USAGES);
-            c.one_of("CustomerMasterKeySpec", r.customer_master_key_spec.as_deref(), KEY_SPECS);
+            c.one_of(
+                "CustomerMasterKeySpec",
+                r.customer_master_key_spec.as_deref(),
+                KEY_SPECS,
+            );
             c.one_of("KeySpec", r.key_spec.as_deref(), KEY_SPECS);
             c.one_of("Origin", r.origin.as_deref(), ORIGINS);
             c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
@@ -335,7 +371,9 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.required("KeyId", &r.key_id);
             c.key_id("KeyId", r.key_id.as_deref());
             c.finish()?;
-            let md = kms.describe_key(&key_ref(kms, r.key_id.as_deref().unwrap_or_default())?).await?;
+            let md = kms
+                .describe_key(&key_ref(kms, r.key_id.as_deref().unwrap_or_default())?)
+                .await?;
             Ok(json!({ "KeyMetadata": key_metadata(&md) }))
         }
         O::ListKeys => {
@@ -350,7 +388,9 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.range("Limit", r.limit, 1, 1000);
             c.marker(r.marker.as_deref());
             c.finish()?;
-            let page = kms.list_keys(limit(r.limit, 100), r.marker.as_deref()).await?;
+            let page = kms
+                .list_keys(limit(r.limit, 100), r.marker.as_deref())
+                .await?;
             let keys: Vec<Value> = page
                 .items
                 .iter()
@@ -376,13 +416,25 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.required("KeyId", &r.key_id);
             c.required("Plaintext", &r.plaintext);
             c.key_id("KeyId", r.key_id.as_deref());
-            c.blob_len("Plaintext", r.plaintext.as_ref().map(|p| p.0.len()), 1, 4096);
+            c.blob_len(
+                "Plaintext",
+                r.plaintext.as_ref().map(|p| p.0.len()),
+                1,
+                4096,
+            );
             c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
-            c.one_of("EncryptionAlgorithm", r.encryption_algorithm.as_deref(), ENCRYPTION_ALGORITHMS);
+            c.one_of(
+                "EncryptionAlgorithm",
+                r.encryption_algorithm.as_deref(),
+                ENCRYPTION_ALGORITHMS,
+            );
             c.finish()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
-            let plaintext = r.plaintext.map(|p| p.0).unwrap_or_else(|| SecretBytes::zeroed(0));
+            let plaintext = r
+                .plaintext
+                .map(|p| p.0)
+                .unwrap_or_else(|| SecretBytes::zeroed(0));
             let out = kms
                 .encrypt(
                     &key,
@@ -413,15 +465,25 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             let r: R = parse(body)?;
             let mut c = Checks::new();
             c.required("CiphertextBlob", &r.ciphertext_blob);
-            c.blob_len("CiphertextBlob", r.ciphertext_blob.as_ref().map(|b| b.0.len()), 1, 6144);
+            c.blob_len(
+                "CiphertextBlob",
+                r.ciphertext_blob.as_ref().map(|b| b.0.len()),
+                1,
+                6144,
+            );
             c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.key_id("KeyId", r.key_id.as_deref());
-            c.one_of("EncryptionAlgorithm", r.encryption_algorithm.as_deref(), ENCRYPTION_ALGORITHMS);
+            c.one_of(
+                "EncryptionAlgorithm",
+                r.encryption_algorithm.as_deref(),
+                ENCRYPTION_ALGORITHMS,
+            );
             c.finish()?;
             if r.recipient.is_some() {
                 return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
-                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation).".into(),
+                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation)."
+                        .into(),
                 )));
             }
             let key = opt_key_ref(kms, r.key_id.as_deref())?;
@@ -460,12 +522,27 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             let mut c = Checks::new();
             c.required("CiphertextBlob", &r.ciphertext_blob);
             c.required("DestinationKeyId", &r.destination_key_id);
-            c.blob_len("CiphertextBlob", r.ciphertext_blob.as_ref().map(|b| b.0.len()), 1, 6144);
-            c.encryption_context("SourceEncryptionContext", r.source_encryption_context.as_ref());
-            c.encryption_context("DestinationEncryptionContext", r.destination_encryption_context.as_ref());
+            c.blob_len(
+                "CiphertextBlob",
+                r.ciphertext_blob.as_ref().map(|b| b.0.len()),
+                1,
+                6144,
+            );
+            c.encryption_context(
+                "SourceEncryptionContext",
+                r.source_encryption_context.as_ref(),
+            );
+            c.encryption_context(
+                "DestinationEncryptionContext",
+                r.destination_encryption_context.as_ref(),
+            );
             c.key_id("SourceKeyId", r.source_key_id.as_deref());
             c.key_id("DestinationKeyId", r.destination_key_id.as_deref());
-            c.one_of("SourceEncryptionAlgorithm", r.source_encryption_algorithm.as_deref(), ENCRYPTION_ALGORITHMS);
+            c.one_of(
+                "SourceEncryptionAlgorithm",
+                r.source_encryption_algorithm.as_deref(),
+                ENCRYPTION_ALGORITHMS,
+            );
             c.one_of(
                 "DestinationEncryptionAlgorithm",
                 r.destination_encryption_algorithm.as_deref(),
@@ -521,7 +598,8 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.finish()?;
             if r.recipient.is_some() {
                 return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
-                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation).".into(),
+                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation)."
+                        .into(),
                 )));
             }
             let n = match (r.number_of_bytes, r.key_spec.as_deref()) {
@@ -614,7 +692,8 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.required("AliasName", &r.alias_name);
             c.alias_name(r.alias_name.as_deref());
             c.finish()?;
-            kms.delete_alias(r.alias_name.as_deref().unwrap_or_default()).await?;
+            kms.delete_alias(r.alias_name.as_deref().unwrap_or_default())
+                .await?;
             Ok(json!({}))
         }
         O::ListAliases => {
@@ -672,9 +751,15 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             match op {
                 O::EnableKey => kms.enable_key(&key).await.map(|_| json!({})),
                 O::DisableKey => kms.disable_key(&key).await.map(|_| json!({})),
-                O::CancelKeyDeletion => kms.cancel_key_deletion(&key).await.map(|arn| json!({ "KeyId": arn })),
+                O::CancelKeyDeletion => kms
+                    .cancel_key_deletion(&key)
+                    .await
+                    .map(|arn| json!({ "KeyId": arn })),
                 O::DisableKeyRotation => kms.disable_key_rotation(&key).await.map(|_| json!({})),
-                O::RotateKeyOnDemand => kms.rotate_key_on_demand(&key).await.map(|id| json!({ "KeyId": id })),
+                O::RotateKeyOnDemand => kms
+                    .rotate_key_on_demand(&key)
+                    .await
+                    .map(|id| json!({ "KeyId": id })),
                 _ => kms.key_rotation_status(&key).await.map(|s| {
                     let mut o = Map::new();
                     o.insert("KeyRotationEnabled".into(), json!(s.enabled));
@@ -786,7 +871,8 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             }
             c.finish()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
-            kms.untag_resource(&key, r.tag_keys.unwrap_or_default()).await?;
+            kms.untag_resource(&key, r.tag_keys.unwrap_or_default())
+                .await?;
             Ok(json!({}))
         }
         O::ListResourceTags => {
@@ -854,7 +940,10 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                         "KeyMaterialState".into(),
                         json!(if e.current { "CURRENT" } else { "NON_CURRENT" }),
                     );
-                    o.insert("ExpirationModel".into(), json!("KEY_MATERIAL_DOES_NOT_EXPIRE"));
+                    o.insert(
+                        "ExpirationModel".into(),
+                        json!("KEY_MATERIAL_DOES_NOT_EXPIRE"),
+                    );
                     o.insert("RotationDate".into(), epoch(e.rotation_ms));
                     if let Some(t) = &e.rotation_type {
                         o.insert("RotationType".into(), json!(t));
@@ -879,10 +968,22 @@ mod tests {
             assert_eq!(KmsOperation::from_name(op.name()), Some(*op));
             assert!(!NOT_YET.contains(&op.name()));
         }
-        assert_eq!(operation(Some("TrentService.Encrypt")).expect("known"), KmsOperation::Encrypt);
-        assert!(matches!(operation(Some("TrentService.Nope")), Err(ApiError::UnknownOperation(_))));
-        assert!(matches!(operation(Some("Encrypt")), Err(ApiError::UnknownOperation(_))));
-        assert!(matches!(operation(None), Err(ApiError::UnknownOperation(_))));
+        assert_eq!(
+            operation(Some("TrentService.Encrypt")).expect("known"),
+            KmsOperation::Encrypt
+        );
+        assert!(matches!(
+            operation(Some("TrentService.Nope")),
+            Err(ApiError::UnknownOperation(_))
+        ));
+        assert!(matches!(
+            operation(Some("Encrypt")),
+            Err(ApiError::UnknownOperation(_))
+        ));
+        assert!(matches!(
+            operation(None),
+            Err(ApiError::UnknownOperation(_))
+        ));
         assert!(matches!(
             operation(Some("TrentService.Sign")),
             Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(_)))

@@ -66,7 +66,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -78,7 +81,10 @@ async fn not_found(req: Request) -> Response {
         req.method(),
         req.uri().path()
     );
-    (StatusCode::NOT_FOUND, axum::Json(json!({ "__type": "UnknownOperationException", "message": msg })))
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "__type": "UnknownOperationException", "message": msg })),
+    )
         .into_response()
 }
 
@@ -87,7 +93,9 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::TooLarge(MAX_BODY)),
-        Err(e) => Err(ApiError::Serialization(format!("The request body could not be read: {e}"))),
+        Err(e) => Err(ApiError::Serialization(format!(
+            "The request body could not be read: {e}"
+        ))),
     }
 }
 
@@ -95,7 +103,10 @@ fn json_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Respons
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kms::CONTENT_TYPE));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kms::CONTENT_TYPE),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(REQUEST_ID_HEADER, v);
     }
@@ -112,9 +123,22 @@ fn error_response(e: &ApiError, operation: &str, request_id: &str) -> Response {
     json_response(status, body.to_string().into_bytes(), request_id)
 }
 
+/// A request id in UUID form: a random per-process prefix and a counter, unique without drawing
+/// randomness (a system call) for every request.
+fn request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    uuid::Uuid::from_u64_pair(prefix, COUNTER.fetch_add(1, Ordering::Relaxed))
+        .hyphenated()
+        .to_string()
+}
+
 async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = request_id();
     let (parts, body) = req.into_parts();
     let target = parts
         .headers
@@ -146,8 +170,12 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
             let (status, code) = e.code();
             state.metrics.observe(op_name, code, elapsed.as_secs_f64());
             tracing::info!(
-                request_id, operation = op_name, status = status.as_u16(), error = code,
-                latency_us = elapsed.as_micros() as u64, "request refused"
+                request_id,
+                operation = op_name,
+                status = status.as_u16(),
+                error = code,
+                latency_us = elapsed.as_micros() as u64,
+                "request refused"
             );
             error_response(&e, op_name, &request_id)
         }

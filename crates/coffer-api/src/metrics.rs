@@ -88,8 +88,13 @@ mod tests {
         m.observe("Encrypt", "ok", 0.002);
         m.observe("Encrypt", "NotFoundException", 0.001);
         let text = m.render();
-        assert!(text.contains(r#"coffer_requests_total{operation="Encrypt",outcome="ok"} 2"#), "{text}");
-        assert!(text.contains(r#"coffer_requests_total{operation="Encrypt",outcome="NotFoundException"} 1"#));
+        assert!(
+            text.contains(r#"coffer_requests_total{operation="Encrypt",outcome="ok"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"coffer_requests_total{operation="Encrypt",outcome="NotFoundException"} 1"#
+        ));
         assert!(text.contains(r#"coffer_request_duration_seconds_count{operation="Encrypt"} 3"#));
     }
 }

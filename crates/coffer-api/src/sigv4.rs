@@ -8,16 +8,23 @@
 use coffer_crypto::digest::{hmac_sha256, sha256};
 use http::HeaderMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use time::{OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description};
+use time::{
+    OffsetDateTime, PrimitiveDateTime, format_description::FormatItem, macros::format_description,
+};
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How far a request's time may be from ours.
 pub const MAX_SKEW: time::Duration = time::Duration::minutes(5);
 
-const AMZ_DATE: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const AMZ_DATE: &[FormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
 
 /// Characters SigV4 leaves unencoded: A-Z a-z 0-9 - _ . ~
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 const UNRESERVED_AND_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
 
 /// Why a request's authentication was refused. Each maps to one AWS error.
@@ -59,11 +66,13 @@ pub struct Authorization<'a> {
 /// Parses an Authorization header value. Never panics on any input.
 pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> {
     let malformed = |m: &str| AuthError::Malformed(m.to_owned());
-    let rest = value
-        .strip_prefix(ALGORITHM)
-        .ok_or_else(|| malformed("Authorization header requires the AWS4-HMAC-SHA256 algorithm."))?;
+    let rest = value.strip_prefix(ALGORITHM).ok_or_else(|| {
+        malformed("Authorization header requires the AWS4-HMAC-SHA256 algorithm.")
+    })?;
     if !rest.starts_with(' ') {
-        return Err(malformed("Authorization header requires the AWS4-HMAC-SHA256 algorithm."));
+        return Err(malformed(
+            "Authorization header requires the AWS4-HMAC-SHA256 algorithm.",
+        ));
     }
     let (mut credential, mut signed, mut signature) = (None, None, None);
     for part in rest.split(',') {
@@ -71,23 +80,31 @@ pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> 
         if part.is_empty() {
             continue;
         }
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| malformed(&format!("Authorization header has a malformed element '{part}'.")))?;
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            malformed(&format!(
+                "Authorization header has a malformed element '{part}'."
+            ))
+        })?;
         let slot = match k {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed,
             "Signature" => &mut signature,
-            _ => return Err(malformed(&format!("Authorization header has an unknown element '{k}'."))),
+            _ => {
+                return Err(malformed(&format!(
+                    "Authorization header has an unknown element '{k}'."
+                )));
+            }
         };
         if slot.replace(v).is_some() {
             return Err(malformed(&format!("Authorization header repeats '{k}'.")));
         }
     }
-    let credential =
-        credential.ok_or_else(|| malformed("Authorization header requires 'Credential' parameter."))?;
-    let signed = signed.ok_or_else(|| malformed("Authorization header requires 'SignedHeaders' parameter."))?;
-    let signature = signature.ok_or_else(|| malformed("Authorization header requires 'Signature' parameter."))?;
+    let credential = credential
+        .ok_or_else(|| malformed("Authorization header requires 'Credential' parameter."))?;
+    let signed = signed
+        .ok_or_else(|| malformed("Authorization header requires 'SignedHeaders' parameter."))?;
+    let signature = signature
+        .ok_or_else(|| malformed("Authorization header requires 'Signature' parameter."))?;
 
     let scope: Vec<&str> = credential.split('/').collect();
     if scope.len() != 5 || scope[4] != "aws4_request" || scope.iter().any(|s| s.is_empty()) {
@@ -106,7 +123,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> 
         .iter()
         .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()))
     {
-        return Err(malformed("SignedHeaders must be lowercase header names separated by ';'."));
+        return Err(malformed(
+            "SignedHeaders must be lowercase header names separated by ';'.",
+        ));
     }
     if !signed_headers.windows(2).all(|w| w[0] < w[1]) {
         return Err(malformed("SignedHeaders must be sorted and unique."));
@@ -123,7 +142,9 @@ pub fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> 
 
 /// Parses an `x-amz-date` value (`20150830T123600Z`).
 pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
-    PrimitiveDateTime::parse(s, AMZ_DATE).ok().map(|t| t.assume_utc())
+    PrimitiveDateTime::parse(s, AMZ_DATE)
+        .ok()
+        .map(|t| t.assume_utc())
 }
 
 pub fn format_amz_date(t: OffsetDateTime) -> String {
@@ -170,10 +191,19 @@ pub fn canonical_query(raw_query: Option<&str>) -> String {
         .join("&")
 }
 
-/// Trims a header value and collapses runs of spaces, as SigV4 requires.
-fn canonical_header_value(v: &[u8]) -> String {
+/// Trims a header value and collapses runs of whitespace, as SigV4 requires. Values that are already
+/// canonical (nearly all) are borrowed, not rebuilt.
+fn canonical_header_value(v: &[u8]) -> std::borrow::Cow<'_, str> {
     let s = String::from_utf8_lossy(v);
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let canonical = !s.starts_with(char::is_whitespace)
+        && !s.ends_with(char::is_whitespace)
+        && !s.contains("  ")
+        && !s.contains(['\t', '\n', '\r']);
+    if canonical {
+        s
+    } else {
+        std::borrow::Cow::Owned(s.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
 }
 
 /// What the verifier needs to know about a request.
@@ -191,7 +221,10 @@ pub struct RequestParts<'a> {
 }
 
 /// Builds the canonical request for the headers the client says it signed.
-pub fn canonical_request(parts: &RequestParts<'_>, signed_headers: &[&str]) -> Result<String, AuthError> {
+pub fn canonical_request(
+    parts: &RequestParts<'_>,
+    signed_headers: &[&str],
+) -> Result<String, AuthError> {
     let mut out = String::with_capacity(512);
     out.push_str(parts.method);
     out.push('\n');
@@ -200,29 +233,26 @@ pub fn canonical_request(parts: &RequestParts<'_>, signed_headers: &[&str]) -> R
     out.push_str(&canonical_query(parts.raw_query));
     out.push('\n');
     for name in signed_headers {
-        let values: Vec<String> = parts
-            .headers
-            .get_all(*name)
-            .iter()
-            .map(|v| canonical_header_value(v.as_bytes()))
-            .collect();
-        let value = if values.is_empty() {
-            if *name == "host" {
-                parts
-                    .authority
-                    .map(str::to_owned)
-                    .ok_or_else(|| AuthError::Malformed("The host header is signed but missing.".into()))?
-            } else {
+        out.push_str(name);
+        out.push(':');
+        let mut values = parts.headers.get_all(*name).iter();
+        match values.next() {
+            Some(first) => {
+                out.push_str(&canonical_header_value(first.as_bytes()));
+                for v in values {
+                    out.push(',');
+                    out.push_str(&canonical_header_value(v.as_bytes()));
+                }
+            }
+            None if *name == "host" => out.push_str(parts.authority.ok_or_else(|| {
+                AuthError::Malformed("The host header is signed but missing.".into())
+            })?),
+            None => {
                 return Err(AuthError::Malformed(format!(
                     "The signed header '{name}' is missing from the request."
                 )));
             }
-        } else {
-            values.join(",")
-        };
-        out.push_str(name);
-        out.push(':');
-        out.push_str(&value);
+        }
         out.push('\n');
     }
     out.push('\n');
@@ -247,19 +277,47 @@ pub fn signing_key(secret: &[u8], date: &str, region: &str, service: &str) -> [u
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
     format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(sha256(canonical_request.as_bytes()))
+        coffer_crypto::digest::hex(&sha256(canonical_request.as_bytes()))
     )
 }
 
 /// Computes the hex signature of a request.
-pub fn sign(secret: &[u8], auth_date: &str, region: &str, service: &str, amz_date: &str, canonical: &str) -> String {
-    let scope = format!("{auth_date}/{region}/{service}/aws4_request");
+pub fn sign(
+    secret: &[u8],
+    auth_date: &str,
+    region: &str,
+    service: &str,
+    amz_date: &str,
+    canonical: &str,
+) -> String {
     let key = signing_key(secret, auth_date, region, service);
-    hex::encode(hmac_sha256(&key, string_to_sign(amz_date, &scope, canonical).as_bytes()))
+    sign_with_key(
+        &key,
+        &scope(auth_date, region, service),
+        amz_date,
+        canonical,
+    )
+}
+
+/// The credential scope `date/region/service/aws4_request`.
+pub fn scope(auth_date: &str, region: &str, service: &str) -> String {
+    format!("{auth_date}/{region}/{service}/aws4_request")
+}
+
+/// Computes the hex signature with an already-derived signing key for `scope`.
+pub fn sign_with_key(key: &[u8; 32], scope: &str, amz_date: &str, canonical: &str) -> String {
+    coffer_crypto::digest::hex(&hmac_sha256(
+        key,
+        string_to_sign(amz_date, scope, canonical).as_bytes(),
+    ))
 }
 
 /// Checks the request time against `now` with AWS's messages.
-pub fn check_time(request_time: OffsetDateTime, amz_date: &str, now: OffsetDateTime) -> Result<(), AuthError> {
+pub fn check_time(
+    request_time: OffsetDateTime,
+    amz_date: &str,
+    now: OffsetDateTime,
+) -> Result<(), AuthError> {
     if request_time < now - MAX_SKEW {
         return Err(AuthError::Expired(format!(
             "Signature expired: {amz_date} is now earlier than {} ({} - 5 min.)",
@@ -286,7 +344,10 @@ mod tests {
         let h = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7";
         let a = parse_authorization(h).expect("parse");
         assert_eq!(a.access_key_id, "AKIDEXAMPLE");
-        assert_eq!((a.date, a.region, a.service), ("20150830", "us-east-1", "iam"));
+        assert_eq!(
+            (a.date, a.region, a.service),
+            ("20150830", "us-east-1", "iam")
+        );
         assert_eq!(a.signed_headers, vec!["content-type", "host", "x-amz-date"]);
     }
 
@@ -315,7 +376,9 @@ mod tests {
         headers.insert("host", "iam.amazonaws.com".parse().expect("static"));
         headers.insert(
             "content-type",
-            "application/x-www-form-urlencoded; charset=utf-8".parse().expect("static"),
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .expect("static"),
         );
         headers.insert("x-amz-date", "20150830T123600Z".parse().expect("static"));
         let parts = RequestParts {
@@ -327,9 +390,10 @@ mod tests {
             payload_hash: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             double_encode_path: true,
         };
-        let canonical = canonical_request(&parts, &["content-type", "host", "x-amz-date"]).expect("canonical");
+        let canonical =
+            canonical_request(&parts, &["content-type", "host", "x-amz-date"]).expect("canonical");
         assert_eq!(
-            hex::encode(sha256(canonical.as_bytes())),
+            coffer_crypto::digest::hex(&sha256(canonical.as_bytes())),
             "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59"
         );
         let sig = sign(
@@ -340,14 +404,22 @@ mod tests {
             "20150830T123600Z",
             &canonical,
         );
-        assert_eq!(sig, "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7");
+        assert_eq!(
+            sig,
+            "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+        );
     }
 
     #[test]
     fn signing_key_matches_documentation() {
-        let k = signing_key(b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20150830", "us-east-1", "iam");
+        let k = signing_key(
+            b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830",
+            "us-east-1",
+            "iam",
+        );
         assert_eq!(
-            hex::encode(k),
+            coffer_crypto::digest::hex(&k),
             "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9"
         );
     }
@@ -358,6 +430,33 @@ mod tests {
         assert_eq!(canonical_query(Some("k=a b+c%2Fd")), "k=a%20b%20c%2Fd");
         assert_eq!(canonical_query(Some("X-Amz-Signature=abc&x=1")), "x=1");
         assert_eq!(canonical_query(None), "");
+    }
+
+    #[test]
+    fn header_values_are_trimmed_and_collapsed() {
+        assert_eq!(canonical_header_value(b"a  b\t c "), "a b c");
+        assert_eq!(
+            canonical_header_value(b"already canonical"),
+            "already canonical"
+        );
+        let mut headers = HeaderMap::new();
+        headers.append("x-multi", " one ".parse().expect("static"));
+        headers.append("x-multi", "two".parse().expect("static"));
+        let parts = RequestParts {
+            method: "GET",
+            raw_path: "/",
+            raw_query: None,
+            headers: &headers,
+            authority: Some("example.com"),
+            payload_hash: "UNSIGNED-PAYLOAD",
+            double_encode_path: true,
+        };
+        let c = canonical_request(&parts, &["host", "x-multi"]).expect("canonical");
+        assert_eq!(
+            c,
+            "GET\n/\n\nhost:example.com\nx-multi:one,two\n\nhost;x-multi\nUNSIGNED-PAYLOAD"
+        );
+        assert!(canonical_request(&parts, &["x-missing"]).is_err());
     }
 
     #[test]

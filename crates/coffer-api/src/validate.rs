@@ -51,9 +51,17 @@ impl Checks {
         if let Some(v) = v {
             let n = v.chars().count();
             if n < min {
-                self.push(Some(quoted(v)), name, &format!("have length greater than or equal to {min}"));
+                self.push(
+                    Some(quoted(v)),
+                    name,
+                    &format!("have length greater than or equal to {min}"),
+                );
             } else if n > max {
-                self.push(Some(quoted(v)), name, &format!("have length less than or equal to {max}"));
+                self.push(
+                    Some(quoted(v)),
+                    name,
+                    &format!("have length less than or equal to {max}"),
+                );
             }
         }
     }
@@ -62,9 +70,17 @@ impl Checks {
     pub fn blob_len(&mut self, name: &str, v: Option<usize>, min: usize, max: usize) {
         if let Some(n) = v {
             if n < min {
-                self.push(None, name, &format!("have length greater than or equal to {min}"));
+                self.push(
+                    None,
+                    name,
+                    &format!("have length greater than or equal to {min}"),
+                );
             } else if n > max {
-                self.push(None, name, &format!("have length less than or equal to {max}"));
+                self.push(
+                    None,
+                    name,
+                    &format!("have length less than or equal to {max}"),
+                );
             }
         }
     }
@@ -72,44 +88,60 @@ impl Checks {
     pub fn range(&mut self, name: &str, v: Option<i64>, min: i64, max: i64) {
         if let Some(v) = v {
             if v < min {
-                self.push(Some(quoted(&v.to_string())), name, &format!("have value greater than or equal to {min}"));
+                self.push(
+                    Some(quoted(&v.to_string())),
+                    name,
+                    &format!("have value greater than or equal to {min}"),
+                );
             } else if v > max {
-                self.push(Some(quoted(&v.to_string())), name, &format!("have value less than or equal to {max}"));
+                self.push(
+                    Some(quoted(&v.to_string())),
+                    name,
+                    &format!("have value less than or equal to {max}"),
+                );
             }
         }
     }
 
     pub fn one_of(&mut self, name: &str, v: Option<&str>, allowed: &[&str]) {
-        if let Some(v) = v {
-            if !allowed.contains(&v) {
-                self.push(
-                    Some(quoted(v)),
-                    name,
-                    &format!("satisfy enum value set: [{}]", allowed.join(", ")),
-                );
-            }
+        if let Some(v) = v
+            && !allowed.contains(&v)
+        {
+            self.push(
+                Some(quoted(v)),
+                name,
+                &format!("satisfy enum value set: [{}]", allowed.join(", ")),
+            );
         }
     }
 
     /// A pattern given as a predicate over characters, with AWS's regex text for the message.
     pub fn chars(&mut self, name: &str, v: Option<&str>, pattern: &str, ok: impl Fn(char) -> bool) {
-        if let Some(v) = v {
-            if !v.chars().all(ok) {
-                self.push(
-                    Some(quoted(v)),
-                    name,
-                    &format!("satisfy regular expression pattern: {pattern}"),
-                );
-            }
+        if let Some(v) = v
+            && !v.chars().all(ok)
+        {
+            self.push(
+                Some(quoted(v)),
+                name,
+                &format!("satisfy regular expression pattern: {pattern}"),
+            );
         }
     }
 
     pub fn list_len<T>(&mut self, name: &str, v: Option<&Vec<T>>, min: usize, max: usize) {
         if let Some(v) = v {
             if v.len() < min {
-                self.push(None, name, &format!("have length greater than or equal to {min}"));
+                self.push(
+                    None,
+                    name,
+                    &format!("have length greater than or equal to {min}"),
+                );
             } else if v.len() > max {
-                self.push(None, name, &format!("have length less than or equal to {max}"));
+                self.push(
+                    None,
+                    name,
+                    &format!("have length less than or equal to {max}"),
+                );
             }
         }
     }
@@ -117,7 +149,9 @@ impl Checks {
     /// Pagination markers: 1–1024 characters in U+0020–U+00FF.
     pub fn marker(&mut self, v: Option<&str>) {
         self.str_len("Marker", v, 1, 1024);
-        self.chars("Marker", v, "[\\u0020-\\u00FF]*", |c| ('\u{20}'..='\u{ff}').contains(&c));
+        self.chars("Marker", v, "[\\u0020-\\u00FF]*", |c| {
+            ('\u{20}'..='\u{ff}').contains(&c)
+        });
     }
 
     pub fn key_id(&mut self, name: &str, v: Option<&str>) {
@@ -139,7 +173,11 @@ impl Checks {
             }
             let size: usize = ctx.iter().map(|(k, v)| k.len() + v.len()).sum();
             if size > 8192 {
-                self.push(None, name, "have a total size of keys and values less than or equal to 8192 bytes");
+                self.push(
+                    None,
+                    name,
+                    "have a total size of keys and values less than or equal to 8192 bytes",
+                );
             }
         }
     }

@@ -62,7 +62,11 @@ pub fn peek(blob: &[u8]) -> Result<BlobHeader, CryptoError> {
     })
 }
 
-fn message_key(material: &Key256, salt: &[u8], header: &BlobHeader) -> Result<LessSafeKey, CryptoError> {
+fn message_key(
+    material: &Key256,
+    salt: &[u8],
+    header: &BlobHeader,
+) -> Result<LessSafeKey, CryptoError> {
     let version = header.material_version.to_be_bytes();
     let info = [INFO, &header.key_id[..], &version[..]];
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(material.expose());

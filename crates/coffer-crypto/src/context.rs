@@ -11,12 +11,19 @@ use crate::CryptoError;
 /// Encodes an encryption context. Keys and values longer than 65535 bytes, or more than 65535 pairs,
 /// are refused (the API layer bounds them far below that).
 pub fn encode(ctx: &BTreeMap<String, String>) -> Result<Vec<u8>, CryptoError> {
-    let count = u16::try_from(ctx.len()).map_err(|_| CryptoError::Malformed("encryption context"))?;
-    let mut out = Vec::with_capacity(2 + ctx.iter().map(|(k, v)| 4 + k.len() + v.len()).sum::<usize>());
+    let count =
+        u16::try_from(ctx.len()).map_err(|_| CryptoError::Malformed("encryption context"))?;
+    let mut out = Vec::with_capacity(
+        2 + ctx
+            .iter()
+            .map(|(k, v)| 4 + k.len() + v.len())
+            .sum::<usize>(),
+    );
     out.extend_from_slice(&count.to_be_bytes());
     for (k, v) in ctx {
         for s in [k, v] {
-            let len = u16::try_from(s.len()).map_err(|_| CryptoError::Malformed("encryption context"))?;
+            let len =
+                u16::try_from(s.len()).map_err(|_| CryptoError::Malformed("encryption context"))?;
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(s.as_bytes());
         }
@@ -29,7 +36,10 @@ mod tests {
     use super::*;
 
     fn ctx(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

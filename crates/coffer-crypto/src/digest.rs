@@ -38,6 +38,19 @@ impl std::fmt::Debug for Sha256 {
     }
 }
 
+/// Lowercase hex, without the per-character iterator that general-purpose encoders use (this runs
+/// several times per signed request).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize]);
+        out.push(DIGITS[(b & 0x0f) as usize]);
+    }
+    // Every byte pushed is an ASCII hex digit.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     let k = hmac::Key::new(hmac::HMAC_SHA256, key);
     let tag = hmac::sign(&k, data);
@@ -67,7 +80,9 @@ mod tests {
         assert_eq!(inc.finish(), sha256(b"abc"));
     }
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
+    #[test]
+    fn hex_is_lowercase_and_complete() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(super::hex(&[]), "");
     }
 }

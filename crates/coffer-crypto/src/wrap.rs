@@ -58,7 +58,8 @@ pub fn unwrap(key: &Key256, aad: &[u8], wrapped: &[u8]) -> Result<SecretBytes, C
         return Err(CryptoError::Malformed("wrapped key"));
     }
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Malformed("wrapped key"))?;
+    let nonce = Nonce::try_assume_unique_for_key(nonce)
+        .map_err(|_| CryptoError::Malformed("wrapped key"))?;
     let mut buf = SecretBytes::new(sealed.to_vec());
     let plain_len = gcm_key(key)?
         .open_in_place(nonce, Aad::from(aad), buf.expose_mut())
@@ -77,14 +78,26 @@ mod tests {
         let k = Key256::generate().expect("rng");
         let w = wrap(&k, b"purpose-a", b"secret material").expect("wrap");
         assert_eq!(w.len(), 15 + WRAP_OVERHEAD);
-        assert_eq!(unwrap(&k, b"purpose-a", &w).expect("open").expose(), b"secret material");
-        assert_eq!(unwrap(&k, b"purpose-b", &w).unwrap_err(), CryptoError::Decrypt);
+        assert_eq!(
+            unwrap(&k, b"purpose-a", &w).expect("open").expose(),
+            b"secret material"
+        );
+        assert_eq!(
+            unwrap(&k, b"purpose-b", &w).unwrap_err(),
+            CryptoError::Decrypt
+        );
         let other = Key256::generate().expect("rng");
-        assert_eq!(unwrap(&other, b"purpose-a", &w).unwrap_err(), CryptoError::Decrypt);
+        assert_eq!(
+            unwrap(&other, b"purpose-a", &w).unwrap_err(),
+            CryptoError::Decrypt
+        );
         for i in 0..w.len() {
             let mut t = w.clone();
             t[i] ^= 1;
-            assert!(unwrap(&k, b"purpose-a", &t).is_err(), "flip at {i} went unnoticed");
+            assert!(
+                unwrap(&k, b"purpose-a", &t).is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
         for n in 0..w.len() {
             assert!(unwrap(&k, b"purpose-a", &w[..n]).is_err());

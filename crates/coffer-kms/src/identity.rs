@@ -25,6 +25,32 @@ pub struct Credential {
     pub secret: SecretBytes,
     pub principal_arn: String,
     pub active: bool,
+    /// Keys derived from the secret, by scope (SigV4 signing keys per date/region/service). They
+    /// live and die with this credential, so a changed secret never meets a stale derivation.
+    derived: std::sync::Mutex<Vec<(String, zeroize::Zeroizing<[u8; 32]>)>>,
+}
+
+/// How many derived keys a credential keeps (a day's scopes for a few services).
+const DERIVED_CACHE: usize = 8;
+
+impl Credential {
+    /// The key derived for `scope`, computed by `derive` on first use and cached.
+    pub fn derived_key(
+        &self,
+        scope: &str,
+        derive: impl FnOnce(&[u8]) -> [u8; 32],
+    ) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut cache = self.derived.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, k)) = cache.iter().find(|(s, _)| s == scope) {
+            return k.clone();
+        }
+        let key = zeroize::Zeroizing::new(derive(self.secret.expose()));
+        if cache.len() >= DERIVED_CACHE {
+            cache.remove(0);
+        }
+        cache.push((scope.to_owned(), key.clone()));
+        key
+    }
 }
 
 #[derive(Debug)]
@@ -54,7 +80,9 @@ fn random_chars(alphabet: &[u8], n: usize) -> Result<SecretBytes> {
 
 /// Whether `s` has the shape of an access key id: 16–128 characters of `[A-Z0-9]`.
 pub fn is_access_key_id(s: &str) -> bool {
-    (16..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    (16..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 impl Identities {
@@ -74,13 +102,19 @@ impl Identities {
             std::str::from_utf8(suffix.expose()).map_err(|e| KmsError::Internal(e.to_string()))?
         );
         let secret = random_chars(SECRET_ALPHABET, 40)?;
-        self.import_access_key(&id, secret.expose(), principal_arn).await?;
+        self.import_access_key(&id, secret.expose(), principal_arn)
+            .await?;
         Ok((id, secret))
     }
 
     /// Stores an access key given by the operator (environment or migration from AWS), replacing
     /// any key with the same id.
-    pub async fn import_access_key(&self, access_key_id: &str, secret: &[u8], principal_arn: &str) -> Result<()> {
+    pub async fn import_access_key(
+        &self,
+        access_key_id: &str,
+        secret: &[u8],
+        principal_arn: &str,
+    ) -> Result<()> {
         if !is_access_key_id(access_key_id) {
             return Err(KmsError::Validation(format!(
                 "access key id '{access_key_id}' must be 16 to 128 characters of A-Z and 0-9"
@@ -128,8 +162,10 @@ impl Identities {
             secret,
             principal_arn: rec.principal_arn,
             active: rec.status == STATUS_ACTIVE,
+            derived: std::sync::Mutex::new(Vec::new()),
         });
-        self.write_cache().insert(access_key_id.to_owned(), cred.clone());
+        self.write_cache()
+            .insert(access_key_id.to_owned(), cred.clone());
         Ok(Some(cred))
     }
 
@@ -153,7 +189,10 @@ mod tests {
         let (root, _) = DevFileRoot::load_or_create(&dir.path().join("root.key")).expect("root");
         let meta = Arc::new(coffer_meta::SqliteStore::in_memory().expect("db"));
         let ids = Identities::new(meta.clone(), Arc::new(root));
-        let (id, secret) = ids.create_access_key("arn:aws:iam::111122223333:root").await.expect("create");
+        let (id, secret) = ids
+            .create_access_key("arn:aws:iam::111122223333:root")
+            .await
+            .expect("create");
         assert!(id.starts_with("AKIA") && id.len() == 20 && is_access_key_id(&id));
         assert_eq!(secret.len(), 40);
         let c = ids.credential(&id).await.expect("lookup").expect("exists");
@@ -163,8 +202,17 @@ mod tests {
         let rec = meta.access_key(&id).await.expect("row").expect("exists");
         assert!(!rec.wrapped_secret.windows(40).any(|w| w == secret.expose()));
 
-        assert!(ids.credential("AKIANOSUCHKEY0000000").await.expect("lookup").is_none());
+        assert!(
+            ids.credential("AKIANOSUCHKEY0000000")
+                .await
+                .expect("lookup")
+                .is_none()
+        );
         assert!(ids.credential("not an id").await.expect("lookup").is_none());
-        assert!(ids.import_access_key("short", b"0123456789abcdef", "x").await.is_err());
+        assert!(
+            ids.import_access_key("short", b"0123456789abcdef", "x")
+                .await
+                .is_err()
+        );
     }
 }

@@ -66,7 +66,10 @@ mod tests {
             p(&format!("arn:aws:kms:us-east-1:111122223333:key/{ID}")).expect("arn"),
             KeyRef::Key(ID.into())
         );
-        assert_eq!(p("alias/app").expect("alias"), KeyRef::Alias("alias/app".into()));
+        assert_eq!(
+            p("alias/app").expect("alias"),
+            KeyRef::Alias("alias/app".into())
+        );
         assert_eq!(
             p("arn:aws:kms:us-east-1:111122223333:alias/app").expect("alias arn"),
             KeyRef::Alias("alias/app".into())
@@ -87,7 +90,10 @@ mod tests {
             "arn:aws:kms:us-east-1:111122223333:key/xyz",
             "arn:",
         ] {
-            assert!(matches!(p(bad), Err(KmsError::NotFound(_))), "{bad} accepted");
+            assert!(
+                matches!(p(bad), Err(KmsError::NotFound(_))),
+                "{bad} accepted"
+            );
         }
     }
 }

@@ -28,7 +28,10 @@ pub struct KmsConfig {
 
 impl KmsConfig {
     pub fn key_arn(&self, key_id: &str) -> String {
-        format!("arn:aws:kms:{}:{}:key/{key_id}", self.region, self.account_id)
+        format!(
+            "arn:aws:kms:{}:{}:key/{key_id}",
+            self.region, self.account_id
+        )
     }
 
     pub fn alias_arn(&self, alias: &str) -> String {

@@ -123,7 +123,9 @@ pub fn write_private_atomically(path: &Path, contents: &[u8]) -> std::io::Result
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("coffer")
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("coffer")
     ));
     {
         let mut f = fs::OpenOptions::new()
@@ -150,16 +152,28 @@ mod tests {
         let path = dir.path().join("root.key");
         let (root, created) = DevFileRoot::load_or_create(&path).expect("create");
         assert!(created);
-        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
         let w = root.wrap(b"aad", b"secret").expect("wrap");
         let (again, created) = DevFileRoot::load_or_create(&path).expect("reload");
         assert!(!created);
-        assert_eq!(again.unwrap(b"aad", &w).expect("unwrap").expose(), b"secret");
+        assert_eq!(
+            again.unwrap(b"aad", &w).expect("unwrap").expose(),
+            b"secret"
+        );
 
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(DevFileRoot::load_or_create(&path), Err(RootError::Permissions { .. })));
+        assert!(matches!(
+            DevFileRoot::load_or_create(&path),
+            Err(RootError::Permissions { .. })
+        ));
         fs::write(&path, b"nonsense").expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(matches!(DevFileRoot::load_or_create(&path), Err(RootError::BadFile { .. })));
+        assert!(matches!(
+            DevFileRoot::load_or_create(&path),
+            Err(RootError::BadFile { .. })
+        ));
     }
 }

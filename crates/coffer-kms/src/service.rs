@@ -27,6 +27,18 @@ struct LoadedKey {
     record: KeyRecord,
     /// Index `v - 1` holds material version `v`.
     materials: Vec<Key256>,
+    /// `KeyMaterialId` of each version, same indexing.
+    material_ids: Vec<String>,
+}
+
+impl LoadedKey {
+    fn material_id(&self, version: u32) -> String {
+        version
+            .checked_sub(1)
+            .and_then(|i| self.material_ids.get(i as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// The key service.
@@ -51,10 +63,7 @@ pub fn key_material_id(key_id: &str, version: u32) -> String {
     let mut input = b"coffer key material id v1\0".to_vec();
     input.extend_from_slice(key_id.as_bytes());
     input.extend_from_slice(&version.to_be_bytes());
-    coffer_crypto::digest::sha256(&input)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(&input))
 }
 
 fn uuid_bytes(key_id: &str) -> Result<[u8; 16]> {
@@ -76,14 +85,20 @@ fn internal(e: impl std::fmt::Display) -> KmsError {
 fn check_tags(tags: &[(String, String)]) -> Result<()> {
     for (k, _) in tags {
         if k.starts_with("aws:") {
-            return Err(KmsError::Tag("Tags beginning with aws: are reserved.".into()));
+            return Err(KmsError::Tag(
+                "Tags beginning with aws: are reserved.".into(),
+            ));
         }
     }
     Ok(())
 }
 
 fn paginate<T, F: Fn(&T) -> String>(items: Vec<T>, truncated: bool, marker_of: F) -> Listing<T> {
-    let next_marker = if truncated { items.last().map(&marker_of) } else { None };
+    let next_marker = if truncated {
+        items.last().map(&marker_of)
+    } else {
+        None
+    };
     Listing { items, next_marker }
 }
 
@@ -114,10 +129,19 @@ impl Kms {
         match r {
             KeyRef::Key(id) => Ok(id.clone()),
             KeyRef::Alias(name) => {
-                if let Some(id) = self.aliases.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+                if let Some(id) = self
+                    .aliases
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                {
                     return Ok(id.clone());
                 }
-                let a = self.meta.alias(name).await?.ok_or_else(|| self.alias_not_found(name))?;
+                let a = self
+                    .meta
+                    .alias(name)
+                    .await?
+                    .ok_or_else(|| self.alias_not_found(name))?;
                 self.aliases
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -137,10 +161,19 @@ impl Kms {
 
     /// The key with its material, from the cache or loaded (and unwrapped) from the store.
     async fn loaded(&self, key_id: &str) -> Result<Arc<LoadedKey>> {
-        if let Some(k) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(key_id) {
+        if let Some(k) = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+        {
             return Ok(k.clone());
         }
-        let record = self.meta.key(key_id).await?.ok_or_else(|| self.key_not_found(key_id))?;
+        let record = self
+            .meta
+            .key(key_id)
+            .await?
+            .ok_or_else(|| self.key_not_found(key_id))?;
         let mut materials = Vec::new();
         for m in self.meta.materials(key_id).await? {
             if m.version as usize != materials.len() + 1 {
@@ -162,7 +195,14 @@ impl Kms {
                 materials.len()
             )));
         }
-        let loaded = Arc::new(LoadedKey { record, materials });
+        let material_ids = (1..=record.current_version)
+            .map(|v| key_material_id(key_id, v))
+            .collect();
+        let loaded = Arc::new(LoadedKey {
+            record,
+            materials,
+            material_ids,
+        });
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,14 +216,20 @@ impl Kms {
     }
 
     fn evict(&self, key_id: &str) {
-        self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(key_id);
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id);
     }
 
     /// The current record of a key, read from the store (for changes, which must not act on a
     /// stale cache).
     async fn record_for_update(&self, r: &KeyRef) -> Result<KeyRecord> {
         let id = self.resolve(r).await?;
-        self.meta.key(&id).await?.ok_or_else(|| self.key_not_found(&id))
+        self.meta
+            .key(&id)
+            .await?
+            .ok_or_else(|| self.key_not_found(&id))
     }
 
     async fn store_update(&self, rec: &KeyRecord) -> Result<()> {
@@ -193,11 +239,16 @@ impl Kms {
     }
 
     fn usable(&self, rec: &KeyRecord) -> Result<()> {
+        // The hot path: no ARN is formatted unless there is an error to report.
+        if rec.state == state::ENABLED {
+            return Ok(());
+        }
         let arn = self.cfg.key_arn(&rec.key_id);
         match rec.state.as_str() {
-            state::ENABLED => Ok(()),
             state::DISABLED => Err(KmsError::Disabled(format!("{arn} is disabled."))),
-            state::PENDING_DELETION => Err(KmsError::InvalidState(format!("{arn} is pending deletion."))),
+            state::PENDING_DELETION => Err(KmsError::InvalidState(format!(
+                "{arn} is pending deletion."
+            ))),
             other => Err(KmsError::InvalidState(format!("{arn} is {other}."))),
         }
     }
@@ -251,7 +302,12 @@ impl Kms {
         }
     }
 
-    fn new_material(&self, key_id: &str, version: u32, rotation_type: Option<&str>) -> Result<MaterialRecord> {
+    fn new_material(
+        &self,
+        key_id: &str,
+        version: u32,
+        rotation_type: Option<&str>,
+    ) -> Result<MaterialRecord> {
         let material = Key256::generate().map_err(internal)?;
         let wrapped = self
             .root
@@ -296,7 +352,9 @@ impl Kms {
         let mut tags: HashMap<String, String> = HashMap::new();
         tags.extend(input.tags);
         if tags.len() > MAX_TAGS {
-            return Err(KmsError::LimitExceeded(format!("A key can have at most {MAX_TAGS} tags.")));
+            return Err(KmsError::LimitExceeded(format!(
+                "A key can have at most {MAX_TAGS} tags."
+            )));
         }
         let key_id = uuid::Uuid::new_v4().hyphenated().to_string();
         let rec = KeyRecord {
@@ -328,7 +386,11 @@ impl Kms {
         Ok(self.metadata(&k.record))
     }
 
-    pub async fn list_keys(&self, limit: usize, marker: Option<&str>) -> Result<Listing<KeyListEntry>> {
+    pub async fn list_keys(
+        &self,
+        limit: usize,
+        marker: Option<&str>,
+    ) -> Result<Listing<KeyListEntry>> {
         let page = self.meta.list_keys(marker, limit).await?;
         let items = page
             .items
@@ -338,7 +400,9 @@ impl Kms {
                 key_id: k.key_id,
             })
             .collect();
-        Ok(paginate(items, page.truncated, |e: &KeyListEntry| e.key_id.clone()))
+        Ok(paginate(items, page.truncated, |e: &KeyListEntry| {
+            e.key_id.clone()
+        }))
     }
 
     pub async fn update_key_description(&self, r: &KeyRef, description: String) -> Result<()> {
@@ -373,7 +437,11 @@ impl Kms {
         Ok(())
     }
 
-    pub async fn schedule_key_deletion(&self, r: &KeyRef, window_days: Option<i32>) -> Result<ScheduledDeletion> {
+    pub async fn schedule_key_deletion(
+        &self,
+        r: &KeyRef,
+        window_days: Option<i32>,
+    ) -> Result<ScheduledDeletion> {
         let days = window_days.unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
         let _w = self.writes.lock().await;
         let mut rec = self.record_for_update(r).await?;
@@ -411,7 +479,12 @@ impl Kms {
 
     // ---- cryptographic operations -----------------------------------------------------------
 
-    fn seal(&self, k: &LoadedKey, ctx: &EncryptionContext, plaintext: &[u8]) -> Result<EncryptOutput> {
+    fn seal(
+        &self,
+        k: &LoadedKey,
+        ctx: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<EncryptOutput> {
         let version = k.record.current_version;
         let material = k
             .materials
@@ -421,12 +494,13 @@ impl Kms {
             key_id: uuid_bytes(&k.record.key_id)?,
             material_version: version,
         };
-        let aad = context::encode(ctx).map_err(|_| KmsError::Validation("The encryption context is too large.".into()))?;
+        let aad = context::encode(ctx)
+            .map_err(|_| KmsError::Validation("The encryption context is too large.".into()))?;
         let ciphertext = blob::seal(material, header, &aad, plaintext).map_err(internal)?;
         Ok(EncryptOutput {
             ciphertext,
             key_arn: self.cfg.key_arn(&k.record.key_id),
-            key_material_id: key_material_id(&k.record.key_id, version),
+            key_material_id: k.material_id(version),
         })
     }
 
@@ -457,7 +531,9 @@ impl Kms {
         algorithm: Option<&str>,
     ) -> Result<(Arc<LoadedKey>, u32, SecretBytes)> {
         let header = blob::peek(ciphertext).map_err(|_| invalid_ciphertext())?;
-        let key_id = uuid::Uuid::from_bytes(header.key_id).hyphenated().to_string();
+        let key_id = uuid::Uuid::from_bytes(header.key_id)
+            .hyphenated()
+            .to_string();
         if let Some(expected) = expected {
             let wanted = self.resolve(expected).await?;
             if wanted != key_id {
@@ -499,7 +575,7 @@ impl Kms {
         Ok(DecryptOutput {
             plaintext,
             key_arn: self.cfg.key_arn(&k.record.key_id),
-            key_material_id: key_material_id(&k.record.key_id, version),
+            key_material_id: k.material_id(version),
         })
     }
 
@@ -515,7 +591,9 @@ impl Kms {
         destination_algorithm: Option<&str>,
         dry_run: bool,
     ) -> Result<ReEncryptOutput> {
-        let (src, version, plaintext) = self.open(ciphertext, source_ctx, source_key, source_algorithm).await?;
+        let (src, version, plaintext) = self
+            .open(ciphertext, source_ctx, source_key, source_algorithm)
+            .await?;
         let dst = self.loaded_ref(destination).await?;
         self.usable(&dst.record)?;
         self.check_encrypt_algorithm(&dst.record, destination_algorithm)?;
@@ -527,7 +605,7 @@ impl Kms {
             ciphertext: out.ciphertext,
             source_key_arn: self.cfg.key_arn(&src.record.key_id),
             key_arn: out.key_arn,
-            source_key_material_id: key_material_id(&src.record.key_id, version),
+            source_key_material_id: src.material_id(version),
             destination_key_material_id: out.key_material_id,
         })
     }
@@ -585,7 +663,11 @@ impl Kms {
                 "TargetKeyId must be a key ID or key ARN, not an alias.".into(),
             ));
         };
-        let rec = self.meta.key(id).await?.ok_or_else(|| self.key_not_found(id))?;
+        let rec = self
+            .meta
+            .key(id)
+            .await?
+            .ok_or_else(|| self.key_not_found(id))?;
         self.not_pending_deletion(&rec)?;
         Ok(rec)
     }
@@ -594,7 +676,10 @@ impl Kms {
         Self::check_alias_name(name)?;
         let _w = self.writes.lock().await;
         let rec = self.alias_target(target).await?;
-        let existing = self.meta.list_aliases(Some(&rec.key_id), None, MAX_ALIASES_PER_KEY).await?;
+        let existing = self
+            .meta
+            .list_aliases(Some(&rec.key_id), None, MAX_ALIASES_PER_KEY)
+            .await?;
         if existing.items.len() >= MAX_ALIASES_PER_KEY {
             return Err(KmsError::LimitExceeded(format!(
                 "Key {} already has {MAX_ALIASES_PER_KEY} aliases.",
@@ -627,14 +712,18 @@ impl Kms {
     pub async fn update_alias(&self, name: &str, target: &KeyRef) -> Result<()> {
         Self::check_alias_name(name)?;
         let _w = self.writes.lock().await;
-        let current = self.meta.alias(name).await?.ok_or_else(|| self.alias_not_found(name))?;
+        let current = self
+            .meta
+            .alias(name)
+            .await?
+            .ok_or_else(|| self.alias_not_found(name))?;
         let rec = self.alias_target(target).await?;
-        if let Some(old) = self.meta.key(&current.target_key_id).await? {
-            if old.key_spec != rec.key_spec || old.key_usage != rec.key_usage {
-                return Err(KmsError::Validation(
-                    "An alias can only move to a key of the same key spec and key usage.".into(),
-                ));
-            }
+        if let Some(old) = self.meta.key(&current.target_key_id).await?
+            && (old.key_spec != rec.key_spec || old.key_usage != rec.key_usage)
+        {
+            return Err(KmsError::Validation(
+                "An alias can only move to a key of the same key spec and key usage.".into(),
+            ));
         }
         self.meta.update_alias(name, &rec.key_id, now_ms()).await?;
         self.aliases
@@ -653,12 +742,20 @@ impl Kms {
             Err(MetaError::NotFound(_)) => return Err(self.alias_not_found(name)),
             Err(e) => return Err(e.into()),
         }
-        self.aliases.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.aliases
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         info!(alias = %name, "deleted alias");
         Ok(())
     }
 
-    pub async fn list_aliases(&self, key: Option<&KeyRef>, limit: usize, marker: Option<&str>) -> Result<Listing<AliasEntry>> {
+    pub async fn list_aliases(
+        &self,
+        key: Option<&KeyRef>,
+        limit: usize,
+        marker: Option<&str>,
+    ) -> Result<Listing<AliasEntry>> {
         let key_id = match key {
             Some(r) => {
                 let id = self.resolve(r).await?;
@@ -669,7 +766,10 @@ impl Kms {
             }
             None => None,
         };
-        let page = self.meta.list_aliases(key_id.as_deref(), marker, limit).await?;
+        let page = self
+            .meta
+            .list_aliases(key_id.as_deref(), marker, limit)
+            .await?;
         let items = page
             .items
             .into_iter()
@@ -681,7 +781,9 @@ impl Kms {
                 last_updated_ms: a.updated_ms,
             })
             .collect();
-        Ok(paginate(items, page.truncated, |a: &AliasEntry| a.name.clone()))
+        Ok(paginate(items, page.truncated, |a: &AliasEntry| {
+            a.name.clone()
+        }))
     }
 
     // ---- tags -------------------------------------------------------------------------------
@@ -691,12 +793,15 @@ impl Kms {
         let _w = self.writes.lock().await;
         let rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
-        let mut all: HashMap<String, String> = self.meta.tags(&rec.key_id).await?.into_iter().collect();
+        let mut all: HashMap<String, String> =
+            self.meta.tags(&rec.key_id).await?.into_iter().collect();
         let mut new: HashMap<String, String> = HashMap::new();
         new.extend(tags);
         all.extend(new.clone());
         if all.len() > MAX_TAGS {
-            return Err(KmsError::LimitExceeded(format!("A key can have at most {MAX_TAGS} tags.")));
+            return Err(KmsError::LimitExceeded(format!(
+                "A key can have at most {MAX_TAGS} tags."
+            )));
         }
         let mut new: Vec<_> = new.into_iter().collect();
         new.sort();
@@ -712,7 +817,12 @@ impl Kms {
         Ok(())
     }
 
-    pub async fn list_resource_tags(&self, r: &KeyRef, limit: usize, marker: Option<&str>) -> Result<Listing<(String, String)>> {
+    pub async fn list_resource_tags(
+        &self,
+        r: &KeyRef,
+        limit: usize,
+        marker: Option<&str>,
+    ) -> Result<Listing<(String, String)>> {
         let id = self.resolve(r).await?;
         if self.meta.key(&id).await?.is_none() {
             return Err(self.key_not_found(&id));
@@ -724,7 +834,9 @@ impl Kms {
             .collect();
         let truncated = rest.len() > limit;
         let items: Vec<_> = rest.into_iter().take(limit).collect();
-        Ok(paginate(items, truncated, |(k, _): &(String, String)| k.clone()))
+        Ok(paginate(items, truncated, |(k, _): &(String, String)| {
+            k.clone()
+        }))
     }
 
     // ---- rotation ---------------------------------------------------------------------------
@@ -820,9 +932,9 @@ impl Kms {
         self.check_rotatable(&rec)?;
         let after: u32 = match marker {
             None => 0,
-            Some(m) => m
-                .parse()
-                .map_err(|_| KmsError::InvalidMarker("The marker is not valid for this request.".into()))?,
+            Some(m) => m.parse().map_err(|_| {
+                KmsError::InvalidMarker("The marker is not valid for this request.".into())
+            })?,
         };
         let mut entries: Vec<(u32, RotationEntry)> = self
             .meta
@@ -844,7 +956,10 @@ impl Kms {
         let truncated = entries.len() > limit;
         entries.truncate(limit);
         // The marker is the last listed material version.
-        let next_marker = entries.last().filter(|_| truncated).map(|(v, _)| v.to_string());
+        let next_marker = entries
+            .last()
+            .filter(|_| truncated)
+            .map(|(v, _)| v.to_string());
         let items = entries.into_iter().map(|(_, e)| e).collect();
         Ok(Listing { items, next_marker })
     }
@@ -858,7 +973,9 @@ impl Kms {
         for due in self.meta.keys_due(now).await? {
             let _w = self.writes.lock().await;
             // Re-read under the lock: the key may have changed since the scan.
-            let Some(rec) = self.meta.key(&due.key_id).await? else { continue };
+            let Some(rec) = self.meta.key(&due.key_id).await? else {
+                continue;
+            };
             if rec.state == state::PENDING_DELETION && rec.deletion_ms.is_some_and(|d| d <= now) {
                 self.meta.delete_key(&rec.key_id).await?;
                 self.evict(&rec.key_id);
@@ -908,114 +1025,278 @@ mod tests {
     }
 
     fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[tokio::test]
     async fn encrypt_decrypt_with_context_and_rotation() {
         let f = fixture();
-        let md = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let md = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
         let key = KeyRef::Key(md.key_id.clone());
         let c = ctx(&[("purpose", "test")]);
-        let e1 = f.kms.encrypt(&key, b"one", &c, None, false).await.expect("encrypt");
+        let e1 = f
+            .kms
+            .encrypt(&key, b"one", &c, None, false)
+            .await
+            .expect("encrypt");
         assert_eq!(e1.key_arn, md.arn);
         f.kms.rotate_key_on_demand(&key).await.expect("rotate");
-        let e2 = f.kms.encrypt(&key, b"two", &c, None, false).await.expect("encrypt");
+        let e2 = f
+            .kms
+            .encrypt(&key, b"two", &c, None, false)
+            .await
+            .expect("encrypt");
         assert_eq!(blob::peek(&e2.ciphertext).expect("hdr").material_version, 2);
         for (e, p) in [(&e1, &b"one"[..]), (&e2, &b"two"[..])] {
-            let d = f.kms.decrypt(&e.ciphertext, &c, None, None, false).await.expect("decrypt");
+            let d = f
+                .kms
+                .decrypt(&e.ciphertext, &c, None, None, false)
+                .await
+                .expect("decrypt");
             assert_eq!(d.plaintext.expose(), p);
         }
         assert!(matches!(
-            f.kms.decrypt(&e1.ciphertext, &ctx(&[]), None, None, false).await,
+            f.kms
+                .decrypt(&e1.ciphertext, &ctx(&[]), None, None, false)
+                .await,
             Err(KmsError::InvalidCiphertext(_))
         ));
-        let other = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let other = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
         assert!(matches!(
-            f.kms.decrypt(&e1.ciphertext, &c, Some(&KeyRef::Key(other.key_id.clone())), None, false).await,
+            f.kms
+                .decrypt(
+                    &e1.ciphertext,
+                    &c,
+                    Some(&KeyRef::Key(other.key_id.clone())),
+                    None,
+                    false
+                )
+                .await,
             Err(KmsError::IncorrectKey(_))
         ));
         let re = f
             .kms
-            .re_encrypt(&e1.ciphertext, &c, None, None, &KeyRef::Key(other.key_id.clone()), &ctx(&[]), None, false)
+            .re_encrypt(
+                &e1.ciphertext,
+                &c,
+                None,
+                None,
+                &KeyRef::Key(other.key_id.clone()),
+                &ctx(&[]),
+                None,
+                false,
+            )
             .await
             .expect("reencrypt");
         assert_eq!(re.source_key_arn, md.arn);
-        let d = f.kms.decrypt(&re.ciphertext, &ctx(&[]), None, None, false).await.expect("decrypt");
+        let d = f
+            .kms
+            .decrypt(&re.ciphertext, &ctx(&[]), None, None, false)
+            .await
+            .expect("decrypt");
         assert_eq!(d.plaintext.expose(), b"one");
     }
 
     #[tokio::test]
     async fn states_are_enforced() {
         let f = fixture();
-        let md = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let md = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
         let key = KeyRef::Key(md.key_id.clone());
-        let e = f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await.expect("encrypt");
+        let e = f
+            .kms
+            .encrypt(&key, b"x", &ctx(&[]), None, false)
+            .await
+            .expect("encrypt");
         f.kms.disable_key(&key).await.expect("disable");
-        assert!(matches!(f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await, Err(KmsError::Disabled(_))));
-        assert!(matches!(f.kms.decrypt(&e.ciphertext, &ctx(&[]), None, None, false).await, Err(KmsError::Disabled(_))));
-        f.kms.schedule_key_deletion(&key, Some(7)).await.expect("schedule");
-        assert!(matches!(f.kms.enable_key(&key).await, Err(KmsError::InvalidState(_))));
-        assert!(matches!(f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await, Err(KmsError::InvalidState(_))));
+        assert!(matches!(
+            f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await,
+            Err(KmsError::Disabled(_))
+        ));
+        assert!(matches!(
+            f.kms
+                .decrypt(&e.ciphertext, &ctx(&[]), None, None, false)
+                .await,
+            Err(KmsError::Disabled(_))
+        ));
+        f.kms
+            .schedule_key_deletion(&key, Some(7))
+            .await
+            .expect("schedule");
+        assert!(matches!(
+            f.kms.enable_key(&key).await,
+            Err(KmsError::InvalidState(_))
+        ));
+        assert!(matches!(
+            f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await,
+            Err(KmsError::InvalidState(_))
+        ));
         f.kms.cancel_key_deletion(&key).await.expect("cancel");
-        assert_eq!(f.kms.describe_key(&key).await.expect("describe").key_state, state::DISABLED);
+        assert_eq!(
+            f.kms.describe_key(&key).await.expect("describe").key_state,
+            state::DISABLED
+        );
         f.kms.enable_key(&key).await.expect("enable");
-        f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await.expect("encrypt again");
+        f.kms
+            .encrypt(&key, b"x", &ctx(&[]), None, false)
+            .await
+            .expect("encrypt again");
     }
 
     #[tokio::test]
     async fn sweep_deletes_and_rotates_on_the_clock() {
         let f = fixture();
-        let doomed = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let doomed = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
         let doomed_ref = KeyRef::Key(doomed.key_id.clone());
-        f.kms.create_alias("alias/doomed", &doomed_ref).await.expect("alias");
-        f.kms.schedule_key_deletion(&doomed_ref, Some(7)).await.expect("schedule");
-        let rotating = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        f.kms
+            .create_alias("alias/doomed", &doomed_ref)
+            .await
+            .expect("alias");
+        f.kms
+            .schedule_key_deletion(&doomed_ref, Some(7))
+            .await
+            .expect("schedule");
+        let rotating = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
         let rotating_ref = KeyRef::Key(rotating.key_id.clone());
-        f.kms.enable_key_rotation(&rotating_ref, Some(90)).await.expect("rotation");
+        f.kms
+            .enable_key_rotation(&rotating_ref, Some(90))
+            .await
+            .expect("rotation");
 
-        assert_eq!(f.kms.sweep(now_ms()).await.expect("sweep"), SweepReport::default());
+        assert_eq!(
+            f.kms.sweep(now_ms()).await.expect("sweep"),
+            SweepReport::default()
+        );
         let later = now_ms() + 91 * DAY_MS;
-        assert_eq!(f.kms.sweep(later).await.expect("sweep"), SweepReport { deleted: 1, rotated: 1 });
-        assert!(matches!(f.kms.describe_key(&doomed_ref).await, Err(KmsError::NotFound(_))));
+        assert_eq!(
+            f.kms.sweep(later).await.expect("sweep"),
+            SweepReport {
+                deleted: 1,
+                rotated: 1
+            }
+        );
         assert!(matches!(
-            f.kms.describe_key(&KeyRef::Alias("alias/doomed".into())).await,
+            f.kms.describe_key(&doomed_ref).await,
             Err(KmsError::NotFound(_))
         ));
-        let rotations = f.kms.list_key_rotations(&rotating_ref, false, 10, None).await.expect("list");
+        assert!(matches!(
+            f.kms
+                .describe_key(&KeyRef::Alias("alias/doomed".into()))
+                .await,
+            Err(KmsError::NotFound(_))
+        ));
+        let rotations = f
+            .kms
+            .list_key_rotations(&rotating_ref, false, 10, None)
+            .await
+            .expect("list");
         assert_eq!(rotations.items.len(), 1);
-        assert_eq!(rotations.items[0].rotation_type.as_deref(), Some("AUTOMATIC"));
+        assert_eq!(
+            rotations.items[0].rotation_type.as_deref(),
+            Some("AUTOMATIC")
+        );
         // The next rotation moved a period on, so a second sweep at the same time does nothing.
-        assert_eq!(f.kms.sweep(later).await.expect("sweep"), SweepReport::default());
+        assert_eq!(
+            f.kms.sweep(later).await.expect("sweep"),
+            SweepReport::default()
+        );
     }
 
     #[tokio::test]
     async fn aliases_and_tags() {
         let f = fixture();
-        let a = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
-        let b = f.kms.create_key(CreateKeyInput::default()).await.expect("create");
+        let a = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
+        let b = f
+            .kms
+            .create_key(CreateKeyInput::default())
+            .await
+            .expect("create");
         let ka = KeyRef::Key(a.key_id.clone());
         f.kms.create_alias("alias/app", &ka).await.expect("alias");
-        assert!(matches!(f.kms.create_alias("alias/app", &ka).await, Err(KmsError::AlreadyExists(_))));
-        assert!(matches!(f.kms.create_alias("alias/aws/x", &ka).await, Err(KmsError::NotAuthorized(_))));
-        assert!(matches!(f.kms.create_alias("app", &ka).await, Err(KmsError::Validation(_))));
+        assert!(matches!(
+            f.kms.create_alias("alias/app", &ka).await,
+            Err(KmsError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            f.kms.create_alias("alias/aws/x", &ka).await,
+            Err(KmsError::NotAuthorized(_))
+        ));
+        assert!(matches!(
+            f.kms.create_alias("app", &ka).await,
+            Err(KmsError::Validation(_))
+        ));
         let alias = KeyRef::Alias("alias/app".into());
-        assert_eq!(f.kms.describe_key(&alias).await.expect("describe").key_id, a.key_id);
-        f.kms.update_alias("alias/app", &KeyRef::Key(b.key_id.clone())).await.expect("update");
-        assert_eq!(f.kms.describe_key(&alias).await.expect("describe").key_id, b.key_id);
+        assert_eq!(
+            f.kms.describe_key(&alias).await.expect("describe").key_id,
+            a.key_id
+        );
+        f.kms
+            .update_alias("alias/app", &KeyRef::Key(b.key_id.clone()))
+            .await
+            .expect("update");
+        assert_eq!(
+            f.kms.describe_key(&alias).await.expect("describe").key_id,
+            b.key_id
+        );
         f.kms.delete_alias("alias/app").await.expect("delete");
-        assert!(matches!(f.kms.describe_key(&alias).await, Err(KmsError::NotFound(_))));
+        assert!(matches!(
+            f.kms.describe_key(&alias).await,
+            Err(KmsError::NotFound(_))
+        ));
 
         f.kms
-            .tag_resource(&ka, vec![("b".into(), "2".into()), ("a".into(), "1".into())])
+            .tag_resource(
+                &ka,
+                vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            )
             .await
             .expect("tag");
-        assert!(matches!(f.kms.tag_resource(&ka, vec![("aws:x".into(), "1".into())]).await, Err(KmsError::Tag(_))));
+        assert!(matches!(
+            f.kms
+                .tag_resource(&ka, vec![("aws:x".into(), "1".into())])
+                .await,
+            Err(KmsError::Tag(_))
+        ));
         let page = f.kms.list_resource_tags(&ka, 1, None).await.expect("tags");
         assert_eq!(page.items, vec![("a".to_string(), "1".to_string())]);
-        let page = f.kms.list_resource_tags(&ka, 1, page.next_marker.as_deref()).await.expect("tags");
+        let page = f
+            .kms
+            .list_resource_tags(&ka, 1, page.next_marker.as_deref())
+            .await
+            .expect("tags");
         assert_eq!((page.items.len(), page.next_marker), (1, None));
-        let many: Vec<_> = (0..MAX_TAGS).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(matches!(f.kms.tag_resource(&ka, many).await, Err(KmsError::LimitExceeded(_))));
+        let many: Vec<_> = (0..MAX_TAGS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(matches!(
+            f.kms.tag_resource(&ka, many).await,
+            Err(KmsError::LimitExceeded(_))
+        ));
     }
 }

@@ -41,7 +41,12 @@ pub struct Page<T> {
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Creates a key with its first material version and its tags.
-    async fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[(String, String)]) -> Result<()>;
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[(String, String)],
+    ) -> Result<()>;
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
     /// Keys ordered by id, starting after `after`.
     async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page<KeyRecord>>;
@@ -63,7 +68,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn update_alias(&self, name: &str, target_key_id: &str, now_ms: i64) -> Result<()>;
     async fn delete_alias(&self, name: &str) -> Result<()>;
     /// Aliases ordered by name, optionally only those of one key.
-    async fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<AliasRecord>>;
+    async fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AliasRecord>>;
 
     /// Sets tags, replacing the value of any tag key already present.
     async fn put_tags(&self, key_id: &str, tags: &[(String, String)]) -> Result<()>;

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{AccessKeyRecord, AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result};
+use crate::{
+    AccessKeyRecord, AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result,
+};
 
 /// Forward-only schema migrations; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[r#"
@@ -81,17 +83,25 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(backend)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
         let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
         )
         .map_err(backend)?;
         let current: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(backend)?;
         if current > MIGRATIONS.len() as i64 {
             return Err(MetaError::Backend(format!(
@@ -207,7 +217,12 @@ fn page<T>(mut items: Vec<T>, limit: usize) -> Page<T> {
 
 #[async_trait]
 impl MetaStore for SqliteStore {
-    async fn create_key(&self, key: &KeyRecord, material: &MaterialRecord, tags: &[(String, String)]) -> Result<()> {
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        material: &MaterialRecord,
+        tags: &[(String, String)],
+    ) -> Result<()> {
         let (key, material, tags) = (key.clone(), material.clone(), tags.to_vec());
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
@@ -251,9 +266,13 @@ impl MetaStore for SqliteStore {
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
         let key_id = key_id.to_owned();
         self.with(move |c| {
-            c.query_row(&format!("SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id = ?1"), [key_id], key_row)
-                .optional()
-                .map_err(backend)
+            c.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id = ?1"),
+                [key_id],
+                key_row,
+            )
+            .optional()
+            .map_err(backend)
         })
         .await
     }
@@ -262,7 +281,9 @@ impl MetaStore for SqliteStore {
         let after = after.unwrap_or("").to_owned();
         self.with(move |c| {
             let mut st = c
-                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"))
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"
+                ))
                 .map_err(backend)?;
             let rows = st
                 .query_map(params![after, limit as i64 + 1], key_row)
@@ -284,8 +305,14 @@ impl MetaStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             // Explicit deletes keep this correct on engines without ON DELETE CASCADE enforcement.
-            for table in ["kms_aliases WHERE target_key_id", "kms_tags WHERE key_id", "kms_key_materials WHERE key_id", "kms_keys WHERE key_id"] {
-                tx.execute(&format!("DELETE FROM {table} = ?1"), [&key_id]).map_err(backend)?;
+            for table in [
+                "kms_aliases WHERE target_key_id",
+                "kms_tags WHERE key_id",
+                "kms_key_materials WHERE key_id",
+                "kms_keys WHERE key_id",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} = ?1"), [&key_id])
+                    .map_err(backend)?;
             }
             tx.commit().map_err(backend)
         })
@@ -394,7 +421,9 @@ impl MetaStore for SqliteStore {
     async fn delete_alias(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.with(move |c| {
-            let n = c.execute("DELETE FROM kms_aliases WHERE name = ?1", [&name]).map_err(backend)?;
+            let n = c
+                .execute("DELETE FROM kms_aliases WHERE name = ?1", [&name])
+                .map_err(backend)?;
             if n == 0 {
                 return Err(MetaError::NotFound(name));
             }
@@ -403,7 +432,12 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn list_aliases(&self, key_id: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<AliasRecord>> {
+    async fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AliasRecord>> {
         let (key_id, after) = (key_id.map(str::to_owned), after.unwrap_or("").to_owned());
         self.with(move |c| {
             let mut st = c
@@ -444,8 +478,11 @@ impl MetaStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             for k in &tag_keys {
-                tx.execute("DELETE FROM kms_tags WHERE key_id = ?1 AND tag_key = ?2", params![key_id, k])
-                    .map_err(backend)?;
+                tx.execute(
+                    "DELETE FROM kms_tags WHERE key_id = ?1 AND tag_key = ?2",
+                    params![key_id, k],
+                )
+                .map_err(backend)?;
             }
             tx.commit().map_err(backend)
         })
@@ -456,7 +493,9 @@ impl MetaStore for SqliteStore {
         let key_id = key_id.to_owned();
         self.with(move |c| {
             let mut st = c
-                .prepare_cached("SELECT tag_key, tag_value FROM kms_tags WHERE key_id = ?1 ORDER BY tag_key")
+                .prepare_cached(
+                    "SELECT tag_key, tag_value FROM kms_tags WHERE key_id = ?1 ORDER BY tag_key",
+                )
                 .map_err(backend)?;
             st.query_map([key_id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(backend)?
@@ -540,12 +579,16 @@ mod tests {
     #[tokio::test]
     async fn keys_materials_aliases_tags() {
         let s = SqliteStore::in_memory().expect("open");
-        s.create_key(&key("a"), &material("a", 1), &[("t".into(), "1".into())]).await.expect("create");
+        s.create_key(&key("a"), &material("a", 1), &[("t".into(), "1".into())])
+            .await
+            .expect("create");
         assert!(matches!(
             s.create_key(&key("a"), &material("a", 1), &[]).await,
             Err(MetaError::AlreadyExists(_))
         ));
-        s.create_key(&key("b"), &material("b", 1), &[]).await.expect("create");
+        s.create_key(&key("b"), &material("b", 1), &[])
+            .await
+            .expect("create");
         let p = s.list_keys(None, 1).await.expect("list");
         assert_eq!((p.items.len(), p.truncated), (1, true));
         let p = s.list_keys(Some("a"), 1).await.expect("list");
@@ -554,19 +597,55 @@ mod tests {
         let mut k = key("a");
         k.current_version = 2;
         s.add_material(&k, &material("a", 2)).await.expect("rotate");
-        assert_eq!(s.key("a").await.expect("get").expect("exists").current_version, 2);
+        assert_eq!(
+            s.key("a")
+                .await
+                .expect("get")
+                .expect("exists")
+                .current_version,
+            2
+        );
         assert_eq!(s.materials("a").await.expect("materials").len(), 2);
-        assert!(matches!(s.add_material(&k, &material("a", 2)).await, Err(MetaError::AlreadyExists(_))));
+        assert!(matches!(
+            s.add_material(&k, &material("a", 2)).await,
+            Err(MetaError::AlreadyExists(_))
+        ));
 
-        let al = AliasRecord { name: "alias/x".into(), target_key_id: "a".into(), created_ms: 1, updated_ms: 1 };
+        let al = AliasRecord {
+            name: "alias/x".into(),
+            target_key_id: "a".into(),
+            created_ms: 1,
+            updated_ms: 1,
+        };
         s.create_alias(&al).await.expect("alias");
-        assert!(matches!(s.create_alias(&al).await, Err(MetaError::AlreadyExists(_))));
+        assert!(matches!(
+            s.create_alias(&al).await,
+            Err(MetaError::AlreadyExists(_))
+        ));
         s.update_alias("alias/x", "b", 2).await.expect("update");
-        assert_eq!(s.list_aliases(Some("b"), None, 10).await.expect("list").items.len(), 1);
-        assert!(s.list_aliases(Some("a"), None, 10).await.expect("list").items.is_empty());
+        assert_eq!(
+            s.list_aliases(Some("b"), None, 10)
+                .await
+                .expect("list")
+                .items
+                .len(),
+            1
+        );
+        assert!(
+            s.list_aliases(Some("a"), None, 10)
+                .await
+                .expect("list")
+                .items
+                .is_empty()
+        );
 
-        s.put_tags("a", &[("t".into(), "2".into()), ("u".into(), "3".into())]).await.expect("tags");
-        assert_eq!(s.tags("a").await.expect("tags"), vec![("t".into(), "2".into()), ("u".into(), "3".into())]);
+        s.put_tags("a", &[("t".into(), "2".into()), ("u".into(), "3".into())])
+            .await
+            .expect("tags");
+        assert_eq!(
+            s.tags("a").await.expect("tags"),
+            vec![("t".into(), "2".into()), ("u".into(), "3".into())]
+        );
         s.remove_tags("a", &["t".into()]).await.expect("untag");
         assert_eq!(s.tags("a").await.expect("tags").len(), 1);
 
@@ -581,7 +660,9 @@ mod tests {
         let path = dir.path().join("meta.db");
         {
             let s = SqliteStore::open(&path).expect("open");
-            s.create_key(&key("a"), &material("a", 1), &[]).await.expect("create");
+            s.create_key(&key("a"), &material("a", 1), &[])
+                .await
+                .expect("create");
         }
         let s = SqliteStore::open(&path).expect("reopen");
         assert!(s.key("a").await.expect("get").is_some());
@@ -592,11 +673,15 @@ mod tests {
         let s = SqliteStore::in_memory().expect("open");
         let mut k = key("a");
         k.deletion_ms = Some(100);
-        s.create_key(&k, &material("a", 1), &[]).await.expect("create");
+        s.create_key(&k, &material("a", 1), &[])
+            .await
+            .expect("create");
         let mut k = key("b");
         k.rotation_enabled = true;
         k.next_rotation_ms = Some(200);
-        s.create_key(&k, &material("b", 1), &[]).await.expect("create");
+        s.create_key(&k, &material("b", 1), &[])
+            .await
+            .expect("create");
         assert!(s.keys_due(50).await.expect("due").is_empty());
         assert_eq!(s.keys_due(150).await.expect("due").len(), 1);
         assert_eq!(s.keys_due(250).await.expect("due").len(), 2);

@@ -108,7 +108,14 @@ fn start_own_server() -> anyhow::Result<(OwnServer, String, PathBuf)> {
     let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
     let exe = std::env::current_exe().context("cannot find the coffer binary")?;
     let mut child = Command::new(exe)
-        .args(["server", "--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env_remove("COFFER_ADMIN_ACCESS_KEY_ID")
         .env_remove("COFFER_ADMIN_SECRET_ACCESS_KEY")
@@ -124,7 +131,11 @@ fn start_own_server() -> anyhow::Result<(OwnServer, String, PathBuf)> {
         };
         let line = line?;
         if let Some(rest) = line.split_once(" is ready at ").map(|(_, r)| r) {
-            break rest.split_whitespace().next().context("ready line")?.to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .context("ready line")?
+                .to_owned();
         }
     };
     // Keep draining stdout so the server never blocks on a full pipe.
@@ -142,25 +153,37 @@ struct Target {
     access_key_id: String,
     secret: Zeroizing<String>,
     region: String,
+    /// The signing key of the current date, derived once a day as SDKs may.
+    signing_key: std::sync::Mutex<Option<(String, Zeroizing<[u8; 32]>)>>,
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").field("host", &self.host).finish_non_exhaustive()
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
     }
 }
 
 fn target(endpoint: &str, data_dir: &Path, region: &str) -> anyhow::Result<Target> {
-    let uri: http::Uri = endpoint.parse().with_context(|| format!("'{endpoint}' is not a URL"))?;
+    let uri: http::Uri = endpoint
+        .parse()
+        .with_context(|| format!("'{endpoint}' is not a URL"))?;
     if uri.scheme_str() != Some("https") {
         bail!("the endpoint must be https:// (Coffer serves TLS only)");
     }
     let authority = uri.authority().context("the endpoint has no host")?;
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = authority.port_u16().unwrap_or(443);
     let ca = data_dir.join("tls").join("ca.pem");
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca).with_context(|| format!("cannot read the CA {}", ca.display()))? {
+    for cert in CertificateDer::pem_file_iter(&ca)
+        .with_context(|| format!("cannot read the CA {}", ca.display()))?
+    {
         roots.add(cert?).context("bad CA certificate")?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -186,6 +209,7 @@ fn target(endpoint: &str, data_dir: &Path, region: &str) -> anyhow::Result<Targe
         access_key_id,
         secret,
         region: region.to_owned(),
+        signing_key: std::sync::Mutex::new(None),
     })
 }
 
@@ -196,25 +220,51 @@ async fn connect(t: &Target) -> anyhow::Result<Sender> {
         .await
         .with_context(|| format!("cannot connect to {}", t.addr))?;
     tcp.set_nodelay(true)?;
-    let tls = t.tls.connect(t.server_name.clone(), tcp).await.context("TLS handshake")?;
-    let (sender, conn) = http1::handshake(TokioIo::new(tls)).await.context("HTTP handshake")?;
+    let tls = t
+        .tls
+        .connect(t.server_name.clone(), tcp)
+        .await
+        .context("TLS handshake")?;
+    let (sender, conn) = http1::handshake(TokioIo::new(tls))
+        .await
+        .context("HTTP handshake")?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(sender)
 }
 
+/// A KMS request body, serialised and hashed once; every send is still signed afresh.
+#[derive(Clone)]
+struct KmsBody {
+    target: http::HeaderValue,
+    body: Bytes,
+    payload_hash: String,
+}
+
+impl KmsBody {
+    fn new(operation: &str, body: &Value) -> anyhow::Result<Self> {
+        let body = Bytes::from(serde_json::to_vec(body)?);
+        Ok(Self {
+            target: http::HeaderValue::from_str(&format!("TrentService.{operation}"))?,
+            payload_hash: coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(&body)),
+            body,
+        })
+    }
+}
+
 /// Builds a SigV4-signed KMS request, as an SDK would.
-fn kms_request(t: &Target, operation: &str, body: &Value) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
-    let body = Bytes::from(serde_json::to_vec(body)?);
+fn kms_request(t: &Target, b: &KmsBody) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
-    let target = format!("TrentService.{operation}");
+    let date = &amz_date[..8];
     let mut headers = http::HeaderMap::new();
-    headers.insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
     headers.insert("host", http::HeaderValue::from_str(&t.host)?);
     headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date)?);
-    headers.insert("x-amz-target", http::HeaderValue::from_str(&target)?);
-    let payload_hash = hex::encode(coffer_crypto::digest::sha256(&body));
+    headers.insert("x-amz-target", b.target.clone());
     let signed = ["content-type", "host", "x-amz-date", "x-amz-target"];
     let canonical = sigv4::canonical_request(
         &sigv4::RequestParts {
@@ -223,27 +273,46 @@ fn kms_request(t: &Target, operation: &str, body: &Value) -> anyhow::Result<hype
             raw_query: None,
             headers: &headers,
             authority: None,
-            payload_hash: &payload_hash,
+            payload_hash: &b.payload_hash,
             double_encode_path: true,
         },
         &signed,
     )?;
-    let date = &amz_date[..8];
-    let signature = sigv4::sign(t.secret.as_bytes(), date, &t.region, "kms", &amz_date, &canonical);
+    let scope = sigv4::scope(date, &t.region, "kms");
+    let key = {
+        let mut cached = t.signing_key.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some((d, k)) if d == date => k.clone(),
+            _ => {
+                let k = Zeroizing::new(sigv4::signing_key(
+                    t.secret.as_bytes(),
+                    date,
+                    &t.region,
+                    "kms",
+                ));
+                *cached = Some((date.to_owned(), k.clone()));
+                k
+            }
+        }
+    };
+    let signature = sigv4::sign_with_key(&key, &scope, &amz_date, &canonical);
     let auth = format!(
-        "{} Credential={}/{date}/{}/kms/aws4_request, SignedHeaders={}, Signature={signature}",
+        "{} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
         sigv4::ALGORITHM,
         t.access_key_id,
-        t.region,
         signed.join(";")
     );
-    let mut req = hyper::Request::post("/").body(Full::new(body))?;
+    let mut req = hyper::Request::post("/").body(Full::new(b.body.clone()))?;
     *req.headers_mut() = headers;
-    req.headers_mut().insert("authorization", http::HeaderValue::from_str(&auth)?);
+    req.headers_mut()
+        .insert("authorization", http::HeaderValue::from_str(&auth)?);
     Ok(req)
 }
 
-async fn call(sender: &mut Sender, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+async fn call(
+    sender: &mut Sender,
+    req: hyper::Request<Full<Bytes>>,
+) -> anyhow::Result<(u16, Bytes)> {
     sender.ready().await.context("connection closed")?;
     let resp = sender.send_request(req).await.context("request failed")?;
     let status = resp.status().as_u16();
@@ -251,9 +320,15 @@ async fn call(sender: &mut Sender, req: hyper::Request<Full<Bytes>>) -> anyhow::
     Ok((status, body))
 }
 
-async fn kms_call(t: &Target, sender: &mut Sender, operation: &str, body: Value) -> anyhow::Result<Value> {
-    let (status, bytes) = call(sender, kms_request(t, operation, &body)?).await?;
-    let v: Value = serde_json::from_slice(&bytes).with_context(|| format!("{operation}: response is not JSON"))?;
+async fn kms_call(
+    t: &Target,
+    sender: &mut Sender,
+    operation: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let (status, bytes) = call(sender, kms_request(t, &KmsBody::new(operation, &body)?)?).await?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{operation}: response is not JSON"))?;
     if status != 200 {
         bail!("{operation} failed with HTTP {status}: {v}");
     }
@@ -264,7 +339,7 @@ async fn kms_call(t: &Target, sender: &mut Sender, operation: &str, body: Value)
 #[derive(Clone)]
 enum Prepared {
     Health,
-    Kms { operation: &'static str, body: Value },
+    Kms(KmsBody),
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -286,7 +361,13 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-async fn measure(t: Arc<Target>, prepared: Prepared, clients: usize, warmup: Duration, duration: Duration) -> anyhow::Result<(u64, u64, f64, Vec<u32>)> {
+async fn measure(
+    t: Arc<Target>,
+    prepared: Prepared,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<(u64, u64, f64, Vec<u32>)> {
     let mut tasks = Vec::with_capacity(clients);
     let start = Instant::now() + warmup;
     let end = start + duration;
@@ -306,7 +387,7 @@ async fn measure(t: Arc<Target>, prepared: Prepared, clients: usize, warmup: Dur
                         .header("host", &t.host)
                         .body(Full::new(Bytes::new()))
                         .map_err(anyhow::Error::from),
-                    Prepared::Kms { operation, body } => kms_request(&t, operation, body),
+                    Prepared::Kms(body) => kms_request(&t, body),
                 };
                 let result = match req {
                     Ok(req) => call(&mut sender, req).await,
@@ -367,8 +448,17 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
 
     // One key and one ciphertext to work with, made through the API itself.
     let mut setup = connect(&t).await?;
-    let key = kms_call(&t, &mut setup, "CreateKey", json!({ "Description": "coffer bench" })).await?;
-    let key_id = key["KeyMetadata"]["KeyId"].as_str().context("CreateKey returned no KeyId")?.to_owned();
+    let key = kms_call(
+        &t,
+        &mut setup,
+        "CreateKey",
+        json!({ "Description": "coffer bench" }),
+    )
+    .await?;
+    let key_id = key["KeyMetadata"]["KeyId"]
+        .as_str()
+        .context("CreateKey returned no KeyId")?
+        .to_owned();
     let plaintext = B64.encode(vec![0x42u8; args.plaintext_size]);
     let ctx = json!({ "purpose": "bench" });
     let sample = kms_call(
@@ -378,14 +468,20 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
         json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
     )
     .await?;
-    let blob = sample["CiphertextBlob"].as_str().context("Encrypt returned no blob")?.to_owned();
+    let blob = sample["CiphertextBlob"]
+        .as_str()
+        .context("Encrypt returned no blob")?
+        .to_owned();
 
+    // Health runs first and last: the machine is noisy, so each ratio is taken against the mean of
+    // the two ceilings measured around it.
     let mut order = vec![BenchOp::Health];
     order.extend(args.ops.iter().copied().filter(|o| *o != BenchOp::Health));
+    order.push(BenchOp::Health);
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let mut results: Vec<OpResult> = Vec::new();
-    let mut health_rate = None;
+    let mut health_rates: Vec<f64> = Vec::new();
     if !args.json {
         eprintln!(
             "coffer bench kms: {} clients, {:.1}s per operation after {:.1}s warm-up, against {endpoint}",
@@ -395,26 +491,27 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
     for op in order {
         let prepared = match op {
             BenchOp::Health => Prepared::Health,
-            BenchOp::Encrypt => Prepared::Kms {
-                operation: "Encrypt",
-                body: json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
-            },
-            BenchOp::Decrypt => Prepared::Kms {
-                operation: "Decrypt",
-                body: json!({ "CiphertextBlob": blob, "EncryptionContext": ctx }),
-            },
-            BenchOp::GenerateDataKey => Prepared::Kms {
-                operation: "GenerateDataKey",
-                body: json!({ "KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": ctx }),
-            },
+            BenchOp::Encrypt => Prepared::Kms(KmsBody::new(
+                "Encrypt",
+                &json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
+            )?),
+            BenchOp::Decrypt => Prepared::Kms(KmsBody::new(
+                "Decrypt",
+                &json!({ "CiphertextBlob": blob, "EncryptionContext": ctx }),
+            )?),
+            BenchOp::GenerateDataKey => Prepared::Kms(KmsBody::new(
+                "GenerateDataKey",
+                &json!({ "KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": ctx }),
+            )?),
         };
         if !args.json {
             eprintln!("  measuring {} ...", op.name());
         }
-        let (ok, errors, secs, lat) = measure(t.clone(), prepared, args.clients, warmup, duration).await?;
+        let (ok, errors, secs, lat) =
+            measure(t.clone(), prepared, args.clients, warmup, duration).await?;
         let rate = ok as f64 / secs;
         if op == BenchOp::Health {
-            health_rate = Some(rate);
+            health_rates.push(rate);
         }
         results.push(OpResult {
             operation: op.name(),
@@ -423,8 +520,15 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
             ops_per_sec: rate,
             p50_ms: percentile(&lat, 0.50),
             p99_ms: percentile(&lat, 0.99),
-            ratio_to_health: health_rate.filter(|h| *h > 0.0 && op != BenchOp::Health).map(|h| rate / h),
+            ratio_to_health: None,
         });
+    }
+    let ceiling = health_rates.iter().sum::<f64>() / health_rates.len().max(1) as f64;
+    for r in results
+        .iter_mut()
+        .filter(|r| r.operation != BenchOp::Health.name())
+    {
+        r.ratio_to_health = (ceiling > 0.0).then(|| r.ops_per_sec / ceiling);
     }
 
     if args.json {
@@ -435,6 +539,7 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
                 "clients": args.clients,
                 "duration_seconds": args.duration,
                 "plaintext_size": args.plaintext_size,
+                "health_ceiling_ops_per_sec": ceiling,
                 "results": results,
             }))?
         );
@@ -452,7 +557,9 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
                 r.ops_per_sec,
                 r.p50_ms,
                 r.p99_ms,
-                r.ratio_to_health.map(|x| format!("{:.0}%", x * 100.0)).unwrap_or_else(|| "baseline".into())
+                r.ratio_to_health
+                    .map(|x| format!("{:.0}%", x * 100.0))
+                    .unwrap_or_else(|| "ceiling".into())
             );
         }
     }

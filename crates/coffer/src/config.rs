@@ -52,15 +52,30 @@ pub struct ServerArgs {
     pub log: Option<String>,
 
     /// PEM certificate chain to serve instead of the generated one (needs --tls-key).
-    #[arg(long, env = "COFFER_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "COFFER_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "COFFER_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "COFFER_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Extra DNS names or IP addresses for the generated server certificate (repeatable).
-    #[arg(long = "tls-san", env = "COFFER_TLS_SANS", value_delimiter = ',', value_name = "NAME")]
+    #[arg(
+        long = "tls-san",
+        env = "COFFER_TLS_SANS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
     pub tls_sans: Vec<String>,
 
     /// Seconds that in-flight requests get to finish after SIGTERM or SIGINT. [default: 30]
@@ -102,7 +117,8 @@ pub struct Settings {
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("the config file {} is not valid", path.display()))
+    toml::from_str(&text)
+        .with_context(|| format!("the config file {} is not valid", path.display()))
 }
 
 impl Settings {
@@ -116,13 +132,27 @@ impl Settings {
             .or(file.account_id)
             .unwrap_or_else(|| DEFAULT_ACCOUNT_ID.into());
         if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-            bail!("the account id must be 12 digits, not '{account_id}' (set --account-id or COFFER_ACCOUNT_ID)");
+            bail!(
+                "the account id must be 12 digits, not '{account_id}' (set --account-id or COFFER_ACCOUNT_ID)"
+            );
         }
-        let region = args.region.or(file.region).unwrap_or_else(|| DEFAULT_REGION.into());
-        if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-            bail!("the region must be lowercase letters, digits and '-', like us-east-1, not '{region}'");
+        let region = args
+            .region
+            .or(file.region)
+            .unwrap_or_else(|| DEFAULT_REGION.into());
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!(
+                "the region must be lowercase letters, digits and '-', like us-east-1, not '{region}'"
+            );
         }
-        let tls_files = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        let tls_files = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
             _ => bail!("tls_cert and tls_key must be given together"),
@@ -140,11 +170,16 @@ impl Settings {
             },
             account_id,
             region,
-            log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Human),
+            log_format: args
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Human),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls_files,
             tls_sans,
-            shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30)),
+            shutdown_grace: std::time::Duration::from_secs(
+                args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30),
+            ),
         })
     }
 }
@@ -164,9 +199,19 @@ mod tests {
     fn flags_win_over_the_file_and_the_file_over_defaults() {
         let dir = tempfile::tempdir().expect("tmp");
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "region = \"eu-west-1\"\naccount_id = \"000000000001\"\n").expect("write");
-        let t = T::try_parse_from(["t", "--config", file.to_str().expect("utf8"), "--region", "ap-south-1"])
-            .expect("parse");
+        std::fs::write(
+            &file,
+            "region = \"eu-west-1\"\naccount_id = \"000000000001\"\n",
+        )
+        .expect("write");
+        let t = T::try_parse_from([
+            "t",
+            "--config",
+            file.to_str().expect("utf8"),
+            "--region",
+            "ap-south-1",
+        ])
+        .expect("parse");
         let s = Settings::resolve(t.args).expect("resolve");
         assert_eq!(s.region, "ap-south-1");
         assert_eq!(s.account_id, "000000000001");

@@ -63,7 +63,13 @@ mod tests {
         assert!(read(&p).expect("absent").is_none());
         write(&p, "AKIAEXAMPLE0000000", b"secretsecretsecretsecret").expect("write");
         let (id, secret) = read(&p).expect("read").expect("present");
-        assert_eq!((id.as_str(), secret.as_str()), ("AKIAEXAMPLE0000000", "secretsecretsecretsecret"));
-        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            (id.as_str(), secret.as_str()),
+            ("AKIAEXAMPLE0000000", "secretsecretsecretsecret")
+        );
+        assert_eq!(
+            std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -36,8 +36,12 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(s: &Settings) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&s.log)
-        .with_context(|| format!("'{}' is not a valid log filter (try 'info' or 'coffer_api=debug')", s.log))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.log).with_context(|| {
+        format!(
+            "'{}' is not a valid log filter (try 'info' or 'coffer_api=debug')",
+            s.log
+        )
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -70,18 +74,24 @@ async fn ensure_admin(
 ) -> anyhow::Result<AdminCredentials> {
     let root_arn = format!("arn:aws:iam::{account_id}:root");
     let env_id = std::env::var("COFFER_ADMIN_ACCESS_KEY_ID").ok();
-    let env_secret = std::env::var("COFFER_ADMIN_SECRET_ACCESS_KEY").ok().map(Zeroizing::new);
+    let env_secret = std::env::var("COFFER_ADMIN_SECRET_ACCESS_KEY")
+        .ok()
+        .map(Zeroizing::new);
     match (env_id, env_secret) {
         (Some(id), Some(secret)) => {
             identities
                 .import_access_key(&id, secret.as_bytes(), &root_arn)
                 .await
-                .context("COFFER_ADMIN_ACCESS_KEY_ID / COFFER_ADMIN_SECRET_ACCESS_KEY were refused")?;
+                .context(
+                    "COFFER_ADMIN_ACCESS_KEY_ID / COFFER_ADMIN_SECRET_ACCESS_KEY were refused",
+                )?;
             info!(access_key_id = %id, "administrator credentials taken from the environment");
             return Ok(AdminCredentials::Environment(id));
         }
         (None, None) => {}
-        _ => bail!("set both COFFER_ADMIN_ACCESS_KEY_ID and COFFER_ADMIN_SECRET_ACCESS_KEY, or neither"),
+        _ => bail!(
+            "set both COFFER_ADMIN_ACCESS_KEY_ID and COFFER_ADMIN_SECRET_ACCESS_KEY, or neither"
+        ),
     }
     let path = data_dir.join("credentials");
     match credentials::read(&path)? {
@@ -92,7 +102,9 @@ async fn ensure_admin(
                 identities
                     .import_access_key(&id, secret.as_bytes(), &root_arn)
                     .await
-                    .with_context(|| format!("the credentials in {} were refused", path.display()))?;
+                    .with_context(|| {
+                        format!("the credentials in {} were refused", path.display())
+                    })?;
                 warn!(access_key_id = %id, "re-registered the administrator key from the credentials file");
             }
         }
@@ -106,7 +118,11 @@ async fn ensure_admin(
 }
 
 fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if !listen.ip().is_unspecified() {
         names.push(listen.ip().to_string());
     }
@@ -126,7 +142,13 @@ fn endpoint_for(addr: SocketAddr) -> String {
     }
 }
 
-fn print_ready(endpoint: &str, ca: Option<&Path>, admin: &AdminCredentials, region: &str, root_mode: &str) {
+fn print_ready(
+    endpoint: &str,
+    ca: Option<&Path>,
+    admin: &AdminCredentials,
+    region: &str,
+    root_mode: &str,
+) {
     let mut out = String::new();
     out.push_str(&format!(
         "Coffer {} is ready at {endpoint} (root of trust: {root_mode})\n\n",
@@ -139,7 +161,10 @@ fn print_ready(endpoint: &str, ca: Option<&Path>, admin: &AdminCredentials, regi
     }
     match admin {
         AdminCredentials::File(path) => {
-            out.push_str(&format!("  export AWS_SHARED_CREDENTIALS_FILE={}\n", path.display()));
+            out.push_str(&format!(
+                "  export AWS_SHARED_CREDENTIALS_FILE={}\n",
+                path.display()
+            ));
             out.push_str("  export AWS_PROFILE=default\n");
         }
         AdminCredentials::Environment(id) => {
@@ -148,7 +173,9 @@ fn print_ready(endpoint: &str, ca: Option<&Path>, admin: &AdminCredentials, regi
         }
     }
     // AWS_REGION for the SDKs, AWS_DEFAULT_REGION for the aws CLI v1 and older boto3.
-    out.push_str(&format!("  export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n\n"));
+    out.push_str(&format!(
+        "  export AWS_REGION={region} AWS_DEFAULT_REGION={region}\n\n"
+    ));
     out.push_str("  aws kms create-key --description \"my first Coffer key\"\n");
     print!("{out}");
     use std::io::Write;
@@ -202,13 +229,19 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
             if tls::ensure_generated(&paths, &certificate_names(s.listen, &s.tls_sans))? {
                 info!(ca = %paths.ca_cert.display(), "generated TLS certificates");
             }
-            (tls::server_config(&paths.server_cert, &paths.server_key)?, Some(paths.ca_cert))
+            (
+                tls::server_config(&paths.server_cert, &paths.server_key)?,
+                Some(paths.ca_cert),
+            )
         }
     };
 
-    let listener = TcpListener::bind(s.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (is another Coffer running? try --listen 127.0.0.1:0)", s.listen))?;
+    let listener = TcpListener::bind(s.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another Coffer running? try --listen 127.0.0.1:0)",
+            s.listen
+        )
+    })?;
     let local = listener.local_addr().context("listener address")?;
 
     let state = Arc::new(AppState {
@@ -221,7 +254,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 
     let sweeper = tokio::spawn(lifecycle_clock(kms.clone()));
     info!(listen = %local, "serving HTTPS");
-    print_ready(&endpoint_for(local), ca_path.as_deref(), &admin, &s.region, root.mode());
+    print_ready(
+        &endpoint_for(local),
+        ca_path.as_deref(),
+        &admin,
+        &s.region,
+        root.mode(),
+    );
 
     let acceptor = TlsAcceptor::from(tls_config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -265,7 +304,10 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         }
     }
     drop(listener);
-    info!(grace_seconds = s.shutdown_grace.as_secs(), "shutting down: no new connections; finishing in-flight requests");
+    info!(
+        grace_seconds = s.shutdown_grace.as_secs(),
+        "shutting down: no new connections; finishing in-flight requests"
+    );
     tokio::select! {
         _ = graceful.shutdown() => info!("all connections closed"),
         _ = tokio::time::sleep(s.shutdown_grace) => warn!("grace period over; closing the remaining connections"),
@@ -281,7 +323,11 @@ async fn lifecycle_clock(kms: Arc<Kms>) {
     loop {
         match kms.sweep(coffer_kms::now_ms()).await {
             Ok(r) if r.deleted > 0 || r.rotated > 0 => {
-                info!(deleted = r.deleted, rotated = r.rotated, "key lifecycle sweep")
+                info!(
+                    deleted = r.deleted,
+                    rotated = r.rotated,
+                    "key lifecycle sweep"
+                )
             }
             Ok(_) => {}
             Err(e) => error!(error = %e, "key lifecycle sweep failed; will retry"),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use coffer_kms::root::write_private_atomically;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
@@ -56,13 +56,18 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::CommonName, "Coffer local CA");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p
 }
 
 fn write_public(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     // Certificates are public, but the same atomic write keeps a crash from leaving half a file.
-    write_private_atomically(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    write_private_atomically(path, contents)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("cannot set the mode of {}", path.display()))
@@ -78,13 +83,16 @@ pub fn ensure_generated(paths: &TlsPaths, sans: &[String]) -> anyhow::Result<boo
     let ca_key = if paths.ca_key.exists() && paths.ca_cert.exists() {
         let pem = std::fs::read_to_string(&paths.ca_key)
             .with_context(|| format!("cannot read {}", paths.ca_key.display()))?;
-        KeyPair::from_pem(&pem).with_context(|| format!("{} is not a valid private key", paths.ca_key.display()))?
+        KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a valid private key", paths.ca_key.display()))?
     } else {
         let key = KeyPair::generate().context("cannot generate the CA key")?;
         let mut params = ca_params();
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
-        let cert = params.self_signed(&key).context("cannot sign the CA certificate")?;
+        let cert = params
+            .self_signed(&key)
+            .context("cannot sign the CA certificate")?;
         write_private_atomically(&paths.ca_key, key.serialize_pem().as_bytes())
             .with_context(|| format!("cannot write {}", paths.ca_key.display()))?;
         write_public(&paths.ca_cert, cert.pem().as_bytes())?;
@@ -123,16 +131,25 @@ pub fn ensure_generated(paths: &TlsPaths, sans: &[String]) -> anyhow::Result<boo
     for san in &wanted_sans {
         params.subject_alt_names.push(match san.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(san.clone().try_into().with_context(|| format!("'{san}' is not a valid DNS name"))?),
+            Err(_) => SanType::DnsName(
+                san.clone()
+                    .try_into()
+                    .with_context(|| format!("'{san}' is not a valid DNS name"))?,
+            ),
         });
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_before = now - time::Duration::days(1);
     let not_after = now + time::Duration::days(SERVER_CERT_DAYS);
     params.not_after = not_after;
     let issuer = Issuer::new(ca_params(), &ca_key);
-    let cert = params.signed_by(&key, &issuer).context("cannot sign the server certificate")?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("cannot sign the server certificate")?;
     write_private_atomically(&paths.server_key, key.serialize_pem().as_bytes())
         .with_context(|| format!("cannot write {}", paths.server_key.display()))?;
     write_public(&paths.server_cert, cert.pem().as_bytes())?;
@@ -181,9 +198,17 @@ mod tests {
         let server = std::fs::read(&paths.server_cert).expect("server");
         assert!(!ensure_generated(&paths, &sans).expect("second"));
         assert_eq!(std::fs::read(&paths.server_cert).expect("server"), server);
-        let more = vec!["localhost".to_string(), "127.0.0.1".to_string(), "coffer.internal".to_string()];
+        let more = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "coffer.internal".to_string(),
+        ];
         assert!(ensure_generated(&paths, &more).expect("third"));
-        assert_eq!(std::fs::read(&paths.ca_cert).expect("ca"), ca, "the CA stays");
+        assert_eq!(
+            std::fs::read(&paths.ca_cert).expect("ca"),
+            ca,
+            "the CA stays"
+        );
         assert_ne!(std::fs::read(&paths.server_cert).expect("server"), server);
         server_config(&paths.server_cert, &paths.server_key).expect("rustls accepts it");
     }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every Coffer test on a fresh machine: installs what the tests need (a Python virtualenv with
+# boto3, the aws CLI and pytest), builds the workspace, runs the Rust unit and integration tests
+# (the latter drive the real binary with aws-sdk-kms), then the Python suites (boto3, aws CLI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python test environment (.venv)"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "Build"
+cargo build --workspace --bins --locked
+
+step "Rust tests (unit + aws-sdk-kms against the real binary)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+step "Python tests (boto3, aws CLI against the real binary)"
+COFFER_BIN="$PWD/target/debug/coffer" PATH="$PWD/.venv/bin:$PATH" \
+    .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
