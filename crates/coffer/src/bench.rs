@@ -62,9 +62,12 @@ pub struct KmsBenchArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Seconds to run each operation.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds to run each operation in each round.
+    #[arg(long, default_value_t = 3.0)]
     duration: f64,
+    /// Rounds of (health, operation) measurements; results are medians over rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Seconds of warm-up before each measurement.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -351,6 +354,80 @@ struct OpResult {
     p50_ms: f64,
     p99_ms: f64,
     ratio_to_health: Option<f64>,
+    ratio_range: Option<(f64, f64)>,
+}
+
+/// One measurement of one operation.
+#[derive(Debug)]
+struct Sample {
+    op: BenchOp,
+    requests: u64,
+    errors: u64,
+    rate: f64,
+    latencies: Vec<u32>,
+    ratio: Option<f64>,
+}
+
+async fn sample(
+    t: &Arc<Target>,
+    op: BenchOp,
+    prepared: Prepared,
+    args: &KmsBenchArgs,
+    warmup: Duration,
+    duration: Duration,
+    round: usize,
+) -> anyhow::Result<Sample> {
+    if !args.json {
+        eprintln!("  round {round}: {} ...", op.name());
+    }
+    let (requests, errors, secs, latencies) =
+        measure(t.clone(), prepared, args.clients, warmup, duration).await?;
+    Ok(Sample {
+        op,
+        requests,
+        errors,
+        rate: requests as f64 / secs,
+        latencies,
+        ratio: None,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Medians over rounds for one operation; latency percentiles over every request of every round.
+fn summarise(op: BenchOp, samples: &[Sample]) -> OpResult {
+    let mine: Vec<&Sample> = samples.iter().filter(|s| s.op == op).collect();
+    let mut lat: Vec<u32> = mine
+        .iter()
+        .flat_map(|s| s.latencies.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    OpResult {
+        operation: op.name(),
+        requests: mine.iter().map(|s| s.requests).sum(),
+        errors: mine.iter().map(|s| s.errors).sum(),
+        ops_per_sec: median(mine.iter().map(|s| s.rate).collect()).unwrap_or(0.0),
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        ratio_to_health: median(mine.iter().filter_map(|s| s.ratio).collect()),
+        ratio_range: {
+            let r: Vec<f64> = mine.iter().filter_map(|s| s.ratio).collect();
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (!r.is_empty()).then_some((lo, hi))
+        },
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -434,8 +511,8 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
     if !(1..=4096).contains(&args.plaintext_size) {
         bail!("--plaintext-size must be 1 to 4096 bytes");
     }
-    if args.clients == 0 || args.duration <= 0.0 {
-        bail!("--clients and --duration must be positive");
+    if args.clients == 0 || args.duration <= 0.0 || args.rounds == 0 {
+        bail!("--clients, --duration and --rounds must be positive");
     }
     let (_own, endpoint, data_dir) = match &args.endpoint {
         Some(e) => (None, e.clone(), args.data_dir.clone()),
@@ -461,75 +538,95 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
         .to_owned();
     let plaintext = B64.encode(vec![0x42u8; args.plaintext_size]);
     let ctx = json!({ "purpose": "bench" });
-    let sample = kms_call(
+    let sealed = kms_call(
         &t,
         &mut setup,
         "Encrypt",
         json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
     )
     .await?;
-    let blob = sample["CiphertextBlob"]
+    let blob = sealed["CiphertextBlob"]
         .as_str()
         .context("Encrypt returned no blob")?
         .to_owned();
 
-    // Health runs first and last: the machine is noisy, so each ratio is taken against the mean of
-    // the two ceilings measured around it.
-    let mut order = vec![BenchOp::Health];
-    order.extend(args.ops.iter().copied().filter(|o| *o != BenchOp::Health));
-    order.push(BenchOp::Health);
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
-    let mut results: Vec<OpResult> = Vec::new();
-    let mut health_rates: Vec<f64> = Vec::new();
+    let ops: Vec<BenchOp> = args
+        .ops
+        .iter()
+        .copied()
+        .filter(|o| *o != BenchOp::Health)
+        .collect();
     if !args.json {
         eprintln!(
-            "coffer bench kms: {} clients, {:.1}s per operation after {:.1}s warm-up, against {endpoint}",
-            args.clients, args.duration, args.warmup
+            "coffer bench kms: {} clients, {} rounds of {:.1}s per operation (after {:.1}s warm-up), against {endpoint}",
+            args.clients, args.rounds, args.duration, args.warmup
         );
     }
-    for op in order {
-        let prepared = match op {
-            BenchOp::Health => Prepared::Health,
-            BenchOp::Encrypt => Prepared::Kms(KmsBody::new(
-                "Encrypt",
-                &json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
-            )?),
-            BenchOp::Decrypt => Prepared::Kms(KmsBody::new(
-                "Decrypt",
-                &json!({ "CiphertextBlob": blob, "EncryptionContext": ctx }),
-            )?),
-            BenchOp::GenerateDataKey => Prepared::Kms(KmsBody::new(
-                "GenerateDataKey",
-                &json!({ "KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": ctx }),
-            )?),
-        };
-        if !args.json {
-            eprintln!("  measuring {} ...", op.name());
+    // The machine is noisy, so health is measured right before and after every operation, and each
+    // operation's ratio is taken against the mean of the two ceilings around it. Rounds repeat the
+    // whole sequence; the table shows medians over rounds.
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut last_health: Option<f64> = None;
+    for round in 1..=args.rounds {
+        for &op in &ops {
+            let health_before = match last_health {
+                Some(h) => h,
+                None => {
+                    let s = sample(
+                        &t,
+                        BenchOp::Health,
+                        Prepared::Health,
+                        &args,
+                        warmup,
+                        duration,
+                        round,
+                    )
+                    .await?;
+                    let rate = s.rate;
+                    samples.push(s);
+                    rate
+                }
+            };
+            let prepared = match op {
+                BenchOp::Health => Prepared::Health,
+                BenchOp::Encrypt => Prepared::Kms(KmsBody::new(
+                    "Encrypt",
+                    &json!({ "KeyId": key_id, "Plaintext": plaintext, "EncryptionContext": ctx }),
+                )?),
+                BenchOp::Decrypt => Prepared::Kms(KmsBody::new(
+                    "Decrypt",
+                    &json!({ "CiphertextBlob": blob, "EncryptionContext": ctx }),
+                )?),
+                BenchOp::GenerateDataKey => Prepared::Kms(KmsBody::new(
+                    "GenerateDataKey",
+                    &json!({ "KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": ctx }),
+                )?),
+            };
+            let mut s = sample(&t, op, prepared, &args, warmup, duration, round).await?;
+            let h = sample(
+                &t,
+                BenchOp::Health,
+                Prepared::Health,
+                &args,
+                warmup,
+                duration,
+                round,
+            )
+            .await?;
+            let ceiling = (health_before + h.rate) / 2.0;
+            s.ratio = (ceiling > 0.0).then(|| s.rate / ceiling);
+            last_health = Some(h.rate);
+            samples.push(s);
+            samples.push(h);
         }
-        let (ok, errors, secs, lat) =
-            measure(t.clone(), prepared, args.clients, warmup, duration).await?;
-        let rate = ok as f64 / secs;
-        if op == BenchOp::Health {
-            health_rates.push(rate);
-        }
-        results.push(OpResult {
-            operation: op.name(),
-            requests: ok,
-            errors,
-            ops_per_sec: rate,
-            p50_ms: percentile(&lat, 0.50),
-            p99_ms: percentile(&lat, 0.99),
-            ratio_to_health: None,
-        });
     }
-    let ceiling = health_rates.iter().sum::<f64>() / health_rates.len().max(1) as f64;
-    for r in results
-        .iter_mut()
-        .filter(|r| r.operation != BenchOp::Health.name())
-    {
-        r.ratio_to_health = (ceiling > 0.0).then(|| r.ops_per_sec / ceiling);
-    }
+    let results: Vec<OpResult> = std::iter::once(BenchOp::Health)
+        .chain(ops.iter().copied())
+        .map(|op| summarise(op, &samples))
+        .collect();
+    let ceiling = results.first().map(|r| r.ops_per_sec).unwrap_or(0.0);
 
     if args.json {
         println!(
@@ -538,6 +635,7 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
                 "endpoint": endpoint,
                 "clients": args.clients,
                 "duration_seconds": args.duration,
+                "rounds": args.rounds,
                 "plaintext_size": args.plaintext_size,
                 "health_ceiling_ops_per_sec": ceiling,
                 "results": results,
@@ -545,23 +643,25 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{:<16} {:>10} {:>8} {:>12} {:>9} {:>9} {:>10}",
+            "{:<16} {:>10} {:>8} {:>12} {:>9} {:>9} {:>14}",
             "operation", "requests", "errors", "ops/s", "p50 ms", "p99 ms", "vs health"
         );
         for r in &results {
+            let ratio = match (r.ratio_to_health, r.ratio_range) {
+                (Some(m), Some((lo, hi))) => {
+                    format!("{:.0}% ({:.0}–{:.0})", m * 100.0, lo * 100.0, hi * 100.0)
+                }
+                _ => "ceiling".into(),
+            };
             println!(
-                "{:<16} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>10}",
-                r.operation,
-                r.requests,
-                r.errors,
-                r.ops_per_sec,
-                r.p50_ms,
-                r.p99_ms,
-                r.ratio_to_health
-                    .map(|x| format!("{:.0}%", x * 100.0))
-                    .unwrap_or_else(|| "ceiling".into())
+                "{:<16} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>14}",
+                r.operation, r.requests, r.errors, r.ops_per_sec, r.p50_ms, r.p99_ms, ratio
             );
         }
+        println!(
+            "(ops/s and vs health: medians over {} rounds; range of the ratio in brackets)",
+            args.rounds
+        );
     }
     if results.iter().any(|r| r.errors > 0) {
         bail!("some requests failed; see the errors column");
