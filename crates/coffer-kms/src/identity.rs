@@ -170,11 +170,11 @@ impl Identities {
     }
 
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Credential>>> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner())
+        crate::read(&self.cache)
     }
 
     fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Credential>>> {
-        self.cache.write().unwrap_or_else(|p| p.into_inner())
+        crate::write(&self.cache)
     }
 }
 

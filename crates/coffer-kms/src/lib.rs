@@ -39,6 +39,17 @@ impl KmsConfig {
     }
 }
 
+/// Locks for reading. A poisoned lock only means another thread panicked while holding it; the maps
+/// behind these locks are caches whose every state is valid, so the data is used as it is.
+pub(crate) fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Locks for writing; see [`read`] for why poisoning is not an error here.
+pub(crate) fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

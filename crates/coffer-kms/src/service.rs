@@ -129,12 +129,7 @@ impl Kms {
         match r {
             KeyRef::Key(id) => Ok(id.clone()),
             KeyRef::Alias(name) => {
-                if let Some(id) = self
-                    .aliases
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(name)
-                {
+                if let Some(id) = crate::read(&self.aliases).get(name) {
                     return Ok(id.clone());
                 }
                 let a = self
@@ -142,10 +137,7 @@ impl Kms {
                     .alias(name)
                     .await?
                     .ok_or_else(|| self.alias_not_found(name))?;
-                self.aliases
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), a.target_key_id.clone());
+                crate::write(&self.aliases).insert(name.clone(), a.target_key_id.clone());
                 Ok(a.target_key_id)
             }
         }
@@ -161,12 +153,7 @@ impl Kms {
 
     /// The key with its material, from the cache or loaded (and unwrapped) from the store.
     async fn loaded(&self, key_id: &str) -> Result<Arc<LoadedKey>> {
-        if let Some(k) = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key_id)
-        {
+        if let Some(k) = crate::read(&self.keys).get(key_id) {
             return Ok(k.clone());
         }
         let record = self
@@ -203,10 +190,7 @@ impl Kms {
             materials,
             material_ids,
         });
-        self.keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id.to_owned(), loaded.clone());
+        crate::write(&self.keys).insert(key_id.to_owned(), loaded.clone());
         Ok(loaded)
     }
 
@@ -216,10 +200,7 @@ impl Kms {
     }
 
     fn evict(&self, key_id: &str) {
-        self.keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key_id);
+        crate::write(&self.keys).remove(key_id);
     }
 
     /// The current record of a key, read from the store (for changes, which must not act on a
@@ -726,10 +707,7 @@ impl Kms {
             ));
         }
         self.meta.update_alias(name, &rec.key_id, now_ms()).await?;
-        self.aliases
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), rec.key_id.clone());
+        crate::write(&self.aliases).insert(name.to_owned(), rec.key_id.clone());
         info!(alias = %name, key_id = %rec.key_id, "updated alias");
         Ok(())
     }
@@ -742,10 +720,7 @@ impl Kms {
             Err(MetaError::NotFound(_)) => return Err(self.alias_not_found(name)),
             Err(e) => return Err(e.into()),
         }
-        self.aliases
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        crate::write(&self.aliases).remove(name);
         info!(alias = %name, "deleted alias");
         Ok(())
     }
@@ -979,10 +954,7 @@ impl Kms {
             if rec.state == state::PENDING_DELETION && rec.deletion_ms.is_some_and(|d| d <= now) {
                 self.meta.delete_key(&rec.key_id).await?;
                 self.evict(&rec.key_id);
-                self.aliases
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|_, target| *target != rec.key_id);
+                crate::write(&self.aliases).retain(|_, target| *target != rec.key_id);
                 warn!(key_id = %rec.key_id, "deleted key at the end of its waiting period");
                 report.deleted += 1;
             } else if rec.state == state::ENABLED

@@ -570,20 +570,22 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut last_health: Option<f64> = None;
     for round in 1..=args.rounds {
+        let health = || {
+            sample(
+                &t,
+                BenchOp::Health,
+                Prepared::Health,
+                &args,
+                warmup,
+                duration,
+                round,
+            )
+        };
         for &op in &ops {
             let health_before = match last_health {
                 Some(h) => h,
                 None => {
-                    let s = sample(
-                        &t,
-                        BenchOp::Health,
-                        Prepared::Health,
-                        &args,
-                        warmup,
-                        duration,
-                        round,
-                    )
-                    .await?;
+                    let s = health().await?;
                     let rate = s.rate;
                     samples.push(s);
                     rate
@@ -605,16 +607,7 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
                 )?),
             };
             let mut s = sample(&t, op, prepared, &args, warmup, duration, round).await?;
-            let h = sample(
-                &t,
-                BenchOp::Health,
-                Prepared::Health,
-                &args,
-                warmup,
-                duration,
-                round,
-            )
-            .await?;
+            let h = health().await?;
             let ceiling = (health_before + h.rate) / 2.0;
             s.ratio = (ceiling > 0.0).then(|| s.rate / ceiling);
             last_health = Some(h.rate);
