@@ -60,6 +60,8 @@ impl ApiError {
                 KmsError::InvalidMarker(_) => (S::BAD_REQUEST, "InvalidMarkerException"),
                 KmsError::InvalidArn(_) => (S::BAD_REQUEST, "InvalidArnException"),
                 KmsError::Validation(_) => (S::BAD_REQUEST, "ValidationException"),
+                KmsError::InvalidSignature(_) => (S::BAD_REQUEST, "KMSInvalidSignatureException"),
+                KmsError::InvalidMac(_) => (S::BAD_REQUEST, "KMSInvalidMacException"),
                 KmsError::DryRun => (S::PRECONDITION_FAILED, "DryRunOperationException"),
                 KmsError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "KMSInternalException"),
             },

@@ -64,6 +64,11 @@ operations!(
     GetKeyRotationStatus,
     RotateKeyOnDemand,
     ListKeyRotations,
+    GetPublicKey,
+    Sign,
+    Verify,
+    GenerateMac,
+    VerifyMac,
 );
 
 /// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
@@ -79,11 +84,9 @@ const NOT_YET: &[&str] = &[
     "DisconnectCustomKeyStore",
     "GenerateDataKeyPair",
     "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateMac",
     "GetKeyLastUsage",
     "GetKeyPolicy",
     "GetParametersForImport",
-    "GetPublicKey",
     "ImportKeyMaterial",
     "ListGrants",
     "ListKeyPolicies",
@@ -92,11 +95,8 @@ const NOT_YET: &[&str] = &[
     "ReplicateKey",
     "RetireGrant",
     "RevokeGrant",
-    "Sign",
     "UpdateCustomKeyStore",
     "UpdatePrimaryRegion",
-    "Verify",
-    "VerifyMac",
 ];
 
 /// Reads the operation from an `X-Amz-Target` value.
@@ -210,6 +210,27 @@ const KEY_SPECS: &[&str] = &[
     "ML_DSA_87",
     "ECC_NIST_EDWARDS25519",
 ];
+const SIGNING_ALGORITHMS: &[&str] = &[
+    "RSASSA_PSS_SHA_256",
+    "RSASSA_PSS_SHA_384",
+    "RSASSA_PSS_SHA_512",
+    "RSASSA_PKCS1_V1_5_SHA_256",
+    "RSASSA_PKCS1_V1_5_SHA_384",
+    "RSASSA_PKCS1_V1_5_SHA_512",
+    "ECDSA_SHA_256",
+    "ECDSA_SHA_384",
+    "ECDSA_SHA_512",
+    "SM2DSA",
+    "ML_DSA_SHAKE_256",
+    "ED25519_SHA_512",
+    "ED25519_PH_SHA_512",
+];
+const MAC_ALGORITHMS: &[&str] = &[
+    "HMAC_SHA_224",
+    "HMAC_SHA_256",
+    "HMAC_SHA_384",
+    "HMAC_SHA_512",
+];
 const KEY_USAGES: &[&str] = &[
     "SIGN_VERIFY",
     "ENCRYPT_DECRYPT",
@@ -248,10 +269,15 @@ fn key_metadata(m: &KeyMetadata) -> Value {
     o.insert("KeyManager".into(), json!(m.key_manager));
     o.insert("CustomerMasterKeySpec".into(), json!(m.key_spec));
     o.insert("KeySpec".into(), json!(m.key_spec));
-    o.insert(
-        "EncryptionAlgorithms".into(),
-        json!(m.encryption_algorithms),
-    );
+    for (name, list) in [
+        ("EncryptionAlgorithms", &m.encryption_algorithms),
+        ("SigningAlgorithms", &m.signing_algorithms),
+        ("MacAlgorithms", &m.mac_algorithms),
+    ] {
+        if !list.is_empty() {
+            o.insert(name.into(), json!(list));
+        }
+    }
     o.insert("MultiRegion".into(), json!(m.multi_region));
     o.insert(
         "CurrentKeyMaterialId".into(),
@@ -447,7 +473,7 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             Ok(json!({
                 "CiphertextBlob": b64(&out.ciphertext),
                 "KeyId": out.key_arn,
-                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "EncryptionAlgorithm": out.algorithm,
             }))
         }
         O::Decrypt => {
@@ -500,7 +526,7 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             Ok(json!({
                 "KeyId": out.key_arn,
                 "Plaintext": b64(out.plaintext.expose()),
-                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "EncryptionAlgorithm": out.algorithm,
                 "KeyMaterialId": out.key_material_id,
             }))
         }
@@ -569,8 +595,8 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                 "CiphertextBlob": b64(&out.ciphertext),
                 "SourceKeyId": out.source_key_arn,
                 "KeyId": out.key_arn,
-                "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
-                "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+                "SourceEncryptionAlgorithm": out.source_algorithm,
+                "DestinationEncryptionAlgorithm": out.destination_algorithm,
                 "SourceKeyMaterialId": out.source_key_material_id,
                 "DestinationKeyMaterialId": out.destination_key_material_id,
             }))
@@ -903,6 +929,156 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             o.insert("Tags".into(), Value::Array(tags));
             Ok(with_marker(o, page.next_marker))
         }
+        O::GetPublicKey => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                grant_tokens: Option<Vec<String>>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let out = kms.public_key(&key).await?;
+            let mut o = Map::new();
+            o.insert("KeyId".into(), json!(out.key_arn));
+            o.insert("PublicKey".into(), b64(&out.public_key));
+            o.insert("CustomerMasterKeySpec".into(), json!(out.key_spec));
+            o.insert("KeySpec".into(), json!(out.key_spec));
+            o.insert("KeyUsage".into(), json!(out.key_usage));
+            if !out.encryption_algorithms.is_empty() {
+                o.insert(
+                    "EncryptionAlgorithms".into(),
+                    json!(out.encryption_algorithms),
+                );
+            }
+            if !out.signing_algorithms.is_empty() {
+                o.insert("SigningAlgorithms".into(), json!(out.signing_algorithms));
+            }
+            Ok(Value::Object(o))
+        }
+        O::Sign | O::Verify => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                message: Option<SecretBlob>,
+                message_type: Option<String>,
+                signature: Option<Blob>,
+                signing_algorithm: Option<String>,
+                grant_tokens: Option<Vec<String>>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("Message", &r.message);
+            c.required("SigningAlgorithm", &r.signing_algorithm);
+            if op == O::Verify {
+                c.required("Signature", &r.signature);
+                c.blob_len(
+                    "Signature",
+                    r.signature.as_ref().map(|s| s.0.len()),
+                    1,
+                    6144,
+                );
+            }
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.blob_len("Message", r.message.as_ref().map(|m| m.0.len()), 1, 4096);
+            c.one_of(
+                "MessageType",
+                r.message_type.as_deref(),
+                &["RAW", "DIGEST", "EXTERNAL_MU"],
+            );
+            c.one_of(
+                "SigningAlgorithm",
+                r.signing_algorithm.as_deref(),
+                SIGNING_ALGORITHMS,
+            );
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let message = r
+                .message
+                .map(|m| m.0)
+                .unwrap_or_else(|| SecretBytes::zeroed(0));
+            if r.message_type.as_deref() == Some("EXTERNAL_MU") {
+                return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
+                    "Message type EXTERNAL_MU is only for ML_DSA keys, which this Coffer version does not support yet.".into(),
+                )));
+            }
+            let is_digest = r.message_type.as_deref() == Some("DIGEST");
+            let algorithm = r.signing_algorithm.unwrap_or_default();
+            let dry_run = r.dry_run.unwrap_or(false);
+            if op == O::Sign {
+                let (sig, arn) = kms
+                    .sign(&key, message.expose(), is_digest, &algorithm, dry_run)
+                    .await?;
+                Ok(json!({ "KeyId": arn, "Signature": b64(&sig), "SigningAlgorithm": algorithm }))
+            } else {
+                let signature = r.signature.map(|s| s.0).unwrap_or_default();
+                let arn = kms
+                    .verify(
+                        &key,
+                        message.expose(),
+                        is_digest,
+                        &signature,
+                        &algorithm,
+                        dry_run,
+                    )
+                    .await?;
+                Ok(json!({ "KeyId": arn, "SignatureValid": true, "SigningAlgorithm": algorithm }))
+            }
+        }
+        O::GenerateMac | O::VerifyMac => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                message: Option<SecretBlob>,
+                mac: Option<Blob>,
+                mac_algorithm: Option<String>,
+                grant_tokens: Option<Vec<String>>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("Message", &r.message);
+            c.required("KeyId", &r.key_id);
+            c.required("MacAlgorithm", &r.mac_algorithm);
+            if op == O::VerifyMac {
+                c.required("Mac", &r.mac);
+                c.blob_len("Mac", r.mac.as_ref().map(|m| m.0.len()), 1, 6144);
+            }
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.blob_len("Message", r.message.as_ref().map(|m| m.0.len()), 1, 4096);
+            c.one_of("MacAlgorithm", r.mac_algorithm.as_deref(), MAC_ALGORITHMS);
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let message = r
+                .message
+                .map(|m| m.0)
+                .unwrap_or_else(|| SecretBytes::zeroed(0));
+            let algorithm = r.mac_algorithm.unwrap_or_default();
+            let dry_run = r.dry_run.unwrap_or(false);
+            if op == O::GenerateMac {
+                let (mac, arn) = kms
+                    .generate_mac(&key, message.expose(), &algorithm, dry_run)
+                    .await?;
+                Ok(json!({ "Mac": b64(&mac), "MacAlgorithm": algorithm, "KeyId": arn }))
+            } else {
+                let mac = r.mac.map(|m| m.0).unwrap_or_default();
+                let arn = kms
+                    .verify_mac(&key, message.expose(), &mac, &algorithm, dry_run)
+                    .await?;
+                Ok(json!({ "KeyId": arn, "MacValid": true, "MacAlgorithm": algorithm }))
+            }
+        }
         O::ListKeyRotations => {
             #[derive(Deserialize)]
             #[serde(rename_all = "PascalCase")]
@@ -985,7 +1161,7 @@ mod tests {
             Err(ApiError::UnknownOperation(_))
         ));
         assert!(matches!(
-            operation(Some("TrentService.Sign")),
+            operation(Some("TrentService.CreateGrant")),
             Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(_)))
         ));
     }

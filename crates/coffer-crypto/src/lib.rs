@@ -9,6 +9,7 @@ pub mod blob;
 pub mod context;
 pub mod digest;
 mod error;
+pub mod keys;
 mod secret;
 pub mod wrap;
 

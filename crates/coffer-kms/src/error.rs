@@ -35,6 +35,12 @@ pub enum KmsError {
     InvalidArn(String),
     #[error("{0}")]
     Validation(String),
+    /// Verify found the signature invalid (AWS gives no message).
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// VerifyMac found the MAC invalid (AWS gives no message).
+    #[error("{0}")]
+    InvalidMac(String),
     #[error("The request would have succeeded, but the DryRun option is set.")]
     DryRun,
     /// A failure inside Coffer (storage, root of trust). The message is for the log only.

@@ -35,6 +35,8 @@ pub struct KeyMetadata {
     pub key_manager: String,
     pub key_spec: String,
     pub encryption_algorithms: Vec<&'static str>,
+    pub signing_algorithms: Vec<&'static str>,
+    pub mac_algorithms: Vec<&'static str>,
     pub multi_region: bool,
     pub current_key_material_id: String,
 }
@@ -56,6 +58,7 @@ pub struct EncryptOutput {
     pub ciphertext: Vec<u8>,
     pub key_arn: String,
     pub key_material_id: String,
+    pub algorithm: &'static str,
 }
 
 #[derive(Debug)]
@@ -63,6 +66,7 @@ pub struct DecryptOutput {
     pub plaintext: SecretBytes,
     pub key_arn: String,
     pub key_material_id: String,
+    pub algorithm: &'static str,
 }
 
 #[derive(Debug)]
@@ -72,6 +76,19 @@ pub struct ReEncryptOutput {
     pub key_arn: String,
     pub source_key_material_id: String,
     pub destination_key_material_id: String,
+    pub source_algorithm: &'static str,
+    pub destination_algorithm: &'static str,
+}
+
+/// GetPublicKey's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKeyOutput {
+    pub key_arn: String,
+    pub public_key: Vec<u8>,
+    pub key_spec: String,
+    pub key_usage: String,
+    pub encryption_algorithms: Vec<&'static str>,
+    pub signing_algorithms: Vec<&'static str>,
 }
 
 #[derive(Debug)]

@@ -3,7 +3,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use coffer_crypto::{Key256, SecretBytes, blob, context};
+use coffer_crypto::keys::{
+    self, KeyMaterial, KeySpec, MacAlgorithm, RsaEncryptionAlgorithm, SigningAlgorithm, UseError,
+};
+use coffer_crypto::{SecretBytes, blob, context};
 use coffer_meta::{AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore};
 use tracing::{info, warn};
 
@@ -13,7 +16,7 @@ use crate::{KeyRef, KmsConfig, KmsError, Result, now_ms};
 
 const DAY_MS: i64 = 86_400_000;
 /// AWS's quota of on-demand rotations per key.
-pub const MAX_ON_DEMAND_ROTATIONS: usize = 25;
+pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 /// AWS's quota of tags per key.
 pub const MAX_TAGS: usize = 50;
 /// AWS's quota of aliases per key.
@@ -25,13 +28,20 @@ pub const DEFAULT_PENDING_WINDOW_DAYS: i32 = 30;
 #[derive(Debug)]
 struct LoadedKey {
     record: KeyRecord,
+    spec: KeySpec,
     /// Index `v - 1` holds material version `v`.
-    materials: Vec<Key256>,
+    materials: Vec<KeyMaterial>,
     /// `KeyMaterialId` of each version, same indexing.
     material_ids: Vec<String>,
 }
 
 impl LoadedKey {
+    fn current(&self) -> Result<&KeyMaterial> {
+        self.materials
+            .get(self.record.current_version as usize - 1)
+            .ok_or_else(|| KmsError::Internal("current material missing".into()))
+    }
+
     fn material_id(&self, version: u32) -> String {
         version
             .checked_sub(1)
@@ -80,6 +90,72 @@ fn invalid_ciphertext() -> KmsError {
 
 fn internal(e: impl std::fmt::Display) -> KmsError {
     KmsError::Internal(e.to_string())
+}
+
+/// How a key encrypts: AES-GCM blobs for symmetric keys, RSA-OAEP for RSA keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EncryptionMode {
+    Symmetric,
+    Rsa(RsaEncryptionAlgorithm),
+}
+
+impl EncryptionMode {
+    fn name(self) -> &'static str {
+        match self {
+            EncryptionMode::Symmetric => SYMMETRIC_DEFAULT,
+            EncryptionMode::Rsa(a) => a.as_str(),
+        }
+    }
+}
+
+fn spec_of(rec: &KeyRecord) -> Result<KeySpec> {
+    KeySpec::parse(&rec.key_spec).ok_or_else(|| {
+        KmsError::Internal(format!(
+            "key {} has unknown spec {}",
+            rec.key_id, rec.key_spec
+        ))
+    })
+}
+
+fn no_context_for_asymmetric(ctx: &EncryptionContext) -> Result<()> {
+    if ctx.is_empty() {
+        Ok(())
+    } else {
+        Err(KmsError::Validation(
+            "EncryptionContext is not supported for asymmetric KMS keys.".into(),
+        ))
+    }
+}
+
+/// The algorithm lists DescribeKey and GetPublicKey report for a key.
+fn encryption_algorithms(rec: &KeyRecord) -> Vec<&'static str> {
+    match KeySpec::parse(&rec.key_spec) {
+        Some(KeySpec::SymmetricDefault) => vec![SYMMETRIC_DEFAULT],
+        Some(spec) if rec.key_usage == ENCRYPT_DECRYPT => spec
+            .rsa_encryption_algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn signing_algorithms(rec: &KeyRecord) -> Vec<&'static str> {
+    match KeySpec::parse(&rec.key_spec) {
+        Some(spec) if rec.key_usage == "SIGN_VERIFY" => spec
+            .signing_algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn mac_algorithms(rec: &KeyRecord) -> Vec<&'static str> {
+    KeySpec::parse(&rec.key_spec)
+        .and_then(KeySpec::mac_algorithm)
+        .map(|a| vec![a.as_str()])
+        .unwrap_or_default()
 }
 
 fn check_tags(tags: &[(String, String)]) -> Result<()> {
@@ -161,6 +237,7 @@ impl Kms {
             .key(key_id)
             .await?
             .ok_or_else(|| self.key_not_found(key_id))?;
+        let spec = spec_of(&record)?;
         let mut materials = Vec::new();
         for m in self.meta.materials(key_id).await? {
             if m.version as usize != materials.len() + 1 {
@@ -173,7 +250,7 @@ impl Kms {
                 .root
                 .unwrap(&material_aad(key_id, m.version), &m.wrapped)
                 .map_err(internal)?;
-            materials.push(Key256::from_slice(raw.expose()).map_err(internal)?);
+            materials.push(KeyMaterial::load(spec, raw.expose()).map_err(internal)?);
         }
         if materials.len() != record.current_version as usize {
             return Err(KmsError::Internal(format!(
@@ -187,6 +264,7 @@ impl Kms {
             .collect();
         let loaded = Arc::new(LoadedKey {
             record,
+            spec,
             materials,
             material_ids,
         });
@@ -244,22 +322,51 @@ impl Kms {
         Ok(())
     }
 
-    fn check_encrypt_algorithm(&self, rec: &KeyRecord, algorithm: Option<&str>) -> Result<()> {
-        if rec.key_usage != ENCRYPT_DECRYPT {
-            return Err(KmsError::InvalidKeyUsage(format!(
-                "{} key usage is {} which is not valid for this operation.",
-                self.cfg.key_arn(&rec.key_id),
-                rec.key_usage
-            )));
+    fn wrong_usage(&self, rec: &KeyRecord, operation: &str) -> KmsError {
+        KmsError::InvalidKeyUsage(format!(
+            "{} key usage is {} which is not valid for {operation}.",
+            self.cfg.key_arn(&rec.key_id),
+            rec.key_usage
+        ))
+    }
+
+    /// How a key encrypts for `operation`, given the caller's `EncryptionAlgorithm`.
+    fn encryption_mode(
+        &self,
+        k: &LoadedKey,
+        algorithm: Option<&str>,
+        operation: &str,
+    ) -> Result<EncryptionMode> {
+        if k.record.key_usage != ENCRYPT_DECRYPT {
+            return Err(self.wrong_usage(&k.record, operation));
         }
-        match algorithm {
-            None | Some(SYMMETRIC_DEFAULT) => Ok(()),
-            Some(other) => Err(KmsError::InvalidKeyUsage(format!(
-                "The encryption algorithm {other} is not supported for key {}, whose KeySpec is {}.",
-                self.cfg.key_arn(&rec.key_id),
-                rec.key_spec
-            ))),
+        let algorithm = algorithm.unwrap_or(SYMMETRIC_DEFAULT);
+        match (k.spec, algorithm) {
+            (KeySpec::SymmetricDefault, SYMMETRIC_DEFAULT) => Ok(EncryptionMode::Symmetric),
+            (spec, name) if spec.is_rsa() => match RsaEncryptionAlgorithm::parse(name) {
+                Some(a) => Ok(EncryptionMode::Rsa(a)),
+                None => Err(self.wrong_algorithm(&k.record, name)),
+            },
+            (_, name) => Err(self.wrong_algorithm(&k.record, name)),
         }
+    }
+
+    fn wrong_algorithm(&self, rec: &KeyRecord, algorithm: &str) -> KmsError {
+        KmsError::InvalidKeyUsage(format!(
+            "Algorithm {algorithm} is incompatible with key spec {} of {}.",
+            rec.key_spec,
+            self.cfg.key_arn(&rec.key_id)
+        ))
+    }
+
+    /// The key, which must be enabled and have `usage`, for `operation`.
+    async fn usable_for(&self, r: &KeyRef, usage: &str, operation: &str) -> Result<Arc<LoadedKey>> {
+        let k = self.loaded_ref(r).await?;
+        self.usable(&k.record)?;
+        if k.record.key_usage != usage {
+            return Err(self.wrong_usage(&k.record, operation));
+        }
+        Ok(k)
     }
 
     fn metadata(&self, rec: &KeyRecord) -> KeyMetadata {
@@ -277,19 +384,25 @@ impl Kms {
             origin: rec.origin.clone(),
             key_manager: rec.key_manager.clone(),
             key_spec: rec.key_spec.clone(),
-            encryption_algorithms: vec![SYMMETRIC_DEFAULT],
+            encryption_algorithms: encryption_algorithms(rec),
+            signing_algorithms: signing_algorithms(rec),
+            mac_algorithms: mac_algorithms(rec),
             multi_region: false,
             current_key_material_id: key_material_id(&rec.key_id, rec.current_version),
         }
     }
 
-    fn new_material(
+    async fn new_material(
         &self,
         key_id: &str,
+        spec: KeySpec,
         version: u32,
         rotation_type: Option<&str>,
     ) -> Result<MaterialRecord> {
-        let material = Key256::generate().map_err(internal)?;
+        let material = tokio::task::spawn_blocking(move || keys::generate(spec))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
         let wrapped = self
             .root
             .wrap(&material_aad(key_id, version), material.expose())
@@ -306,17 +419,23 @@ impl Kms {
     // ---- keys -------------------------------------------------------------------------------
 
     pub async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata> {
-        let spec = input.key_spec.as_deref().unwrap_or(SYMMETRIC_DEFAULT);
+        let spec_name = input.key_spec.as_deref().unwrap_or(SYMMETRIC_DEFAULT);
         let usage = input.key_usage.as_deref().unwrap_or(ENCRYPT_DECRYPT);
         let origin = input.origin.as_deref().unwrap_or(ORIGIN_AWS_KMS);
-        if spec != SYMMETRIC_DEFAULT {
+        let Some(spec) = KeySpec::parse(spec_name) else {
             return Err(KmsError::UnsupportedOperation(format!(
-                "KeySpec {spec} is not supported by this Coffer version yet; create a SYMMETRIC_DEFAULT key."
+                "KeySpec {spec_name} is not supported by this Coffer version yet."
             )));
+        };
+        if usage == "KEY_AGREEMENT" && spec.is_ecc() && spec != KeySpec::EccSecgP256k1 {
+            return Err(KmsError::UnsupportedOperation(
+                "KEY_AGREEMENT keys are not supported by this Coffer version yet.".into(),
+            ));
         }
-        if usage != ENCRYPT_DECRYPT {
+        if !spec.key_usages().contains(&usage) {
             return Err(KmsError::Validation(format!(
-                "KeyUsage {usage} is not compatible with KeySpec {spec}."
+                "KeyUsage {usage} is not compatible with KeySpec {spec_name}. Use one of: {}.",
+                spec.key_usages().join(", ")
             )));
         }
         if origin != ORIGIN_AWS_KMS || input.custom_key_store_id.is_some() {
@@ -343,7 +462,7 @@ impl Kms {
             created_ms: now_ms(),
             description: input.description.unwrap_or_default(),
             key_usage: usage.to_owned(),
-            key_spec: spec.to_owned(),
+            key_spec: spec.as_str().to_owned(),
             origin: origin.to_owned(),
             key_manager: "CUSTOMER".to_owned(),
             state: state::ENABLED.to_owned(),
@@ -354,7 +473,7 @@ impl Kms {
             next_rotation_ms: None,
             current_version: 1,
         };
-        let material = self.new_material(&key_id, 1, None)?;
+        let material = self.new_material(&key_id, spec, 1, None).await?;
         let mut tags: Vec<_> = tags.into_iter().collect();
         tags.sort();
         self.meta.create_key(&rec, &material, &tags).await?;
@@ -460,28 +579,48 @@ impl Kms {
 
     // ---- cryptographic operations -----------------------------------------------------------
 
+    /// Encrypts under the current material of `k` in the given mode.
     fn seal(
         &self,
         k: &LoadedKey,
+        mode: EncryptionMode,
         ctx: &EncryptionContext,
         plaintext: &[u8],
     ) -> Result<EncryptOutput> {
         let version = k.record.current_version;
-        let material = k
-            .materials
-            .get(version as usize - 1)
-            .ok_or_else(|| KmsError::Internal("current material missing".into()))?;
-        let header = blob::BlobHeader {
-            key_id: uuid_bytes(&k.record.key_id)?,
-            material_version: version,
+        let material = k.current()?;
+        let ciphertext = match mode {
+            EncryptionMode::Symmetric => {
+                let key = material.symmetric().ok_or_else(|| {
+                    KmsError::Internal("symmetric key without AES material".into())
+                })?;
+                let header = blob::BlobHeader {
+                    key_id: uuid_bytes(&k.record.key_id)?,
+                    material_version: version,
+                };
+                let aad = context::encode(ctx).map_err(|_| {
+                    KmsError::Validation("The encryption context is too large.".into())
+                })?;
+                blob::seal(key, header, &aad, plaintext).map_err(internal)?
+            }
+            EncryptionMode::Rsa(alg) => {
+                no_context_for_asymmetric(ctx)?;
+                material.rsa_encrypt(alg, plaintext).map_err(|e| match e {
+                    UseError::TooLong => KmsError::Validation(format!(
+                        "The plaintext is longer than {} bytes, the most {} takes with a {} key.",
+                        material.rsa_max_plaintext(alg).unwrap_or(0),
+                        alg.as_str(),
+                        k.spec.as_str()
+                    )),
+                    other => internal(other),
+                })?
+            }
         };
-        let aad = context::encode(ctx)
-            .map_err(|_| KmsError::Validation("The encryption context is too large.".into()))?;
-        let ciphertext = blob::seal(material, header, &aad, plaintext).map_err(internal)?;
         Ok(EncryptOutput {
             ciphertext,
             key_arn: self.cfg.key_arn(&k.record.key_id),
             key_material_id: k.material_id(version),
+            algorithm: mode.name(),
         })
     }
 
@@ -495,22 +634,40 @@ impl Kms {
     ) -> Result<EncryptOutput> {
         let k = self.loaded_ref(r).await?;
         self.usable(&k.record)?;
-        self.check_encrypt_algorithm(&k.record, algorithm)?;
+        let mode = self.encryption_mode(&k, algorithm, "Encrypt")?;
         if dry_run {
             return Err(KmsError::DryRun);
         }
-        self.seal(&k, ctx, plaintext)
+        self.seal(&k, mode, ctx, plaintext)
     }
 
-    /// Opens a ciphertext blob. `expected` is the caller's `KeyId`, if given: the blob must belong
-    /// to that key.
+    /// Opens a ciphertext. `expected` is the caller's `KeyId`, if given: a symmetric blob must
+    /// belong to that key, and an RSA ciphertext (which names no key) needs it.
     async fn open(
         &self,
         ciphertext: &[u8],
         ctx: &EncryptionContext,
         expected: Option<&KeyRef>,
         algorithm: Option<&str>,
-    ) -> Result<(Arc<LoadedKey>, u32, SecretBytes)> {
+        operation: &str,
+    ) -> Result<(Arc<LoadedKey>, u32, SecretBytes, EncryptionMode)> {
+        if let Some(expected) = expected {
+            let named = self.loaded_ref(expected).await?;
+            if named.spec.is_asymmetric() {
+                self.usable(&named.record)?;
+                let mode = self.encryption_mode(&named, algorithm, operation)?;
+                let EncryptionMode::Rsa(alg) = mode else {
+                    return Err(self.wrong_algorithm(&named.record, SYMMETRIC_DEFAULT));
+                };
+                no_context_for_asymmetric(ctx)?;
+                let plaintext = named
+                    .current()?
+                    .rsa_decrypt(alg, ciphertext)
+                    .map_err(|_| invalid_ciphertext())?;
+                let version = named.record.current_version;
+                return Ok((named, version, plaintext, mode));
+            }
+        }
         let header = blob::peek(ciphertext).map_err(|_| invalid_ciphertext())?;
         let key_id = uuid::Uuid::from_bytes(header.key_id)
             .hyphenated()
@@ -530,15 +687,16 @@ impl Kms {
             Err(e) => return Err(e),
         };
         self.usable(&k.record)?;
-        self.check_encrypt_algorithm(&k.record, algorithm)?;
+        let mode = self.encryption_mode(&k, algorithm, operation)?;
         let version = header.material_version;
         let material = version
             .checked_sub(1)
             .and_then(|i| k.materials.get(i as usize))
+            .and_then(KeyMaterial::symmetric)
             .ok_or_else(invalid_ciphertext)?;
         let aad = context::encode(ctx).map_err(|_| invalid_ciphertext())?;
         let plaintext = blob::open(material, ciphertext, &aad).map_err(|_| invalid_ciphertext())?;
-        Ok((k, version, plaintext))
+        Ok((k, version, plaintext, mode))
     }
 
     pub async fn decrypt(
@@ -549,7 +707,9 @@ impl Kms {
         algorithm: Option<&str>,
         dry_run: bool,
     ) -> Result<DecryptOutput> {
-        let (k, version, plaintext) = self.open(ciphertext, ctx, key, algorithm).await?;
+        let (k, version, plaintext, mode) = self
+            .open(ciphertext, ctx, key, algorithm, "Decrypt")
+            .await?;
         if dry_run {
             return Err(KmsError::DryRun);
         }
@@ -557,6 +717,7 @@ impl Kms {
             plaintext,
             key_arn: self.cfg.key_arn(&k.record.key_id),
             key_material_id: k.material_id(version),
+            algorithm: mode.name(),
         })
     }
 
@@ -572,22 +733,30 @@ impl Kms {
         destination_algorithm: Option<&str>,
         dry_run: bool,
     ) -> Result<ReEncryptOutput> {
-        let (src, version, plaintext) = self
-            .open(ciphertext, source_ctx, source_key, source_algorithm)
+        let (src, version, plaintext, source_mode) = self
+            .open(
+                ciphertext,
+                source_ctx,
+                source_key,
+                source_algorithm,
+                "ReEncrypt",
+            )
             .await?;
         let dst = self.loaded_ref(destination).await?;
         self.usable(&dst.record)?;
-        self.check_encrypt_algorithm(&dst.record, destination_algorithm)?;
+        let mode = self.encryption_mode(&dst, destination_algorithm, "ReEncrypt")?;
         if dry_run {
             return Err(KmsError::DryRun);
         }
-        let out = self.seal(&dst, destination_ctx, plaintext.expose())?;
+        let out = self.seal(&dst, mode, destination_ctx, plaintext.expose())?;
         Ok(ReEncryptOutput {
             ciphertext: out.ciphertext,
             source_key_arn: self.cfg.key_arn(&src.record.key_id),
             key_arn: out.key_arn,
             source_key_material_id: src.material_id(version),
             destination_key_material_id: out.key_material_id,
+            source_algorithm: source_mode.name(),
+            destination_algorithm: out.algorithm,
         })
     }
 
@@ -600,14 +769,24 @@ impl Kms {
         with_plaintext: bool,
         dry_run: bool,
     ) -> Result<DataKeyOutput> {
-        let k = self.loaded_ref(r).await?;
-        self.usable(&k.record)?;
-        self.check_encrypt_algorithm(&k.record, None)?;
+        let operation = if with_plaintext {
+            "GenerateDataKey"
+        } else {
+            "GenerateDataKeyWithoutPlaintext"
+        };
+        let k = self.usable_for(r, ENCRYPT_DECRYPT, operation).await?;
+        if k.spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} has key spec {}; {operation} needs a symmetric encryption key.",
+                self.cfg.key_arn(&k.record.key_id),
+                k.spec.as_str()
+            )));
+        }
         if dry_run {
             return Err(KmsError::DryRun);
         }
         let data_key = coffer_crypto::random_secret(number_of_bytes).map_err(internal)?;
-        let out = self.seal(&k, ctx, data_key.expose())?;
+        let out = self.seal(&k, EncryptionMode::Symmetric, ctx, data_key.expose())?;
         Ok(DataKeyOutput {
             plaintext: with_plaintext.then_some(data_key),
             ciphertext: out.ciphertext,
@@ -618,6 +797,144 @@ impl Kms {
 
     pub fn generate_random(&self, number_of_bytes: usize) -> Result<SecretBytes> {
         coffer_crypto::random_secret(number_of_bytes).map_err(internal)
+    }
+
+    /// GetPublicKey: the DER SubjectPublicKeyInfo of an asymmetric key.
+    pub async fn public_key(&self, r: &KeyRef) -> Result<PublicKeyOutput> {
+        let k = self.loaded_ref(r).await?;
+        self.usable(&k.record)?;
+        if !k.spec.is_asymmetric() {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} is not an asymmetric key; GetPublicKey needs an RSA or ECC key.",
+                self.cfg.key_arn(&k.record.key_id)
+            )));
+        }
+        let der = k.current()?.public_key_der().map_err(internal)?;
+        Ok(PublicKeyOutput {
+            key_arn: self.cfg.key_arn(&k.record.key_id),
+            public_key: der,
+            key_spec: k.record.key_spec.clone(),
+            key_usage: k.record.key_usage.clone(),
+            encryption_algorithms: encryption_algorithms(&k.record),
+            signing_algorithms: signing_algorithms(&k.record),
+        })
+    }
+
+    fn signing_algorithm(&self, k: &LoadedKey, name: &str) -> Result<SigningAlgorithm> {
+        SigningAlgorithm::parse(name)
+            .filter(|a| k.spec.signing_algorithms().contains(a))
+            .ok_or_else(|| self.wrong_algorithm(&k.record, name))
+    }
+
+    fn digest_length_error(alg: SigningAlgorithm) -> KmsError {
+        KmsError::Validation(format!(
+            "Digest is invalid length for algorithm {}.",
+            alg.as_str()
+        ))
+    }
+
+    /// Sign: a signature over `message`, or over a digest the caller computed (`is_digest`).
+    pub async fn sign(
+        &self,
+        r: &KeyRef,
+        message: &[u8],
+        is_digest: bool,
+        algorithm: &str,
+        dry_run: bool,
+    ) -> Result<(Vec<u8>, String)> {
+        let k = self.usable_for(r, "SIGN_VERIFY", "Sign").await?;
+        let alg = self.signing_algorithm(&k, algorithm)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let sig = k
+            .current()?
+            .sign(alg, message, is_digest)
+            .map_err(|e| match e {
+                UseError::DigestLength => Self::digest_length_error(alg),
+                other => internal(other),
+            })?;
+        Ok((sig, self.cfg.key_arn(&k.record.key_id)))
+    }
+
+    /// Verify: Ok with the key ARN when the signature is valid, KMSInvalidSignatureException when not.
+    pub async fn verify(
+        &self,
+        r: &KeyRef,
+        message: &[u8],
+        is_digest: bool,
+        signature: &[u8],
+        algorithm: &str,
+        dry_run: bool,
+    ) -> Result<String> {
+        let k = self.usable_for(r, "SIGN_VERIFY", "Verify").await?;
+        let alg = self.signing_algorithm(&k, algorithm)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let valid = k
+            .current()?
+            .verify(alg, message, is_digest, signature)
+            .map_err(|e| match e {
+                UseError::DigestLength => Self::digest_length_error(alg),
+                other => internal(other),
+            })?;
+        if !valid {
+            return Err(KmsError::InvalidSignature(String::new()));
+        }
+        Ok(self.cfg.key_arn(&k.record.key_id))
+    }
+
+    fn mac_algorithm(&self, k: &LoadedKey, name: &str) -> Result<MacAlgorithm> {
+        MacAlgorithm::parse(name)
+            .filter(|a| k.spec.mac_algorithm() == Some(*a))
+            .ok_or_else(|| self.wrong_algorithm(&k.record, name))
+    }
+
+    /// GenerateMac: the HMAC of `message` under an HMAC key.
+    pub async fn generate_mac(
+        &self,
+        r: &KeyRef,
+        message: &[u8],
+        algorithm: &str,
+        dry_run: bool,
+    ) -> Result<(Vec<u8>, String)> {
+        let k = self
+            .usable_for(r, "GENERATE_VERIFY_MAC", "GenerateMac")
+            .await?;
+        let alg = self.mac_algorithm(&k, algorithm)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let mac = k.current()?.mac(alg, message).map_err(internal)?;
+        Ok((mac, self.cfg.key_arn(&k.record.key_id)))
+    }
+
+    /// VerifyMac: Ok with the key ARN when the MAC matches (compared in constant time),
+    /// KMSInvalidMacException when not.
+    pub async fn verify_mac(
+        &self,
+        r: &KeyRef,
+        message: &[u8],
+        mac: &[u8],
+        algorithm: &str,
+        dry_run: bool,
+    ) -> Result<String> {
+        let k = self
+            .usable_for(r, "GENERATE_VERIFY_MAC", "VerifyMac")
+            .await?;
+        let alg = self.mac_algorithm(&k, algorithm)?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        if !k
+            .current()?
+            .verify_mac(alg, message, mac)
+            .map_err(internal)?
+        {
+            return Err(KmsError::InvalidMac(String::new()));
+        }
+        Ok(self.cfg.key_arn(&k.record.key_id))
     }
 
     // ---- aliases ----------------------------------------------------------------------------
@@ -863,7 +1180,9 @@ impl Kms {
     /// Adds a material version; new encryptions use it, old versions keep decrypting.
     async fn rotate_locked(&self, mut rec: KeyRecord, rotation_type: &str) -> Result<KeyRecord> {
         let version = rec.current_version + 1;
-        let material = self.new_material(&rec.key_id, version, Some(rotation_type))?;
+        let material = self
+            .new_material(&rec.key_id, spec_of(&rec)?, version, Some(rotation_type))
+            .await?;
         rec.current_version = version;
         self.meta.add_material(&rec, &material).await?;
         self.evict(&rec.key_id);

@@ -1,0 +1,690 @@
+//! Key material of every KMS key spec: generation, loading from its stored form, and the operations
+//! each spec allows (AES-GCM through [`crate::blob`], RSA-OAEP, RSA and ECDSA signatures, HMAC).
+//!
+//! Stored forms (always wrapped under the root key before they reach storage):
+//! - `SYMMETRIC_DEFAULT`: 32 raw bytes;
+//! - `HMAC_<n>`: n/8 raw bytes;
+//! - RSA and ECC: a PKCS#8 v1 `PrivateKeyInfo` in DER.
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use aws_lc_rs::{digest, hmac, rsa};
+
+use crate::{CryptoError, Key256, SecretBytes};
+
+/// The key specs Coffer creates, named as AWS names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeySpec {
+    SymmetricDefault,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EccNistP256,
+    EccNistP384,
+    EccNistP521,
+    EccSecgP256k1,
+    Hmac224,
+    Hmac256,
+    Hmac384,
+    Hmac512,
+}
+
+/// Signing algorithms, named as AWS names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    RsassaPssSha256,
+    RsassaPssSha384,
+    RsassaPssSha512,
+    RsassaPkcs1V15Sha256,
+    RsassaPkcs1V15Sha384,
+    RsassaPkcs1V15Sha512,
+    EcdsaSha256,
+    EcdsaSha384,
+    EcdsaSha512,
+}
+
+/// MAC algorithms, named as AWS names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacAlgorithm {
+    HmacSha224,
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+/// Asymmetric encryption algorithms, named as AWS names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RsaEncryptionAlgorithm {
+    RsaesOaepSha1,
+    RsaesOaepSha256,
+}
+
+macro_rules! aws_names {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            /// The AWS name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),* }
+            }
+
+            /// Parses an AWS name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($name => Some($ty::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+aws_names!(KeySpec {
+    SymmetricDefault => "SYMMETRIC_DEFAULT",
+    Rsa2048 => "RSA_2048",
+    Rsa3072 => "RSA_3072",
+    Rsa4096 => "RSA_4096",
+    EccNistP256 => "ECC_NIST_P256",
+    EccNistP384 => "ECC_NIST_P384",
+    EccNistP521 => "ECC_NIST_P521",
+    EccSecgP256k1 => "ECC_SECG_P256K1",
+    Hmac224 => "HMAC_224",
+    Hmac256 => "HMAC_256",
+    Hmac384 => "HMAC_384",
+    Hmac512 => "HMAC_512",
+});
+
+aws_names!(SigningAlgorithm {
+    RsassaPssSha256 => "RSASSA_PSS_SHA_256",
+    RsassaPssSha384 => "RSASSA_PSS_SHA_384",
+    RsassaPssSha512 => "RSASSA_PSS_SHA_512",
+    RsassaPkcs1V15Sha256 => "RSASSA_PKCS1_V1_5_SHA_256",
+    RsassaPkcs1V15Sha384 => "RSASSA_PKCS1_V1_5_SHA_384",
+    RsassaPkcs1V15Sha512 => "RSASSA_PKCS1_V1_5_SHA_512",
+    EcdsaSha256 => "ECDSA_SHA_256",
+    EcdsaSha384 => "ECDSA_SHA_384",
+    EcdsaSha512 => "ECDSA_SHA_512",
+});
+
+aws_names!(MacAlgorithm {
+    HmacSha224 => "HMAC_SHA_224",
+    HmacSha256 => "HMAC_SHA_256",
+    HmacSha384 => "HMAC_SHA_384",
+    HmacSha512 => "HMAC_SHA_512",
+});
+
+aws_names!(RsaEncryptionAlgorithm {
+    RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
+    RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+});
+
+const RSA_SIGNING: &[SigningAlgorithm] = &[
+    SigningAlgorithm::RsassaPssSha256,
+    SigningAlgorithm::RsassaPssSha384,
+    SigningAlgorithm::RsassaPssSha512,
+    SigningAlgorithm::RsassaPkcs1V15Sha256,
+    SigningAlgorithm::RsassaPkcs1V15Sha384,
+    SigningAlgorithm::RsassaPkcs1V15Sha512,
+];
+const RSA_ENCRYPTION: &[RsaEncryptionAlgorithm] = &[
+    RsaEncryptionAlgorithm::RsaesOaepSha1,
+    RsaEncryptionAlgorithm::RsaesOaepSha256,
+];
+
+impl KeySpec {
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096)
+    }
+
+    pub fn is_ecc(self) -> bool {
+        matches!(
+            self,
+            KeySpec::EccNistP256
+                | KeySpec::EccNistP384
+                | KeySpec::EccNistP521
+                | KeySpec::EccSecgP256k1
+        )
+    }
+
+    pub fn is_hmac(self) -> bool {
+        self.mac_algorithm().is_some()
+    }
+
+    pub fn is_asymmetric(self) -> bool {
+        self.is_rsa() || self.is_ecc()
+    }
+
+    /// The key usages AWS allows for this spec (the first is what CreateKey assumes by default).
+    pub fn key_usages(self) -> &'static [&'static str] {
+        match self {
+            KeySpec::SymmetricDefault => &["ENCRYPT_DECRYPT"],
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+                &["ENCRYPT_DECRYPT", "SIGN_VERIFY"]
+            }
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => &["SIGN_VERIFY"],
+            KeySpec::EccSecgP256k1 => &["SIGN_VERIFY"],
+            KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
+                &["GENERATE_VERIFY_MAC"]
+            }
+        }
+    }
+
+    /// Signing algorithms of a SIGN_VERIFY key of this spec.
+    pub fn signing_algorithms(self) -> &'static [SigningAlgorithm] {
+        match self {
+            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => RSA_SIGNING,
+            KeySpec::EccNistP256 | KeySpec::EccSecgP256k1 => &[SigningAlgorithm::EcdsaSha256],
+            KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
+            KeySpec::EccNistP521 => &[SigningAlgorithm::EcdsaSha512],
+            _ => &[],
+        }
+    }
+
+    /// Encryption algorithms of an ENCRYPT_DECRYPT RSA key of this spec.
+    pub fn rsa_encryption_algorithms(self) -> &'static [RsaEncryptionAlgorithm] {
+        if self.is_rsa() { RSA_ENCRYPTION } else { &[] }
+    }
+
+    pub fn mac_algorithm(self) -> Option<MacAlgorithm> {
+        match self {
+            KeySpec::Hmac224 => Some(MacAlgorithm::HmacSha224),
+            KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
+            KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
+            KeySpec::Hmac512 => Some(MacAlgorithm::HmacSha512),
+            _ => None,
+        }
+    }
+
+    fn rsa_size(self) -> Option<rsa::KeySize> {
+        match self {
+            KeySpec::Rsa2048 => Some(rsa::KeySize::Rsa2048),
+            KeySpec::Rsa3072 => Some(rsa::KeySize::Rsa3072),
+            KeySpec::Rsa4096 => Some(rsa::KeySize::Rsa4096),
+            _ => None,
+        }
+    }
+
+    fn ecdsa(
+        self,
+    ) -> Option<(
+        &'static signature::EcdsaSigningAlgorithm,
+        &'static signature::EcdsaVerificationAlgorithm,
+    )> {
+        match self {
+            KeySpec::EccNistP256 => Some((
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                &signature::ECDSA_P256_SHA256_ASN1,
+            )),
+            KeySpec::EccNistP384 => Some((
+                &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                &signature::ECDSA_P384_SHA384_ASN1,
+            )),
+            KeySpec::EccNistP521 => Some((
+                &signature::ECDSA_P521_SHA512_ASN1_SIGNING,
+                &signature::ECDSA_P521_SHA512_ASN1,
+            )),
+            KeySpec::EccSecgP256k1 => Some((
+                &signature::ECDSA_P256K1_SHA256_ASN1_SIGNING,
+                &signature::ECDSA_P256K1_SHA256_ASN1,
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl SigningAlgorithm {
+    /// The digest the algorithm signs, which is also the digest a DIGEST-type message must be.
+    pub fn digest(self) -> &'static digest::Algorithm {
+        use SigningAlgorithm as S;
+        match self {
+            S::RsassaPssSha256 | S::RsassaPkcs1V15Sha256 | S::EcdsaSha256 => &digest::SHA256,
+            S::RsassaPssSha384 | S::RsassaPkcs1V15Sha384 | S::EcdsaSha384 => &digest::SHA384,
+            S::RsassaPssSha512 | S::RsassaPkcs1V15Sha512 | S::EcdsaSha512 => &digest::SHA512,
+        }
+    }
+
+    fn rsa_encoding(
+        self,
+    ) -> Option<(
+        &'static signature::RsaSignatureEncoding,
+        &'static signature::RsaParameters,
+    )> {
+        use SigningAlgorithm as S;
+        match self {
+            S::RsassaPssSha256 => Some((
+                &signature::RSA_PSS_SHA256,
+                &signature::RSA_PSS_2048_8192_SHA256,
+            )),
+            S::RsassaPssSha384 => Some((
+                &signature::RSA_PSS_SHA384,
+                &signature::RSA_PSS_2048_8192_SHA384,
+            )),
+            S::RsassaPssSha512 => Some((
+                &signature::RSA_PSS_SHA512,
+                &signature::RSA_PSS_2048_8192_SHA512,
+            )),
+            S::RsassaPkcs1V15Sha256 => Some((
+                &signature::RSA_PKCS1_SHA256,
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+            )),
+            S::RsassaPkcs1V15Sha384 => Some((
+                &signature::RSA_PKCS1_SHA384,
+                &signature::RSA_PKCS1_2048_8192_SHA384,
+            )),
+            S::RsassaPkcs1V15Sha512 => Some((
+                &signature::RSA_PKCS1_SHA512,
+                &signature::RSA_PKCS1_2048_8192_SHA512,
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl MacAlgorithm {
+    fn hmac(self) -> hmac::Algorithm {
+        match self {
+            MacAlgorithm::HmacSha224 => hmac::HMAC_SHA224,
+            MacAlgorithm::HmacSha256 => hmac::HMAC_SHA256,
+            MacAlgorithm::HmacSha384 => hmac::HMAC_SHA384,
+            MacAlgorithm::HmacSha512 => hmac::HMAC_SHA512,
+        }
+    }
+
+    /// Key length in bytes of the HMAC key spec that uses this algorithm.
+    fn key_len(self) -> usize {
+        match self {
+            MacAlgorithm::HmacSha224 => 28,
+            MacAlgorithm::HmacSha256 => 32,
+            MacAlgorithm::HmacSha384 => 48,
+            MacAlgorithm::HmacSha512 => 64,
+        }
+    }
+}
+
+impl RsaEncryptionAlgorithm {
+    fn oaep(self) -> &'static rsa::OaepAlgorithm {
+        match self {
+            RsaEncryptionAlgorithm::RsaesOaepSha1 => &rsa::OAEP_SHA1_MGF1SHA1,
+            RsaEncryptionAlgorithm::RsaesOaepSha256 => &rsa::OAEP_SHA256_MGF1SHA256,
+        }
+    }
+}
+
+/// Generates new material for `spec`, in its stored form.
+pub fn generate(spec: KeySpec) -> Result<SecretBytes, CryptoError> {
+    if let Some(size) = spec.rsa_size() {
+        let kp = RsaKeyPair::generate(size).map_err(|_| CryptoError::Unspecified)?;
+        let der: Pkcs8V1Der<'static> = kp.as_der().map_err(|_| CryptoError::Unspecified)?;
+        return Ok(SecretBytes::new(der.as_ref().to_vec()));
+    }
+    if let Some((alg, _)) = spec.ecdsa() {
+        let kp = EcdsaKeyPair::generate(alg).map_err(|_| CryptoError::Unspecified)?;
+        let doc = kp.to_pkcs8v1().map_err(|_| CryptoError::Unspecified)?;
+        return Ok(SecretBytes::new(doc.as_ref().to_vec()));
+    }
+    if let Some(mac) = spec.mac_algorithm() {
+        return crate::random_secret(mac.key_len());
+    }
+    crate::random_secret(32)
+}
+
+/// Loaded key material, ready to use.
+pub enum KeyMaterial {
+    Symmetric(Key256),
+    Hmac {
+        algorithm: MacAlgorithm,
+        // Boxed: aws-lc's HMAC key holds precomputed inner and outer states (~1 KiB).
+        key: Box<hmac::Key>,
+    },
+    Rsa {
+        spec: KeySpec,
+        signing: RsaKeyPair,
+        decrypting: rsa::OaepPrivateDecryptingKey,
+        encrypting: rsa::OaepPublicEncryptingKey,
+    },
+    Ecdsa {
+        spec: KeySpec,
+        key: EcdsaKeyPair,
+    },
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            KeyMaterial::Symmetric(_) => "Symmetric",
+            KeyMaterial::Hmac { .. } => "Hmac",
+            KeyMaterial::Rsa { .. } => "Rsa",
+            KeyMaterial::Ecdsa { .. } => "Ecdsa",
+        };
+        write!(f, "KeyMaterial::{kind}([redacted])")
+    }
+}
+
+/// A failed signature or MAC check, or input the algorithm cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UseError {
+    /// The key cannot do this (wrong spec for the algorithm).
+    #[error("the algorithm does not fit the key")]
+    WrongAlgorithm,
+    /// A DIGEST message whose length is not the algorithm's digest length.
+    #[error("the digest length does not match the algorithm")]
+    DigestLength,
+    /// The plaintext is longer than the algorithm allows for this key size.
+    #[error("the plaintext is too long for this key and algorithm")]
+    TooLong,
+    /// Decryption failed (wrong key, algorithm, or tampered ciphertext).
+    #[error("decryption failed")]
+    Decrypt,
+    #[error("cryptographic operation failed")]
+    Unspecified,
+}
+
+impl KeyMaterial {
+    /// Loads material of `spec` from its stored form.
+    pub fn load(spec: KeySpec, stored: &[u8]) -> Result<Self, CryptoError> {
+        if spec.is_rsa() {
+            let signing =
+                RsaKeyPair::from_pkcs8(stored).map_err(|_| CryptoError::Malformed("RSA key"))?;
+            let private = rsa::PrivateDecryptingKey::from_pkcs8(stored)
+                .map_err(|_| CryptoError::Malformed("RSA key"))?;
+            let encrypting = rsa::OaepPublicEncryptingKey::new(private.public_key())
+                .map_err(|_| CryptoError::Malformed("RSA key"))?;
+            let decrypting = rsa::OaepPrivateDecryptingKey::new(private)
+                .map_err(|_| CryptoError::Malformed("RSA key"))?;
+            return Ok(KeyMaterial::Rsa {
+                spec,
+                signing,
+                decrypting,
+                encrypting,
+            });
+        }
+        if let Some((alg, _)) = spec.ecdsa() {
+            let key = EcdsaKeyPair::from_pkcs8(alg, stored)
+                .map_err(|_| CryptoError::Malformed("ECC key"))?;
+            return Ok(KeyMaterial::Ecdsa { spec, key });
+        }
+        if let Some(algorithm) = spec.mac_algorithm() {
+            if stored.len() != algorithm.key_len() {
+                return Err(CryptoError::Malformed("HMAC key"));
+            }
+            return Ok(KeyMaterial::Hmac {
+                algorithm,
+                key: Box::new(hmac::Key::new(algorithm.hmac(), stored)),
+            });
+        }
+        Ok(KeyMaterial::Symmetric(Key256::from_slice(stored)?))
+    }
+
+    /// The AES key of a symmetric key, if this is one.
+    pub fn symmetric(&self) -> Option<&Key256> {
+        match self {
+            KeyMaterial::Symmetric(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The DER SubjectPublicKeyInfo of an asymmetric key.
+    pub fn public_key_der(&self) -> Result<Vec<u8>, UseError> {
+        let der: PublicKeyX509Der<'static> = match self {
+            KeyMaterial::Rsa { signing, .. } => signing.public_key().as_der(),
+            KeyMaterial::Ecdsa { key, .. } => key.public_key().as_der(),
+            _ => return Err(UseError::WrongAlgorithm),
+        }
+        .map_err(|_| UseError::Unspecified)?;
+        Ok(der.as_ref().to_vec())
+    }
+
+    fn digest_of(
+        alg: SigningAlgorithm,
+        message: &[u8],
+        is_digest: bool,
+    ) -> Result<digest::Digest, UseError> {
+        if is_digest {
+            digest::Digest::import_less_safe(message, alg.digest())
+                .map_err(|_| UseError::DigestLength)
+        } else {
+            Ok(digest::digest(alg.digest(), message))
+        }
+    }
+
+    /// Signs `message` (or, with `is_digest`, a digest already computed by the caller).
+    pub fn sign(
+        &self,
+        alg: SigningAlgorithm,
+        message: &[u8],
+        is_digest: bool,
+    ) -> Result<Vec<u8>, UseError> {
+        let d = Self::digest_of(alg, message, is_digest)?;
+        match self {
+            KeyMaterial::Rsa { spec, signing, .. } if spec.signing_algorithms().contains(&alg) => {
+                let (encoding, _) = alg.rsa_encoding().ok_or(UseError::WrongAlgorithm)?;
+                let mut sig = vec![0u8; signing.public_modulus_len()];
+                signing
+                    .sign_digest(encoding, &d, &mut sig)
+                    .map_err(|_| UseError::Unspecified)?;
+                Ok(sig)
+            }
+            KeyMaterial::Ecdsa { spec, key } if spec.signing_algorithms().contains(&alg) => Ok(key
+                .sign_digest(&d)
+                .map_err(|_| UseError::Unspecified)?
+                .as_ref()
+                .to_vec()),
+            _ => Err(UseError::WrongAlgorithm),
+        }
+    }
+
+    /// Checks a signature made by [`KeyMaterial::sign`] or by anyone holding the private key.
+    pub fn verify(
+        &self,
+        alg: SigningAlgorithm,
+        message: &[u8],
+        is_digest: bool,
+        sig: &[u8],
+    ) -> Result<bool, UseError> {
+        let d = Self::digest_of(alg, message, is_digest)?;
+        let ok = match self {
+            KeyMaterial::Rsa { spec, signing, .. } if spec.signing_algorithms().contains(&alg) => {
+                let (_, params) = alg.rsa_encoding().ok_or(UseError::WrongAlgorithm)?;
+                signature::UnparsedPublicKey::new(params, signing.public_key().as_ref())
+                    .verify_digest(&d, sig)
+                    .is_ok()
+            }
+            KeyMaterial::Ecdsa { spec, key } if spec.signing_algorithms().contains(&alg) => {
+                let (_, verification) = spec.ecdsa().ok_or(UseError::WrongAlgorithm)?;
+                signature::UnparsedPublicKey::new(verification, key.public_key().as_ref())
+                    .verify_digest(&d, sig)
+                    .is_ok()
+            }
+            _ => return Err(UseError::WrongAlgorithm),
+        };
+        Ok(ok)
+    }
+
+    /// HMAC of `message`.
+    pub fn mac(&self, alg: MacAlgorithm, message: &[u8]) -> Result<Vec<u8>, UseError> {
+        match self {
+            KeyMaterial::Hmac { algorithm, key } if *algorithm == alg => {
+                Ok(hmac::sign(key, message).as_ref().to_vec())
+            }
+            _ => Err(UseError::WrongAlgorithm),
+        }
+    }
+
+    /// Checks an HMAC in constant time.
+    pub fn verify_mac(
+        &self,
+        alg: MacAlgorithm,
+        message: &[u8],
+        mac: &[u8],
+    ) -> Result<bool, UseError> {
+        match self {
+            KeyMaterial::Hmac { algorithm, key } if *algorithm == alg => {
+                Ok(hmac::verify(key, message, mac).is_ok())
+            }
+            _ => Err(UseError::WrongAlgorithm),
+        }
+    }
+
+    /// RSA-OAEP encryption with the public half of an RSA key.
+    pub fn rsa_encrypt(
+        &self,
+        alg: RsaEncryptionAlgorithm,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, UseError> {
+        let KeyMaterial::Rsa {
+            encrypting: public, ..
+        } = self
+        else {
+            return Err(UseError::WrongAlgorithm);
+        };
+        if plaintext.len() > public.max_plaintext_size(alg.oaep()) {
+            return Err(UseError::TooLong);
+        }
+        let mut out = vec![0u8; public.ciphertext_size()];
+        let n = public
+            .encrypt(alg.oaep(), plaintext, &mut out, None)
+            .map_err(|_| UseError::Unspecified)?
+            .len();
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// RSA-OAEP decryption.
+    pub fn rsa_decrypt(
+        &self,
+        alg: RsaEncryptionAlgorithm,
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes, UseError> {
+        let KeyMaterial::Rsa { decrypting, .. } = self else {
+            return Err(UseError::WrongAlgorithm);
+        };
+        let mut out = SecretBytes::zeroed(decrypting.min_output_size());
+        let n = decrypting
+            .decrypt(alg.oaep(), ciphertext, out.expose_mut(), None)
+            .map_err(|_| UseError::Decrypt)?
+            .len();
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Largest plaintext RSA-OAEP accepts for this key and algorithm.
+    pub fn rsa_max_plaintext(&self, alg: RsaEncryptionAlgorithm) -> Option<usize> {
+        let KeyMaterial::Rsa { encrypting, .. } = self else {
+            return None;
+        };
+        Some(encrypting.max_plaintext_size(alg.oaep()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signing_spec_signs_and_verifies_raw_and_digest() {
+        for spec in [
+            KeySpec::EccNistP256,
+            KeySpec::EccNistP384,
+            KeySpec::EccNistP521,
+            KeySpec::EccSecgP256k1,
+            KeySpec::Rsa2048,
+        ] {
+            let stored = generate(spec).expect("generate");
+            let m = KeyMaterial::load(spec, stored.expose()).expect("load");
+            assert!(!m.public_key_der().expect("spki").is_empty());
+            for &alg in spec.signing_algorithms() {
+                let sig = m.sign(alg, b"message", false).expect("sign");
+                assert!(
+                    m.verify(alg, b"message", false, &sig).expect("verify"),
+                    "{spec:?} {alg:?}"
+                );
+                assert!(!m.verify(alg, b"messagE", false, &sig).expect("verify"));
+                let d = digest::digest(alg.digest(), b"message");
+                assert!(
+                    m.verify(alg, d.as_ref(), true, &sig)
+                        .expect("digest verify"),
+                    "{spec:?} {alg:?} digest"
+                );
+                let sig2 = m.sign(alg, d.as_ref(), true).expect("sign digest");
+                assert!(m.verify(alg, b"message", false, &sig2).expect("verify"));
+                assert_eq!(
+                    m.sign(alg, b"short", true).unwrap_err(),
+                    UseError::DigestLength
+                );
+            }
+            let wrong = if spec.is_rsa() {
+                SigningAlgorithm::EcdsaSha256
+            } else {
+                SigningAlgorithm::RsassaPssSha256
+            };
+            assert_eq!(
+                m.sign(wrong, b"m", false).unwrap_err(),
+                UseError::WrongAlgorithm
+            );
+        }
+    }
+
+    #[test]
+    fn hmac_and_rsa_encryption() {
+        let stored = generate(KeySpec::Hmac384).expect("generate");
+        assert_eq!(stored.len(), 48);
+        let m = KeyMaterial::load(KeySpec::Hmac384, stored.expose()).expect("load");
+        let tag = m.mac(MacAlgorithm::HmacSha384, b"data").expect("mac");
+        assert_eq!(tag.len(), 48);
+        assert!(
+            m.verify_mac(MacAlgorithm::HmacSha384, b"data", &tag)
+                .expect("verify")
+        );
+        assert!(
+            !m.verify_mac(MacAlgorithm::HmacSha384, b"datA", &tag)
+                .expect("verify")
+        );
+        assert_eq!(
+            m.mac(MacAlgorithm::HmacSha256, b"data").unwrap_err(),
+            UseError::WrongAlgorithm
+        );
+
+        let stored = generate(KeySpec::Rsa2048).expect("generate");
+        let m = KeyMaterial::load(KeySpec::Rsa2048, stored.expose()).expect("load");
+        for alg in RsaEncryptionAlgorithm::ALL {
+            let ct = m.rsa_encrypt(*alg, b"secret").expect("encrypt");
+            assert_eq!(ct.len(), 256);
+            assert_eq!(
+                m.rsa_decrypt(*alg, &ct).expect("decrypt").expose(),
+                b"secret"
+            );
+            let other = if *alg == RsaEncryptionAlgorithm::RsaesOaepSha1 {
+                RsaEncryptionAlgorithm::RsaesOaepSha256
+            } else {
+                RsaEncryptionAlgorithm::RsaesOaepSha1
+            };
+            assert!(m.rsa_decrypt(other, &ct).is_err());
+        }
+        let max = m
+            .rsa_max_plaintext(RsaEncryptionAlgorithm::RsaesOaepSha256)
+            .expect("rsa");
+        assert_eq!(max, 256 - 2 * 32 - 2);
+        assert_eq!(
+            m.rsa_encrypt(RsaEncryptionAlgorithm::RsaesOaepSha256, &vec![0; max + 1])
+                .unwrap_err(),
+            UseError::TooLong
+        );
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in KeySpec::ALL {
+            assert_eq!(KeySpec::parse(s.as_str()), Some(*s));
+        }
+        for a in SigningAlgorithm::ALL {
+            assert_eq!(SigningAlgorithm::parse(a.as_str()), Some(*a));
+        }
+        assert_eq!(KeySpec::parse("SM2"), None);
+    }
+
+    #[test]
+    fn stored_forms_are_checked() {
+        assert!(KeyMaterial::load(KeySpec::Hmac256, &[0; 31]).is_err());
+        assert!(KeyMaterial::load(KeySpec::EccNistP256, b"not der").is_err());
+        assert!(KeyMaterial::load(KeySpec::Rsa2048, b"not der").is_err());
+        assert!(KeyMaterial::load(KeySpec::SymmetricDefault, &[0; 16]).is_err());
+    }
+}
