@@ -235,3 +235,62 @@ def test_hmac_keys(kms):
     assert code(e) == "InvalidKeyUsageException"
     other = kms.create_key(KeySpec="HMAC_512", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
     assert kms.generate_mac(KeyId=other, Message=b"data", MacAlgorithm="HMAC_SHA_512")["Mac"] != out["Mac"]
+
+
+def test_derive_shared_secret_matches_local_ecdh(kms):
+    for spec, curve in (("ECC_NIST_P256", ec.SECP256R1()), ("ECC_NIST_P384", ec.SECP384R1()), ("ECC_NIST_P521", ec.SECP521R1())):
+        md = kms.create_key(KeySpec=spec, KeyUsage="KEY_AGREEMENT")["KeyMetadata"]
+        assert md["KeyAgreementAlgorithms"] == ["ECDH"] and "SigningAlgorithms" not in md
+        pub = kms.get_public_key(KeyId=md["KeyId"])
+        assert pub["KeyAgreementAlgorithms"] == ["ECDH"]
+        ours = serialization.load_der_public_key(pub["PublicKey"])
+        peer = ec.generate_private_key(curve)
+        peer_der = peer.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        out = kms.derive_shared_secret(KeyId=md["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=peer_der)
+        assert out["SharedSecret"] == peer.exchange(ec.ECDH(), ours)
+        assert out["KeyId"] == md["Arn"] and out["KeyOrigin"] == "AWS_KMS"
+        with pytest.raises(ClientError) as e:
+            kms.derive_shared_secret(KeyId=md["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=b"not a key")
+        assert code(e) == "ValidationException"
+        with pytest.raises(ClientError) as e:
+            kms.sign(KeyId=md["KeyId"], Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+        assert code(e) == "InvalidKeyUsageException"
+    wrong_curve = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(ClientError) as e:
+        kms.derive_shared_secret(KeyId=md["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=wrong_curve)
+    assert code(e) == "ValidationException"
+    signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as e:
+        kms.derive_shared_secret(KeyId=signer, KeyAgreementAlgorithm="ECDH", PublicKey=wrong_curve)
+    assert code(e) == "InvalidKeyUsageException"
+
+
+def test_generate_data_key_pair(kms):
+    cmk = kms.create_key()["KeyMetadata"]
+    for spec in ("ECC_NIST_P256", "ECC_SECG_P256K1", "RSA_2048"):
+        out = kms.generate_data_key_pair(KeyId=cmk["KeyId"], KeyPairSpec=spec, EncryptionContext={"pair": spec})
+        assert out["KeyPairSpec"] == spec and out["KeyId"] == cmk["Arn"]
+        private = serialization.load_der_private_key(out["PrivateKeyPlaintext"], password=None)
+        public = serialization.load_der_public_key(out["PublicKey"])
+        assert private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) == out["PublicKey"]
+        # The sealed private key opens to the same PKCS#8, under the same context only.
+        opened = kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"], EncryptionContext={"pair": spec})
+        assert opened["Plaintext"] == out["PrivateKeyPlaintext"]
+        with pytest.raises(ClientError) as e:
+            kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"])
+        assert code(e) == "InvalidCiphertextException"
+        if spec.startswith("ECC"):
+            sig = private.sign(b"m", ec.ECDSA(hashes.SHA256()))
+            public.verify(sig, b"m", ec.ECDSA(hashes.SHA256()))
+    out = kms.generate_data_key_pair_without_plaintext(KeyId=cmk["KeyId"], KeyPairSpec="ECC_NIST_P384")
+    assert "PrivateKeyPlaintext" not in out and out["PublicKey"]
+    private = serialization.load_der_private_key(kms.decrypt(CiphertextBlob=out["PrivateKeyCiphertextBlob"])["Plaintext"], password=None)
+    assert private.curve.name == "secp384r1"
+    with pytest.raises(ClientError) as e:
+        kms.generate_data_key_pair(KeyId=cmk["KeyId"], KeyPairSpec="SM2")
+    assert code(e) == "UnsupportedOperationException"
+    signer = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as e:
+        kms.generate_data_key_pair(KeyId=signer, KeyPairSpec="ECC_NIST_P256")
+    assert code(e) == "InvalidKeyUsageException"

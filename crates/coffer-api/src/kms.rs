@@ -69,6 +69,9 @@ operations!(
     Verify,
     GenerateMac,
     VerifyMac,
+    DeriveSharedSecret,
+    GenerateDataKeyPair,
+    GenerateDataKeyPairWithoutPlaintext,
 );
 
 /// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
@@ -79,11 +82,8 @@ const NOT_YET: &[&str] = &[
     "CreateGrant",
     "DeleteCustomKeyStore",
     "DeleteImportedKeyMaterial",
-    "DeriveSharedSecret",
     "DescribeCustomKeyStores",
     "DisconnectCustomKeyStore",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
     "GetKeyLastUsage",
     "GetKeyPolicy",
     "GetParametersForImport",
@@ -231,6 +231,24 @@ const MAC_ALGORITHMS: &[&str] = &[
     "HMAC_SHA_384",
     "HMAC_SHA_512",
 ];
+const KEY_PAIR_SPECS: &[&str] = &[
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "SM2",
+    "ECC_NIST_EDWARDS25519",
+];
+
+fn recipient_unsupported() -> ApiError {
+    ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
+        "Coffer does not support the Recipient parameter (Nitro Enclaves attestation).".into(),
+    ))
+}
+
 const KEY_USAGES: &[&str] = &[
     "SIGN_VERIFY",
     "ENCRYPT_DECRYPT",
@@ -273,6 +291,7 @@ fn key_metadata(m: &KeyMetadata) -> Value {
         ("EncryptionAlgorithms", &m.encryption_algorithms),
         ("SigningAlgorithms", &m.signing_algorithms),
         ("MacAlgorithms", &m.mac_algorithms),
+        ("KeyAgreementAlgorithms", &m.key_agreement_algorithms),
     ] {
         if !list.is_empty() {
             o.insert(name.into(), json!(list));
@@ -507,10 +526,7 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             );
             c.finish()?;
             if r.recipient.is_some() {
-                return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
-                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation)."
-                        .into(),
-                )));
+                return Err(recipient_unsupported());
             }
             let key = opt_key_ref(kms, r.key_id.as_deref())?;
             let blob = r.ciphertext_blob.map(|b| b.0).unwrap_or_default();
@@ -623,10 +639,7 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
             if r.recipient.is_some() {
-                return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
-                    "Coffer does not support the Recipient parameter (Nitro Enclaves attestation)."
-                        .into(),
-                )));
+                return Err(recipient_unsupported());
             }
             let n = match (r.number_of_bytes, r.key_spec.as_deref()) {
                 (Some(n), None) => n as usize,
@@ -959,6 +972,12 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             if !out.signing_algorithms.is_empty() {
                 o.insert("SigningAlgorithms".into(), json!(out.signing_algorithms));
             }
+            if !out.key_agreement_algorithms.is_empty() {
+                o.insert(
+                    "KeyAgreementAlgorithms".into(),
+                    json!(out.key_agreement_algorithms),
+                );
+            }
             Ok(Value::Object(o))
         }
         O::Sign | O::Verify => {
@@ -1078,6 +1097,98 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                     .await?;
                 Ok(json!({ "KeyId": arn, "MacValid": true, "MacAlgorithm": algorithm }))
             }
+        }
+        O::DeriveSharedSecret => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                key_agreement_algorithm: Option<String>,
+                public_key: Option<Blob>,
+                grant_tokens: Option<Vec<String>>,
+                dry_run: Option<bool>,
+                recipient: Option<Value>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("KeyAgreementAlgorithm", &r.key_agreement_algorithm);
+            c.required("PublicKey", &r.public_key);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.one_of(
+                "KeyAgreementAlgorithm",
+                r.key_agreement_algorithm.as_deref(),
+                &["ECDH"],
+            );
+            c.blob_len(
+                "PublicKey",
+                r.public_key.as_ref().map(|p| p.0.len()),
+                1,
+                8192,
+            );
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            if r.recipient.is_some() {
+                return Err(recipient_unsupported());
+            }
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let peer = r.public_key.map(|p| p.0).unwrap_or_default();
+            let (secret, arn, origin) = kms
+                .derive_shared_secret(&key, "ECDH", &peer, r.dry_run.unwrap_or(false))
+                .await?;
+            Ok(json!({
+                "KeyId": arn,
+                "SharedSecret": b64(secret.expose()),
+                "KeyAgreementAlgorithm": "ECDH",
+                "KeyOrigin": origin,
+            }))
+        }
+        O::GenerateDataKeyPair | O::GenerateDataKeyPairWithoutPlaintext => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                key_pair_spec: Option<String>,
+                encryption_context: Option<Context>,
+                grant_tokens: Option<Vec<String>>,
+                dry_run: Option<bool>,
+                recipient: Option<Value>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("KeyPairSpec", &r.key_pair_spec);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.one_of("KeyPairSpec", r.key_pair_spec.as_deref(), KEY_PAIR_SPECS);
+            c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            c.finish()?;
+            if r.recipient.is_some() {
+                return Err(recipient_unsupported());
+            }
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let out = kms
+                .generate_data_key_pair(
+                    &key,
+                    &r.encryption_context.unwrap_or_default(),
+                    r.key_pair_spec.as_deref().unwrap_or_default(),
+                    op == O::GenerateDataKeyPair,
+                    r.dry_run.unwrap_or(false),
+                )
+                .await?;
+            let mut o = Map::new();
+            o.insert(
+                "PrivateKeyCiphertextBlob".into(),
+                b64(&out.private_key_ciphertext),
+            );
+            if let Some(p) = &out.private_key_plaintext {
+                o.insert("PrivateKeyPlaintext".into(), b64(p.expose()));
+            }
+            o.insert("PublicKey".into(), b64(&out.public_key));
+            o.insert("KeyId".into(), json!(out.key_arn));
+            o.insert("KeyPairSpec".into(), json!(out.key_pair_spec));
+            o.insert("KeyMaterialId".into(), json!(out.key_material_id));
+            Ok(Value::Object(o))
         }
         O::ListKeyRotations => {
             #[derive(Deserialize)]

@@ -8,7 +8,7 @@
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
-use aws_lc_rs::{digest, hmac, rsa};
+use aws_lc_rs::{agreement, digest, hmac, rsa};
 
 use crate::{CryptoError, Key256, SecretBytes};
 
@@ -159,7 +159,9 @@ impl KeySpec {
             KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
                 &["ENCRYPT_DECRYPT", "SIGN_VERIFY"]
             }
-            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => &["SIGN_VERIFY"],
+            KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
+                &["SIGN_VERIFY", "KEY_AGREEMENT"]
+            }
             KeySpec::EccSecgP256k1 => &["SIGN_VERIFY"],
             KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
                 &["GENERATE_VERIFY_MAC"]
@@ -189,6 +191,15 @@ impl KeySpec {
             KeySpec::Hmac256 => Some(MacAlgorithm::HmacSha256),
             KeySpec::Hmac384 => Some(MacAlgorithm::HmacSha384),
             KeySpec::Hmac512 => Some(MacAlgorithm::HmacSha512),
+            _ => None,
+        }
+    }
+
+    fn ecdh(self) -> Option<&'static agreement::Algorithm> {
+        match self {
+            KeySpec::EccNistP256 => Some(&agreement::ECDH_P256),
+            KeySpec::EccNistP384 => Some(&agreement::ECDH_P384),
+            KeySpec::EccNistP521 => Some(&agreement::ECDH_P521),
             _ => None,
         }
     }
@@ -343,6 +354,8 @@ pub enum KeyMaterial {
     Ecdsa {
         spec: KeySpec,
         key: EcdsaKeyPair,
+        /// The same private key for ECDH, on the NIST curves.
+        agreement: Option<agreement::PrivateKey>,
     },
 }
 
@@ -361,6 +374,9 @@ impl std::fmt::Debug for KeyMaterial {
 /// A failed signature or MAC check, or input the algorithm cannot take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UseError {
+    /// The peer's public key is not a valid key on this key's curve.
+    #[error("the public key is not a valid key for this curve")]
+    BadPublicKey,
     /// The key cannot do this (wrong spec for the algorithm).
     #[error("the algorithm does not fit the key")]
     WrongAlgorithm,
@@ -399,7 +415,18 @@ impl KeyMaterial {
         if let Some((alg, _)) = spec.ecdsa() {
             let key = EcdsaKeyPair::from_pkcs8(alg, stored)
                 .map_err(|_| CryptoError::Malformed("ECC key"))?;
-            return Ok(KeyMaterial::Ecdsa { spec, key });
+            let agreement = match spec.ecdh() {
+                Some(alg) => Some(
+                    agreement::PrivateKey::from_private_key_der(alg, stored)
+                        .map_err(|_| CryptoError::Malformed("ECC key"))?,
+                ),
+                None => None,
+            };
+            return Ok(KeyMaterial::Ecdsa {
+                spec,
+                key,
+                agreement,
+            });
         }
         if let Some(algorithm) = spec.mac_algorithm() {
             if stored.len() != algorithm.key_len() {
@@ -462,11 +489,13 @@ impl KeyMaterial {
                     .map_err(|_| UseError::Unspecified)?;
                 Ok(sig)
             }
-            KeyMaterial::Ecdsa { spec, key } if spec.signing_algorithms().contains(&alg) => Ok(key
-                .sign_digest(&d)
-                .map_err(|_| UseError::Unspecified)?
-                .as_ref()
-                .to_vec()),
+            KeyMaterial::Ecdsa { spec, key, .. } if spec.signing_algorithms().contains(&alg) => {
+                Ok(key
+                    .sign_digest(&d)
+                    .map_err(|_| UseError::Unspecified)?
+                    .as_ref()
+                    .to_vec())
+            }
             _ => Err(UseError::WrongAlgorithm),
         }
     }
@@ -487,7 +516,7 @@ impl KeyMaterial {
                     .verify_digest(&d, sig)
                     .is_ok()
             }
-            KeyMaterial::Ecdsa { spec, key } if spec.signing_algorithms().contains(&alg) => {
+            KeyMaterial::Ecdsa { spec, key, .. } if spec.signing_algorithms().contains(&alg) => {
                 let (_, verification) = spec.ecdsa().ok_or(UseError::WrongAlgorithm)?;
                 signature::UnparsedPublicKey::new(verification, key.public_key().as_ref())
                     .verify_digest(&d, sig)
@@ -521,6 +550,24 @@ impl KeyMaterial {
             }
             _ => Err(UseError::WrongAlgorithm),
         }
+    }
+
+    /// ECDH: the raw shared secret (the x coordinate) with a peer's DER SubjectPublicKeyInfo.
+    pub fn derive_shared_secret(
+        &self,
+        peer_public_key_der: &[u8],
+    ) -> Result<SecretBytes, UseError> {
+        let KeyMaterial::Ecdsa {
+            agreement: Some(private),
+            ..
+        } = self
+        else {
+            return Err(UseError::WrongAlgorithm);
+        };
+        let peer = agreement::UnparsedPublicKey::new(private.algorithm(), peer_public_key_der);
+        agreement::agree(private, peer, UseError::BadPublicKey, |secret| {
+            Ok(SecretBytes::new(secret.to_vec()))
+        })
     }
 
     /// RSA-OAEP encryption with the public half of an RSA key.
@@ -666,6 +713,36 @@ mod tests {
             m.rsa_encrypt(RsaEncryptionAlgorithm::RsaesOaepSha256, &vec![0; max + 1])
                 .unwrap_err(),
             UseError::TooLong
+        );
+    }
+
+    #[test]
+    fn ecdh_agrees_with_a_peer() {
+        let stored = generate(KeySpec::EccNistP384).expect("generate");
+        let ours = KeyMaterial::load(KeySpec::EccNistP384, stored.expose()).expect("load");
+        let peer_stored = generate(KeySpec::EccNistP384).expect("generate");
+        let peer = KeyMaterial::load(KeySpec::EccNistP384, peer_stored.expose()).expect("load");
+        let a = ours
+            .derive_shared_secret(&peer.public_key_der().expect("spki"))
+            .expect("agree");
+        let b = peer
+            .derive_shared_secret(&ours.public_key_der().expect("spki"))
+            .expect("agree");
+        assert_eq!(a.expose(), b.expose());
+        assert_eq!(a.len(), 48);
+        let p256 = KeyMaterial::load(
+            KeySpec::EccNistP256,
+            generate(KeySpec::EccNistP256).expect("g").expose(),
+        )
+        .expect("load");
+        assert_eq!(
+            ours.derive_shared_secret(&p256.public_key_der().expect("spki"))
+                .unwrap_err(),
+            UseError::BadPublicKey
+        );
+        assert_eq!(
+            ours.derive_shared_secret(b"junk").unwrap_err(),
+            UseError::BadPublicKey
         );
     }
 

@@ -37,6 +37,7 @@ pub struct KeyMetadata {
     pub encryption_algorithms: Vec<&'static str>,
     pub signing_algorithms: Vec<&'static str>,
     pub mac_algorithms: Vec<&'static str>,
+    pub key_agreement_algorithms: Vec<&'static str>,
     pub multi_region: bool,
     pub current_key_material_id: String,
 }
@@ -89,6 +90,20 @@ pub struct PublicKeyOutput {
     pub key_usage: String,
     pub encryption_algorithms: Vec<&'static str>,
     pub signing_algorithms: Vec<&'static str>,
+    pub key_agreement_algorithms: Vec<&'static str>,
+}
+
+/// GenerateDataKeyPair's answer.
+#[derive(Debug)]
+pub struct DataKeyPairOutput {
+    /// PKCS#8 DER; `None` for GenerateDataKeyPairWithoutPlaintext.
+    pub private_key_plaintext: Option<SecretBytes>,
+    pub private_key_ciphertext: Vec<u8>,
+    /// DER SubjectPublicKeyInfo.
+    pub public_key: Vec<u8>,
+    pub key_arn: String,
+    pub key_pair_spec: &'static str,
+    pub key_material_id: String,
 }
 
 #[derive(Debug)]

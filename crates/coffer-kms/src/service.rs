@@ -151,6 +151,14 @@ fn signing_algorithms(rec: &KeyRecord) -> Vec<&'static str> {
     }
 }
 
+fn key_agreement_algorithms(rec: &KeyRecord) -> Vec<&'static str> {
+    if rec.key_usage == "KEY_AGREEMENT" {
+        vec!["ECDH"]
+    } else {
+        Vec::new()
+    }
+}
+
 fn mac_algorithms(rec: &KeyRecord) -> Vec<&'static str> {
     KeySpec::parse(&rec.key_spec)
         .and_then(KeySpec::mac_algorithm)
@@ -387,6 +395,7 @@ impl Kms {
             encryption_algorithms: encryption_algorithms(rec),
             signing_algorithms: signing_algorithms(rec),
             mac_algorithms: mac_algorithms(rec),
+            key_agreement_algorithms: key_agreement_algorithms(rec),
             multi_region: false,
             current_key_material_id: key_material_id(&rec.key_id, rec.current_version),
         }
@@ -427,11 +436,6 @@ impl Kms {
                 "KeySpec {spec_name} is not supported by this Coffer version yet."
             )));
         };
-        if usage == "KEY_AGREEMENT" && spec.is_ecc() && spec != KeySpec::EccSecgP256k1 {
-            return Err(KmsError::UnsupportedOperation(
-                "KEY_AGREEMENT keys are not supported by this Coffer version yet.".into(),
-            ));
-        }
         if !spec.key_usages().contains(&usage) {
             return Err(KmsError::Validation(format!(
                 "KeyUsage {usage} is not compatible with KeySpec {spec_name}. Use one of: {}.",
@@ -817,6 +821,95 @@ impl Kms {
             key_usage: k.record.key_usage.clone(),
             encryption_algorithms: encryption_algorithms(&k.record),
             signing_algorithms: signing_algorithms(&k.record),
+            key_agreement_algorithms: key_agreement_algorithms(&k.record),
+        })
+    }
+
+    /// DeriveSharedSecret: ECDH between a KEY_AGREEMENT key and a peer's public key.
+    pub async fn derive_shared_secret(
+        &self,
+        r: &KeyRef,
+        algorithm: &str,
+        peer_public_key: &[u8],
+        dry_run: bool,
+    ) -> Result<(SecretBytes, String, String)> {
+        let k = self
+            .usable_for(r, "KEY_AGREEMENT", "DeriveSharedSecret")
+            .await?;
+        if algorithm != "ECDH" {
+            return Err(self.wrong_algorithm(&k.record, algorithm));
+        }
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let secret = k
+            .current()?
+            .derive_shared_secret(peer_public_key)
+            .map_err(|e| match e {
+                UseError::BadPublicKey => KmsError::Validation(format!(
+                    "PublicKey is not a DER-encoded SubjectPublicKeyInfo of a {} key.",
+                    k.spec.as_str()
+                )),
+                other => internal(other),
+            })?;
+        Ok((
+            secret,
+            self.cfg.key_arn(&k.record.key_id),
+            k.record.origin.clone(),
+        ))
+    }
+
+    /// GenerateDataKeyPair (`with_plaintext`) and GenerateDataKeyPairWithoutPlaintext: a fresh key
+    /// pair whose private key comes back encrypted under a symmetric key.
+    pub async fn generate_data_key_pair(
+        &self,
+        r: &KeyRef,
+        ctx: &EncryptionContext,
+        pair_spec: &str,
+        with_plaintext: bool,
+        dry_run: bool,
+    ) -> Result<DataKeyPairOutput> {
+        let operation = if with_plaintext {
+            "GenerateDataKeyPair"
+        } else {
+            "GenerateDataKeyPairWithoutPlaintext"
+        };
+        let k = self.usable_for(r, ENCRYPT_DECRYPT, operation).await?;
+        if k.spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} has key spec {}; {operation} needs a symmetric encryption key.",
+                self.cfg.key_arn(&k.record.key_id),
+                k.spec.as_str()
+            )));
+        }
+        let spec = KeySpec::parse(pair_spec)
+            .filter(|s| s.is_asymmetric())
+            .ok_or_else(|| {
+                KmsError::UnsupportedOperation(format!(
+                    "KeyPairSpec {pair_spec} is not supported by this Coffer version yet."
+                ))
+            })?;
+        if dry_run {
+            return Err(KmsError::DryRun);
+        }
+        let private = tokio::task::spawn_blocking(move || keys::generate(spec))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let public_key = KeyMaterial::load(spec, private.expose())
+            .and_then(|m| {
+                m.public_key_der()
+                    .map_err(|_| coffer_crypto::CryptoError::Unspecified)
+            })
+            .map_err(internal)?;
+        let sealed = self.seal(&k, EncryptionMode::Symmetric, ctx, private.expose())?;
+        Ok(DataKeyPairOutput {
+            private_key_plaintext: with_plaintext.then_some(private),
+            private_key_ciphertext: sealed.ciphertext,
+            public_key,
+            key_arn: sealed.key_arn,
+            key_pair_spec: spec.as_str(),
+            key_material_id: sealed.key_material_id,
         })
     }
 

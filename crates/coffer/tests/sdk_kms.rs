@@ -373,3 +373,90 @@ async fn sdk_sees_aws_auth_errors() {
         .expect_err("missing alias");
     assert_eq!(code(&e), "NotFoundException");
 }
+
+#[tokio::test]
+async fn sdk_sign_verify_and_mac() {
+    use aws_sdk_kms::types::{
+        KeySpec, KeyUsageType, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec,
+    };
+    let s = start();
+    let kms = client(&s, None);
+
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata
+        .expect("md");
+    assert_eq!(
+        key.signing_algorithms(),
+        &[SigningAlgorithmSpec::EcdsaSha256]
+    );
+    let public = kms
+        .get_public_key()
+        .key_id(key.key_id())
+        .send()
+        .await
+        .expect("GetPublicKey");
+    assert!(public.public_key().expect("der").as_ref().len() > 64);
+    let sig = kms
+        .sign()
+        .key_id(key.key_id())
+        .message(Blob::new(b"sdk message".to_vec()))
+        .message_type(MessageType::Raw)
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .expect("Sign");
+    let verified = kms
+        .verify()
+        .key_id(key.key_id())
+        .message(Blob::new(b"sdk message".to_vec()))
+        .signature(sig.signature().expect("signature").clone())
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .expect("Verify");
+    assert!(verified.signature_valid());
+    let e = kms
+        .verify()
+        .key_id(key.key_id())
+        .message(Blob::new(b"other message".to_vec()))
+        .signature(sig.signature().expect("signature").clone())
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .expect_err("wrong message");
+    assert_eq!(code(&e), "KMSInvalidSignatureException");
+
+    let hmac = kms
+        .create_key()
+        .key_spec(KeySpec::Hmac256)
+        .key_usage(KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata
+        .expect("md");
+    let mac = kms
+        .generate_mac()
+        .key_id(hmac.key_id())
+        .message(Blob::new(b"m".to_vec()))
+        .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+        .send()
+        .await
+        .expect("GenerateMac");
+    let ok = kms
+        .verify_mac()
+        .key_id(hmac.key_id())
+        .message(Blob::new(b"m".to_vec()))
+        .mac(mac.mac().expect("mac").clone())
+        .mac_algorithm(MacAlgorithmSpec::HmacSha256)
+        .send()
+        .await
+        .expect("VerifyMac");
+    assert!(ok.mac_valid());
+}
