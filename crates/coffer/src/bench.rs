@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use coffer_api::sigv4;
+use coffer_crypto::keys::{self, KeyMaterial, KeySpec, MacAlgorithm};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -28,12 +29,19 @@ pub enum BenchCommand {
     Kms(KmsBenchArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum BenchOp {
     Health,
     Encrypt,
     Decrypt,
     GenerateDataKey,
+    SignRsa2048,
+    SignRsa4096,
+    SignP256,
+    SignP384,
+    SignP521,
+    VerifyP256,
+    GenerateMac,
 }
 
 impl BenchOp {
@@ -43,8 +51,69 @@ impl BenchOp {
             BenchOp::Encrypt => "Encrypt",
             BenchOp::Decrypt => "Decrypt",
             BenchOp::GenerateDataKey => "GenerateDataKey",
+            BenchOp::SignRsa2048 => "Sign RSA_2048",
+            BenchOp::SignRsa4096 => "Sign RSA_4096",
+            BenchOp::SignP256 => "Sign P-256",
+            BenchOp::SignP384 => "Sign P-384",
+            BenchOp::SignP521 => "Sign P-521",
+            BenchOp::VerifyP256 => "Verify P-256",
+            BenchOp::GenerateMac => "GenerateMac",
         }
     }
+
+    /// The key spec and algorithm of a signing, verifying or MAC operation.
+    fn primitive(self) -> Option<(KeySpec, Primitive)> {
+        use coffer_crypto::keys::SigningAlgorithm as S;
+        match self {
+            BenchOp::SignRsa2048 => Some((KeySpec::Rsa2048, Primitive::Sign(S::RsassaPssSha256))),
+            BenchOp::SignRsa4096 => Some((KeySpec::Rsa4096, Primitive::Sign(S::RsassaPssSha256))),
+            BenchOp::SignP256 => Some((KeySpec::EccNistP256, Primitive::Sign(S::EcdsaSha256))),
+            BenchOp::SignP384 => Some((KeySpec::EccNistP384, Primitive::Sign(S::EcdsaSha384))),
+            BenchOp::SignP521 => Some((KeySpec::EccNistP521, Primitive::Sign(S::EcdsaSha512))),
+            BenchOp::VerifyP256 => Some((KeySpec::EccNistP256, Primitive::Verify(S::EcdsaSha256))),
+            BenchOp::GenerateMac => {
+                Some((KeySpec::Hmac256, Primitive::Mac(MacAlgorithm::HmacSha256)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The cryptographic primitive behind an operation, for the raw single-core baseline.
+#[derive(Debug, Clone, Copy)]
+enum Primitive {
+    Sign(coffer_crypto::keys::SigningAlgorithm),
+    Verify(coffer_crypto::keys::SigningAlgorithm),
+    Mac(MacAlgorithm),
+}
+
+/// The primitive's own rate on one core, in this process, on the same message.
+fn raw_rate(
+    spec: KeySpec,
+    primitive: Primitive,
+    message: &[u8],
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let stored = keys::generate(spec).context("generating a local key")?;
+    let key = KeyMaterial::load(spec, stored.expose()).context("loading the local key")?;
+    let signature = match primitive {
+        Primitive::Verify(alg) => key.sign(alg, message, false).context("signing")?,
+        _ => Vec::new(),
+    };
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        let ok = match primitive {
+            Primitive::Sign(alg) => key.sign(alg, message, false).is_ok(),
+            Primitive::Verify(alg) => key.verify(alg, message, false, &signature).unwrap_or(false),
+            Primitive::Mac(alg) => key.mac(alg, message).is_ok(),
+        };
+        if !ok {
+            bail!("the local primitive failed");
+        }
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +424,9 @@ struct OpResult {
     p99_ms: f64,
     ratio_to_health: Option<f64>,
     ratio_range: Option<(f64, f64)>,
+    /// The primitive alone on one core (signing, verifying and MAC operations).
+    raw_ops_per_sec: Option<f64>,
+    ratio_to_raw: Option<f64>,
 }
 
 /// One measurement of one operation.
@@ -366,6 +438,7 @@ struct Sample {
     rate: f64,
     latencies: Vec<u32>,
     ratio: Option<f64>,
+    raw: Option<f64>,
 }
 
 async fn sample(
@@ -389,6 +462,7 @@ async fn sample(
         rate: requests as f64 / secs,
         latencies,
         ratio: None,
+        raw: None,
     })
 }
 
@@ -421,6 +495,12 @@ fn summarise(op: BenchOp, samples: &[Sample]) -> OpResult {
         p50_ms: percentile(&lat, 0.50),
         p99_ms: percentile(&lat, 0.99),
         ratio_to_health: median(mine.iter().filter_map(|s| s.ratio).collect()),
+        raw_ops_per_sec: median(mine.iter().filter_map(|s| s.raw).collect()),
+        ratio_to_raw: median(
+            mine.iter()
+                .filter_map(|s| s.raw.filter(|r| *r > 0.0).map(|r| s.rate / r))
+                .collect(),
+        ),
         ratio_range: {
             let r: Vec<f64> = mine.iter().filter_map(|s| s.ratio).collect();
             let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
@@ -550,6 +630,56 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
         .context("Encrypt returned no blob")?
         .to_owned();
 
+    // Keys and request bodies for the signing and MAC operations asked for.
+    let message = B64.encode(vec![0x5au8; 256]);
+    let mut primitive_bodies = std::collections::HashMap::new();
+    for &op in &args.ops {
+        let Some((spec, primitive)) = op.primitive() else {
+            continue;
+        };
+        let usage = if spec.is_hmac() {
+            "GENERATE_VERIFY_MAC"
+        } else {
+            "SIGN_VERIFY"
+        };
+        let created = kms_call(
+            &t,
+            &mut setup,
+            "CreateKey",
+            json!({ "KeySpec": spec.as_str(), "KeyUsage": usage }),
+        )
+        .await?;
+        let id = created["KeyMetadata"]["KeyId"]
+            .as_str()
+            .context("CreateKey returned no KeyId")?
+            .to_owned();
+        let body = match primitive {
+            Primitive::Sign(alg) => KmsBody::new(
+                "Sign",
+                &json!({ "KeyId": id, "Message": message, "SigningAlgorithm": alg.as_str() }),
+            )?,
+            Primitive::Verify(alg) => {
+                let signed = kms_call(
+                    &t,
+                    &mut setup,
+                    "Sign",
+                    json!({ "KeyId": id, "Message": message, "SigningAlgorithm": alg.as_str() }),
+                )
+                .await?;
+                KmsBody::new(
+                    "Verify",
+                    &json!({ "KeyId": id, "Message": message, "Signature": signed["Signature"], "SigningAlgorithm": alg.as_str() }),
+                )?
+            }
+            Primitive::Mac(alg) => KmsBody::new(
+                "GenerateMac",
+                &json!({ "KeyId": id, "Message": message, "MacAlgorithm": alg.as_str() }),
+            )?,
+        };
+        primitive_bodies.insert(op, body);
+    }
+    let raw_message = vec![0x5au8; 256];
+
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let ops: Vec<BenchOp> = args
@@ -605,8 +735,27 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
                     "GenerateDataKey",
                     &json!({ "KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": ctx }),
                 )?),
+                other => Prepared::Kms(
+                    primitive_bodies
+                        .get(&other)
+                        .context("no request prepared for this operation")?
+                        .clone(),
+                ),
+            };
+            let raw = match op.primitive() {
+                Some((spec, primitive)) => {
+                    let message = raw_message.clone();
+                    Some(
+                        tokio::task::spawn_blocking(move || {
+                            raw_rate(spec, primitive, &message, duration)
+                        })
+                        .await??,
+                    )
+                }
+                None => None,
             };
             let mut s = sample(&t, op, prepared, &args, warmup, duration, round).await?;
+            s.raw = raw;
             let h = health().await?;
             let ceiling = (health_before + h.rate) / 2.0;
             s.ratio = (ceiling > 0.0).then(|| s.rate / ceiling);
@@ -636,8 +785,16 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{:<16} {:>10} {:>8} {:>12} {:>9} {:>9} {:>14}",
-            "operation", "requests", "errors", "ops/s", "p50 ms", "p99 ms", "vs health"
+            "{:<16} {:>10} {:>8} {:>12} {:>9} {:>9} {:>14} {:>12} {:>8}",
+            "operation",
+            "requests",
+            "errors",
+            "ops/s",
+            "p50 ms",
+            "p99 ms",
+            "vs health",
+            "raw 1-core",
+            "vs raw"
         );
         for r in &results {
             let ratio = match (r.ratio_to_health, r.ratio_range) {
@@ -646,13 +803,29 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
                 }
                 _ => "ceiling".into(),
             };
+            let raw = r
+                .raw_ops_per_sec
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into());
+            let vs_raw = r
+                .ratio_to_raw
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .unwrap_or_else(|| "-".into());
             println!(
-                "{:<16} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>14}",
-                r.operation, r.requests, r.errors, r.ops_per_sec, r.p50_ms, r.p99_ms, ratio
+                "{:<16} {:>10} {:>8} {:>12.0} {:>9.2} {:>9.2} {:>14} {:>12} {:>8}",
+                r.operation,
+                r.requests,
+                r.errors,
+                r.ops_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                ratio,
+                raw,
+                vs_raw
             );
         }
         println!(
-            "(ops/s and vs health: medians over {} rounds; range of the ratio in brackets)",
+            "(medians over {} rounds; range of the health ratio in brackets; raw 1-core: the primitive alone on one core, same run)",
             args.rounds
         );
     }
