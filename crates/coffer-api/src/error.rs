@@ -60,6 +60,11 @@ impl ApiError {
                 KmsError::InvalidMarker(_) => (S::BAD_REQUEST, "InvalidMarkerException"),
                 KmsError::InvalidArn(_) => (S::BAD_REQUEST, "InvalidArnException"),
                 KmsError::Validation(_) => (S::BAD_REQUEST, "ValidationException"),
+                KmsError::InvalidImportToken(_) => (S::BAD_REQUEST, "InvalidImportTokenException"),
+                KmsError::ExpiredImportToken(_) => (S::BAD_REQUEST, "ExpiredImportTokenException"),
+                KmsError::IncorrectKeyMaterial(_) => {
+                    (S::BAD_REQUEST, "IncorrectKeyMaterialException")
+                }
                 KmsError::InvalidSignature(_) => (S::BAD_REQUEST, "KMSInvalidSignatureException"),
                 KmsError::InvalidMac(_) => (S::BAD_REQUEST, "KMSInvalidMacException"),
                 KmsError::DryRun => (S::PRECONDITION_FAILED, "DryRunOperationException"),

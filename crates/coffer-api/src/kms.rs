@@ -72,6 +72,9 @@ operations!(
     DeriveSharedSecret,
     GenerateDataKeyPair,
     GenerateDataKeyPairWithoutPlaintext,
+    GetParametersForImport,
+    ImportKeyMaterial,
+    DeleteImportedKeyMaterial,
 );
 
 /// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
@@ -81,13 +84,10 @@ const NOT_YET: &[&str] = &[
     "CreateCustomKeyStore",
     "CreateGrant",
     "DeleteCustomKeyStore",
-    "DeleteImportedKeyMaterial",
     "DescribeCustomKeyStores",
     "DisconnectCustomKeyStore",
     "GetKeyLastUsage",
     "GetKeyPolicy",
-    "GetParametersForImport",
-    "ImportKeyMaterial",
     "ListGrants",
     "ListKeyPolicies",
     "ListRetirableGrants",
@@ -298,10 +298,15 @@ fn key_metadata(m: &KeyMetadata) -> Value {
         }
     }
     o.insert("MultiRegion".into(), json!(m.multi_region));
-    o.insert(
-        "CurrentKeyMaterialId".into(),
-        json!(m.current_key_material_id),
-    );
+    if let Some(id) = &m.current_key_material_id {
+        o.insert("CurrentKeyMaterialId".into(), json!(id));
+    }
+    if let Some(model) = &m.expiration_model {
+        o.insert("ExpirationModel".into(), json!(model));
+    }
+    if let Some(t) = m.valid_to_ms {
+        o.insert("ValidTo".into(), epoch(t));
+    }
     Value::Object(o)
 }
 
@@ -1189,6 +1194,157 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             o.insert("KeyPairSpec".into(), json!(out.key_pair_spec));
             o.insert("KeyMaterialId".into(), json!(out.key_material_id));
             Ok(Value::Object(o))
+        }
+        O::GetParametersForImport => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                wrapping_algorithm: Option<String>,
+                wrapping_key_spec: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("WrappingAlgorithm", &r.wrapping_algorithm);
+            c.required("WrappingKeySpec", &r.wrapping_key_spec);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.one_of(
+                "WrappingAlgorithm",
+                r.wrapping_algorithm.as_deref(),
+                &[
+                    "RSAES_PKCS1_V1_5",
+                    "RSAES_OAEP_SHA_1",
+                    "RSAES_OAEP_SHA_256",
+                    "RSA_AES_KEY_WRAP_SHA_1",
+                    "RSA_AES_KEY_WRAP_SHA_256",
+                    "SM2PKE",
+                ],
+            );
+            c.one_of(
+                "WrappingKeySpec",
+                r.wrapping_key_spec.as_deref(),
+                &["RSA_2048", "RSA_3072", "RSA_4096", "SM2"],
+            );
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let p = kms
+                .parameters_for_import(
+                    &key,
+                    r.wrapping_algorithm.as_deref().unwrap_or_default(),
+                    r.wrapping_key_spec.as_deref().unwrap_or_default(),
+                )
+                .await?;
+            Ok(json!({
+                "KeyId": p.key_arn,
+                "ImportToken": b64(&p.import_token),
+                "PublicKey": b64(&p.public_key),
+                "ParametersValidTo": epoch(p.valid_to_ms),
+            }))
+        }
+        O::ImportKeyMaterial => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                import_token: Option<Blob>,
+                encrypted_key_material: Option<Blob>,
+                valid_to: Option<f64>,
+                expiration_model: Option<String>,
+                import_type: Option<String>,
+                key_material_description: Option<String>,
+                key_material_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("ImportToken", &r.import_token);
+            c.required("EncryptedKeyMaterial", &r.encrypted_key_material);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.blob_len(
+                "ImportToken",
+                r.import_token.as_ref().map(|t| t.0.len()),
+                1,
+                6144,
+            );
+            c.blob_len(
+                "EncryptedKeyMaterial",
+                r.encrypted_key_material.as_ref().map(|m| m.0.len()),
+                1,
+                6144,
+            );
+            c.one_of(
+                "ExpirationModel",
+                r.expiration_model.as_deref(),
+                &["KEY_MATERIAL_EXPIRES", "KEY_MATERIAL_DOES_NOT_EXPIRE"],
+            );
+            c.one_of(
+                "ImportType",
+                r.import_type.as_deref(),
+                &["NEW_KEY_MATERIAL", "EXISTING_KEY_MATERIAL"],
+            );
+            c.str_len(
+                "KeyMaterialDescription",
+                r.key_material_description.as_deref(),
+                0,
+                256,
+            );
+            c.str_len("KeyMaterialId", r.key_material_id.as_deref(), 64, 64);
+            c.finish()?;
+            let invalid = |m: &str| ApiError::Kms(coffer_kms::KmsError::Validation(m.into()));
+            let expires_ms = match (r.expiration_model.as_deref(), r.valid_to) {
+                (Some("KEY_MATERIAL_EXPIRES"), None) => {
+                    return Err(invalid(
+                        "ValidTo is required when ExpirationModel is KEY_MATERIAL_EXPIRES.",
+                    ));
+                }
+                (Some("KEY_MATERIAL_DOES_NOT_EXPIRE"), Some(_)) => {
+                    return Err(invalid(
+                        "ValidTo must be omitted when ExpirationModel is KEY_MATERIAL_DOES_NOT_EXPIRE.",
+                    ));
+                }
+                (_, Some(t)) => {
+                    let ms = (t * 1000.0) as i64;
+                    let now = coffer_kms::now_ms();
+                    if ms <= now || ms > now + 365 * 86_400_000 {
+                        return Err(invalid(
+                            "ValidTo must be in the future and at most 365 days from now.",
+                        ));
+                    }
+                    Some(ms)
+                }
+                (_, None) => None,
+            };
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let token = r.import_token.map(|t| t.0).unwrap_or_default();
+            let material = r.encrypted_key_material.map(|m| m.0).unwrap_or_default();
+            let id = kms
+                .import_key_material(
+                    &key,
+                    &token,
+                    &material,
+                    expires_ms,
+                    r.import_type.as_deref(),
+                )
+                .await?;
+            Ok(json!({ "KeyId": id.0, "KeyMaterialId": id.1 }))
+        }
+        O::DeleteImportedKeyMaterial => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                key_material_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.str_len("KeyMaterialId", r.key_material_id.as_deref(), 64, 64);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let (arn, material_id) = kms.delete_imported_key_material(&key).await?;
+            Ok(json!({ "KeyId": arn, "KeyMaterialId": material_id }))
         }
         O::ListKeyRotations => {
             #[derive(Deserialize)]

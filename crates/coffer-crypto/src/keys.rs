@@ -111,6 +111,35 @@ aws_names!(MacAlgorithm {
     HmacSha512 => "HMAC_SHA_512",
 });
 
+/// How key material is wrapped for ImportKeyMaterial, named as AWS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WrappingAlgorithm {
+    RsaesOaepSha1,
+    RsaesOaepSha256,
+    RsaAesKeyWrapSha1,
+    RsaAesKeyWrapSha256,
+}
+
+aws_names!(WrappingAlgorithm {
+    RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
+    RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+    RsaAesKeyWrapSha1 => "RSA_AES_KEY_WRAP_SHA_1",
+    RsaAesKeyWrapSha256 => "RSA_AES_KEY_WRAP_SHA_256",
+});
+
+impl WrappingAlgorithm {
+    fn oaep(self) -> RsaEncryptionAlgorithm {
+        match self {
+            WrappingAlgorithm::RsaesOaepSha1 | WrappingAlgorithm::RsaAesKeyWrapSha1 => {
+                RsaEncryptionAlgorithm::RsaesOaepSha1
+            }
+            WrappingAlgorithm::RsaesOaepSha256 | WrappingAlgorithm::RsaAesKeyWrapSha256 => {
+                RsaEncryptionAlgorithm::RsaesOaepSha256
+            }
+        }
+    }
+}
+
 aws_names!(RsaEncryptionAlgorithm {
     RsaesOaepSha1 => "RSAES_OAEP_SHA_1",
     RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
@@ -299,6 +328,14 @@ impl MacAlgorithm {
         }
     }
 
+    /// Longest key AWS accepts for import under the HMAC key spec of this algorithm.
+    fn max_key_len(self) -> usize {
+        match self {
+            MacAlgorithm::HmacSha224 | MacAlgorithm::HmacSha256 => 64,
+            MacAlgorithm::HmacSha384 | MacAlgorithm::HmacSha512 => 128,
+        }
+    }
+
     /// Key length in bytes of the HMAC key spec that uses this algorithm.
     fn key_len(self) -> usize {
         match self {
@@ -429,7 +466,8 @@ impl KeyMaterial {
             });
         }
         if let Some(algorithm) = spec.mac_algorithm() {
-            if stored.len() != algorithm.key_len() {
+            // Generated keys have the spec's length; imported ones may be longer, as AWS allows.
+            if stored.len() < algorithm.key_len() || stored.len() > algorithm.max_key_len() {
                 return Err(CryptoError::Malformed("HMAC key"));
             }
             return Ok(KeyMaterial::Hmac {
@@ -612,6 +650,44 @@ impl KeyMaterial {
         Ok(out)
     }
 
+    /// Opens key material wrapped for import with this RSA wrapping key: RSA-OAEP alone, or
+    /// RSA-OAEP of an ephemeral AES-256 key followed by AES key wrap with padding (RFC 5649) of the
+    /// material, as AWS's import procedure defines.
+    pub fn unwrap_import(
+        &self,
+        alg: WrappingAlgorithm,
+        wrapped: &[u8],
+    ) -> Result<SecretBytes, UseError> {
+        let KeyMaterial::Rsa { decrypting, .. } = self else {
+            return Err(UseError::WrongAlgorithm);
+        };
+        match alg {
+            WrappingAlgorithm::RsaesOaepSha1 | WrappingAlgorithm::RsaesOaepSha256 => {
+                self.rsa_decrypt(alg.oaep(), wrapped)
+            }
+            WrappingAlgorithm::RsaAesKeyWrapSha1 | WrappingAlgorithm::RsaAesKeyWrapSha256 => {
+                use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
+                let n = decrypting.key_size_bytes();
+                if wrapped.len() <= n {
+                    return Err(UseError::Decrypt);
+                }
+                let (rsa_part, kwp_part) = wrapped.split_at(n);
+                let aes = self.rsa_decrypt(alg.oaep(), rsa_part)?;
+                if aes.len() != 32 {
+                    return Err(UseError::Decrypt);
+                }
+                let kek = AesKek::new(&AES_256, aes.expose()).map_err(|_| UseError::Unspecified)?;
+                let mut out = SecretBytes::zeroed(kwp_part.len());
+                let len = kek
+                    .unwrap_with_padding(kwp_part, out.expose_mut())
+                    .map_err(|_| UseError::Decrypt)?
+                    .len();
+                out.truncate(len);
+                Ok(out)
+            }
+        }
+    }
+
     /// Largest plaintext RSA-OAEP accepts for this key and algorithm.
     pub fn rsa_max_plaintext(&self, alg: RsaEncryptionAlgorithm) -> Option<usize> {
         let KeyMaterial::Rsa { encrypting, .. } = self else {
@@ -760,6 +836,8 @@ mod tests {
     #[test]
     fn stored_forms_are_checked() {
         assert!(KeyMaterial::load(KeySpec::Hmac256, &[0; 31]).is_err());
+        assert!(KeyMaterial::load(KeySpec::Hmac256, &[0; 65]).is_err());
+        assert!(KeyMaterial::load(KeySpec::Hmac256, &[0; 64]).is_ok());
         assert!(KeyMaterial::load(KeySpec::EccNistP256, b"not der").is_err());
         assert!(KeyMaterial::load(KeySpec::Rsa2048, b"not der").is_err());
         assert!(KeyMaterial::load(KeySpec::SymmetricDefault, &[0; 16]).is_err());

@@ -35,6 +35,12 @@ pub enum KmsError {
     InvalidArn(String),
     #[error("{0}")]
     Validation(String),
+    #[error("{0}")]
+    InvalidImportToken(String),
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     /// Verify found the signature invalid (AWS gives no message).
     #[error("{0}")]
     InvalidSignature(String),

@@ -10,12 +10,14 @@ pub type EncryptionContext = BTreeMap<String, String>;
 pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 pub const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
 pub const ORIGIN_AWS_KMS: &str = "AWS_KMS";
+pub const ORIGIN_EXTERNAL: &str = "EXTERNAL";
 
 /// The states a key can be in (the subset Coffer produces today).
 pub mod state {
     pub const ENABLED: &str = "Enabled";
     pub const DISABLED: &str = "Disabled";
     pub const PENDING_DELETION: &str = "PendingDeletion";
+    pub const PENDING_IMPORT: &str = "PendingImport";
 }
 
 /// DescribeKey's `KeyMetadata`.
@@ -39,7 +41,21 @@ pub struct KeyMetadata {
     pub mac_algorithms: Vec<&'static str>,
     pub key_agreement_algorithms: Vec<&'static str>,
     pub multi_region: bool,
-    pub current_key_material_id: String,
+    /// `None` while an imported key has no material.
+    pub current_key_material_id: Option<String>,
+    pub expiration_model: Option<String>,
+    pub valid_to_ms: Option<i64>,
+}
+
+/// GetParametersForImport's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportParameters {
+    pub key_arn: String,
+    /// Opaque to clients: a version byte and 32 random bytes; stored only as a hash.
+    pub import_token: Vec<u8>,
+    /// DER SubjectPublicKeyInfo of the RSA wrapping key.
+    pub public_key: Vec<u8>,
+    pub valid_to_ms: i64,
 }
 
 /// CreateKey's parameters, already checked for shape by the API layer.
@@ -167,4 +183,6 @@ pub struct Listing<T> {
 pub struct SweepReport {
     pub deleted: usize,
     pub rotated: usize,
+    /// Imported material removed at its ValidTo.
+    pub expired: usize,
 }

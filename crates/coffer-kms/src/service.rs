@@ -5,9 +5,12 @@ use std::sync::{Arc, RwLock};
 
 use coffer_crypto::keys::{
     self, KeyMaterial, KeySpec, MacAlgorithm, RsaEncryptionAlgorithm, SigningAlgorithm, UseError,
+    WrappingAlgorithm,
 };
 use coffer_crypto::{SecretBytes, blob, context};
-use coffer_meta::{AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore};
+use coffer_meta::{
+    AliasRecord, ImportTokenRecord, KeyRecord, MaterialRecord, MetaError, MetaStore,
+};
 use tracing::{info, warn};
 
 use crate::model::*;
@@ -106,6 +109,27 @@ impl EncryptionMode {
             EncryptionMode::Rsa(a) => a.as_str(),
         }
     }
+}
+
+const IMPORT_TOKEN_VERSION: u8 = 1;
+const IMPORT_TOKEN_VALIDITY_MS: i64 = 24 * 3_600_000;
+
+fn import_key_aad(key_id: &str, token_hash: &[u8]) -> Vec<u8> {
+    format!(
+        "coffer/kms/import-wrapping-key/v1/{key_id}/{}",
+        coffer_crypto::digest::hex(token_hash)
+    )
+    .into_bytes()
+}
+
+/// Identifies imported material without revealing it: SHA-256 over a label, the key id and the
+/// material (at least 224 bits of secret, so the digest cannot be searched).
+fn import_fingerprint(key_id: &str, material: &[u8]) -> Vec<u8> {
+    let mut h = coffer_crypto::digest::Sha256::new();
+    h.update(b"coffer import fingerprint v1\0");
+    h.update(key_id.as_bytes());
+    h.update(material);
+    h.finish().to_vec()
 }
 
 fn spec_of(rec: &KeyRecord) -> Result<KeySpec> {
@@ -316,6 +340,9 @@ impl Kms {
             state::PENDING_DELETION => Err(KmsError::InvalidState(format!(
                 "{arn} is pending deletion."
             ))),
+            state::PENDING_IMPORT => Err(KmsError::InvalidState(format!(
+                "{arn} is pending import: import its key material first."
+            ))),
             other => Err(KmsError::InvalidState(format!("{arn} is {other}."))),
         }
     }
@@ -324,6 +351,16 @@ impl Kms {
         if rec.state == state::PENDING_DELETION {
             return Err(KmsError::InvalidState(format!(
                 "{} is pending deletion.",
+                self.cfg.key_arn(&rec.key_id)
+            )));
+        }
+        Ok(())
+    }
+
+    fn not_pending_import(&self, rec: &KeyRecord) -> Result<()> {
+        if rec.state == state::PENDING_IMPORT {
+            return Err(KmsError::InvalidState(format!(
+                "{} is pending import: import its key material first.",
                 self.cfg.key_arn(&rec.key_id)
             )));
         }
@@ -397,7 +434,10 @@ impl Kms {
             mac_algorithms: mac_algorithms(rec),
             key_agreement_algorithms: key_agreement_algorithms(rec),
             multi_region: false,
-            current_key_material_id: key_material_id(&rec.key_id, rec.current_version),
+            current_key_material_id: (rec.current_version > 0)
+                .then(|| key_material_id(&rec.key_id, rec.current_version)),
+            expiration_model: rec.expiration_model.clone(),
+            valid_to_ms: rec.valid_to_ms,
         }
     }
 
@@ -442,9 +482,10 @@ impl Kms {
                 spec.key_usages().join(", ")
             )));
         }
-        if origin != ORIGIN_AWS_KMS || input.custom_key_store_id.is_some() {
+        let external = origin == ORIGIN_EXTERNAL;
+        if !(origin == ORIGIN_AWS_KMS || external) || input.custom_key_store_id.is_some() {
             return Err(KmsError::UnsupportedOperation(format!(
-                "Origin {origin} and custom key stores are not supported by this Coffer version yet; use AWS_KMS."
+                "Origin {origin} and custom key stores are not supported by this Coffer version yet; use AWS_KMS or EXTERNAL."
             )));
         }
         if input.multi_region {
@@ -469,18 +510,31 @@ impl Kms {
             key_spec: spec.as_str().to_owned(),
             origin: origin.to_owned(),
             key_manager: "CUSTOMER".to_owned(),
-            state: state::ENABLED.to_owned(),
+            state: if external {
+                state::PENDING_IMPORT
+            } else {
+                state::ENABLED
+            }
+            .to_owned(),
             deletion_ms: None,
             pending_window_days: None,
             rotation_enabled: false,
             rotation_period_days: None,
             next_rotation_ms: None,
-            current_version: 1,
+            current_version: if external { 0 } else { 1 },
+            expiration_model: None,
+            valid_to_ms: None,
+            import_fingerprint: None,
         };
-        let material = self.new_material(&key_id, spec, 1, None).await?;
+        // A key with Origin EXTERNAL waits for the material its owner imports.
+        let material = if external {
+            None
+        } else {
+            Some(self.new_material(&key_id, spec, 1, None).await?)
+        };
         let mut tags: Vec<_> = tags.into_iter().collect();
         tags.sort();
-        self.meta.create_key(&rec, &material, &tags).await?;
+        self.meta.create_key(&rec, material.as_ref(), &tags).await?;
         info!(key_id = %key_id, "created key");
         Ok(self.metadata(&rec))
     }
@@ -521,6 +575,7 @@ impl Kms {
         let _w = self.writes.lock().await;
         let mut rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
+        self.not_pending_import(&rec)?;
         if rec.state != state::ENABLED {
             rec.state = state::ENABLED.to_owned();
             self.store_update(&rec).await?;
@@ -533,6 +588,7 @@ impl Kms {
         let _w = self.writes.lock().await;
         let mut rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
+        self.not_pending_import(&rec)?;
         if rec.state != state::DISABLED {
             rec.state = state::DISABLED.to_owned();
             self.store_update(&rec).await?;
@@ -573,11 +629,17 @@ impl Kms {
                 rec.state
             )));
         }
-        rec.state = state::DISABLED.to_owned();
+        // A key that never received (or lost) its imported material goes back to waiting for it.
+        rec.state = if rec.current_version == 0 {
+            state::PENDING_IMPORT
+        } else {
+            state::DISABLED
+        }
+        .to_owned();
         rec.deletion_ms = None;
         rec.pending_window_days = None;
         self.store_update(&rec).await?;
-        info!(key_id = %rec.key_id, "key deletion cancelled; key is disabled");
+        info!(key_id = %rec.key_id, state = %rec.state, "key deletion cancelled");
         Ok(self.cfg.key_arn(&rec.key_id))
     }
 
@@ -1030,6 +1092,218 @@ impl Kms {
         Ok(self.cfg.key_arn(&k.record.key_id))
     }
 
+    // ---- bring your own key -------------------------------------------------------------------
+
+    fn external(&self, rec: &KeyRecord) -> Result<()> {
+        if rec.origin != ORIGIN_EXTERNAL {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} has Origin {}; key material can be imported only into keys created with Origin EXTERNAL.",
+                self.cfg.key_arn(&rec.key_id),
+                rec.origin
+            )));
+        }
+        Ok(())
+    }
+
+    /// GetParametersForImport: a fresh RSA wrapping key and the token that names it, valid 24 hours.
+    pub async fn parameters_for_import(
+        &self,
+        r: &KeyRef,
+        wrapping_algorithm: &str,
+        wrapping_spec: &str,
+    ) -> Result<ImportParameters> {
+        let rec = self.record_for_update(r).await?;
+        self.external(&rec)?;
+        self.not_pending_deletion(&rec)?;
+        let alg = WrappingAlgorithm::parse(wrapping_algorithm).ok_or_else(|| {
+            KmsError::UnsupportedOperation(format!(
+                "WrappingAlgorithm {wrapping_algorithm} is not supported by this Coffer version."
+            ))
+        })?;
+        let spec = match wrapping_spec {
+            "RSA_2048" => KeySpec::Rsa2048,
+            "RSA_3072" => KeySpec::Rsa3072,
+            "RSA_4096" => KeySpec::Rsa4096,
+            other => {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "WrappingKeySpec {other} is not supported by this Coffer version."
+                )));
+            }
+        };
+        let private = tokio::task::spawn_blocking(move || keys::generate(spec))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let public_key = KeyMaterial::load(spec, private.expose())
+            .and_then(|m| {
+                m.public_key_der()
+                    .map_err(|_| coffer_crypto::CryptoError::Unspecified)
+            })
+            .map_err(internal)?;
+        let mut token = vec![IMPORT_TOKEN_VERSION];
+        token.extend_from_slice(coffer_crypto::random_secret(32).map_err(internal)?.expose());
+        let token_hash = coffer_crypto::digest::sha256(&token).to_vec();
+        let wrapped_private = self
+            .root
+            .wrap(&import_key_aad(&rec.key_id, &token_hash), private.expose())
+            .map_err(internal)?;
+        let valid_to_ms = now_ms() + IMPORT_TOKEN_VALIDITY_MS;
+        self.meta
+            .delete_import_tokens(&rec.key_id, Some(now_ms()))
+            .await?;
+        self.meta
+            .put_import_token(&ImportTokenRecord {
+                token_hash,
+                key_id: rec.key_id.clone(),
+                wrapping_alg: alg.as_str().to_owned(),
+                wrapping_spec: spec.as_str().to_owned(),
+                wrapped_private,
+                valid_to_ms,
+            })
+            .await?;
+        Ok(ImportParameters {
+            key_arn: self.cfg.key_arn(&rec.key_id),
+            import_token: token,
+            public_key,
+            valid_to_ms,
+        })
+    }
+
+    /// ImportKeyMaterial: opens material wrapped with a key from GetParametersForImport and makes
+    /// it the key's material. Re-importing is allowed only with the same material.
+    pub async fn import_key_material(
+        &self,
+        r: &KeyRef,
+        import_token: &[u8],
+        encrypted_material: &[u8],
+        expires_ms: Option<i64>,
+        import_type: Option<&str>,
+    ) -> Result<(String, String)> {
+        let _w = self.writes.lock().await;
+        let mut rec = self.record_for_update(r).await?;
+        self.external(&rec)?;
+        self.not_pending_deletion(&rec)?;
+        if import_type == Some("NEW_KEY_MATERIAL") && rec.current_version > 0 {
+            return Err(KmsError::UnsupportedOperation(
+                "Rotating imported key material (ImportType NEW_KEY_MATERIAL) is not supported by this Coffer version; \
+                 re-import the same material or delete it first."
+                    .into(),
+            ));
+        }
+        let spec = spec_of(&rec)?;
+        let invalid_token = || {
+            KmsError::InvalidImportToken(
+                "The import token is not valid for this KMS key; call GetParametersForImport for a new one.".into(),
+            )
+        };
+        if import_token.first() != Some(&IMPORT_TOKEN_VERSION) {
+            return Err(invalid_token());
+        }
+        let token_hash = coffer_crypto::digest::sha256(import_token);
+        let token = self
+            .meta
+            .import_token(&token_hash)
+            .await?
+            .filter(|t| t.key_id == rec.key_id)
+            .ok_or_else(invalid_token)?;
+        if token.valid_to_ms <= now_ms() {
+            return Err(KmsError::ExpiredImportToken(
+                "The import token has expired (they are valid for 24 hours); call GetParametersForImport again.".into(),
+            ));
+        }
+        let wrapping_spec = KeySpec::parse(&token.wrapping_spec).ok_or_else(invalid_token)?;
+        let alg = WrappingAlgorithm::parse(&token.wrapping_alg).ok_or_else(invalid_token)?;
+        let wrapping_private = self
+            .root
+            .unwrap(
+                &import_key_aad(&rec.key_id, &token.token_hash),
+                &token.wrapped_private,
+            )
+            .map_err(internal)?;
+        let wrapping =
+            KeyMaterial::load(wrapping_spec, wrapping_private.expose()).map_err(internal)?;
+        let material = wrapping.unwrap_import(alg, encrypted_material).map_err(|_| {
+            KmsError::InvalidCiphertext(format!(
+                "The encrypted key material could not be unwrapped with {} and the wrapping key of this import token.",
+                alg.as_str()
+            ))
+        })?;
+        if KeyMaterial::load(spec, material.expose()).is_err() {
+            return Err(KmsError::InvalidCiphertext(format!(
+                "The imported key material is not valid for key spec {}.",
+                spec.as_str()
+            )));
+        }
+        let fingerprint = import_fingerprint(&rec.key_id, material.expose());
+        match &rec.import_fingerprint {
+            Some(previous) if !coffer_crypto::ct_eq(previous, &fingerprint) => {
+                return Err(KmsError::IncorrectKeyMaterial(
+                    "The key material does not match the key material previously imported into this KMS key.".into(),
+                ));
+            }
+            _ => {}
+        }
+        let wrapped = self
+            .root
+            .wrap(&material_aad(&rec.key_id, 1), material.expose())
+            .map_err(internal)?;
+        rec.import_fingerprint = Some(fingerprint);
+        rec.current_version = 1;
+        rec.expiration_model = Some(
+            if expires_ms.is_some() {
+                "KEY_MATERIAL_EXPIRES"
+            } else {
+                "KEY_MATERIAL_DOES_NOT_EXPIRE"
+            }
+            .to_owned(),
+        );
+        rec.valid_to_ms = expires_ms;
+        if rec.state == state::PENDING_IMPORT {
+            rec.state = state::ENABLED.to_owned();
+        }
+        let row = MaterialRecord {
+            key_id: rec.key_id.clone(),
+            version: 1,
+            wrapped,
+            created_ms: now_ms(),
+            rotation_type: None,
+        };
+        self.meta.replace_materials(&rec, Some(&row)).await?;
+        self.evict(&rec.key_id);
+        info!(key_id = %rec.key_id, "imported key material");
+        Ok((
+            self.cfg.key_arn(&rec.key_id),
+            key_material_id(&rec.key_id, 1),
+        ))
+    }
+
+    /// DeleteImportedKeyMaterial: the key keeps its id and metadata and waits for material again.
+    pub async fn delete_imported_key_material(&self, r: &KeyRef) -> Result<(String, String)> {
+        let _w = self.writes.lock().await;
+        let rec = self.record_for_update(r).await?;
+        self.external(&rec)?;
+        self.not_pending_deletion(&rec)?;
+        let arn = self.cfg.key_arn(&rec.key_id);
+        let material_id = if rec.current_version > 0 {
+            key_material_id(&rec.key_id, rec.current_version)
+        } else {
+            String::new()
+        };
+        self.drop_imported_material(rec).await?;
+        Ok((arn, material_id))
+    }
+
+    async fn drop_imported_material(&self, mut rec: KeyRecord) -> Result<()> {
+        rec.current_version = 0;
+        rec.state = state::PENDING_IMPORT.to_owned();
+        rec.valid_to_ms = None;
+        rec.expiration_model = None;
+        self.meta.replace_materials(&rec, None).await?;
+        self.evict(&rec.key_id);
+        warn!(key_id = %rec.key_id, "imported key material deleted; key is pending import");
+        Ok(())
+    }
+
     // ---- aliases ----------------------------------------------------------------------------
 
     fn check_alias_name(name: &str) -> Result<()> {
@@ -1369,6 +1643,9 @@ impl Kms {
                 crate::write(&self.aliases).retain(|_, target| *target != rec.key_id);
                 warn!(key_id = %rec.key_id, "deleted key at the end of its waiting period");
                 report.deleted += 1;
+            } else if rec.current_version > 0 && rec.valid_to_ms.is_some_and(|t| t <= now) {
+                self.drop_imported_material(rec).await?;
+                report.expired += 1;
             } else if rec.state == state::ENABLED
                 && rec.rotation_enabled
                 && rec.next_rotation_ms.is_some_and(|t| t <= now)
@@ -1578,7 +1855,8 @@ mod tests {
             f.kms.sweep(later).await.expect("sweep"),
             SweepReport {
                 deleted: 1,
-                rotated: 1
+                rotated: 1,
+                expired: 0
             }
         );
         assert!(matches!(
@@ -1604,6 +1882,72 @@ mod tests {
         // The next rotation moved a period on, so a second sweep at the same time does nothing.
         assert_eq!(
             f.kms.sweep(later).await.expect("sweep"),
+            SweepReport::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn imported_material_expires_on_the_clock() {
+        let f = fixture();
+        let md = f
+            .kms
+            .create_key(CreateKeyInput {
+                origin: Some(ORIGIN_EXTERNAL.into()),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+        let key = KeyRef::Key(md.key_id.clone());
+        assert_eq!(md.key_state, state::PENDING_IMPORT);
+        // Stand in for ImportKeyMaterial: material with a ValidTo one day out.
+        let mut rec = f
+            .kms
+            .meta
+            .key(&md.key_id)
+            .await
+            .expect("read")
+            .expect("exists");
+        let material = f
+            .kms
+            .new_material(&md.key_id, KeySpec::SymmetricDefault, 1, None)
+            .await
+            .expect("material");
+        rec.current_version = 1;
+        rec.state = state::ENABLED.into();
+        rec.expiration_model = Some("KEY_MATERIAL_EXPIRES".into());
+        rec.valid_to_ms = Some(now_ms() + DAY_MS);
+        f.kms
+            .meta
+            .replace_materials(&rec, Some(&material))
+            .await
+            .expect("store");
+        f.kms
+            .encrypt(&key, b"x", &ctx(&[]), None, false)
+            .await
+            .expect("usable");
+
+        assert_eq!(f.kms.sweep(now_ms()).await.expect("sweep").expired, 0);
+        let report = f.kms.sweep(now_ms() + 2 * DAY_MS).await.expect("sweep");
+        assert_eq!(report.expired, 1);
+        assert_eq!(
+            f.kms.describe_key(&key).await.expect("describe").key_state,
+            state::PENDING_IMPORT
+        );
+        assert!(
+            f.kms
+                .meta
+                .materials(&md.key_id)
+                .await
+                .expect("materials")
+                .is_empty()
+        );
+        assert!(matches!(
+            f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await,
+            Err(KmsError::InvalidState(_))
+        ));
+        // Nothing is due any more: a second sweep does nothing.
+        assert_eq!(
+            f.kms.sweep(now_ms() + 3 * DAY_MS).await.expect("sweep"),
             SweepReport::default()
         );
     }

@@ -8,7 +8,7 @@
 mod records;
 mod sqlite;
 
-pub use records::{AccessKeyRecord, AliasRecord, KeyRecord, MaterialRecord};
+pub use records::{AccessKeyRecord, AliasRecord, ImportTokenRecord, KeyRecord, MaterialRecord};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -40,11 +40,12 @@ pub struct Page<T> {
 /// it returns `Ok` it survives a crash of the process.
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
-    /// Creates a key with its first material version and its tags.
+    /// Creates a key with its first material version (none for a key awaiting imported material)
+    /// and its tags.
     async fn create_key(
         &self,
         key: &KeyRecord,
-        material: &MaterialRecord,
+        material: Option<&MaterialRecord>,
         tags: &[(String, String)],
     ) -> Result<()>;
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
@@ -54,13 +55,31 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn update_key(&self, key: &KeyRecord) -> Result<()>;
     /// Removes a key and everything that hangs off it (material, aliases, tags).
     async fn delete_key(&self, key_id: &str) -> Result<()>;
-    /// Keys whose deletion date or next automatic rotation is at or before `now_ms`.
+    /// Keys whose deletion date, next automatic rotation or imported-material expiry is at or
+    /// before `now_ms`.
     async fn keys_due(&self, now_ms: i64) -> Result<Vec<KeyRecord>>;
 
     /// All material versions of a key, oldest first.
     async fn materials(&self, key_id: &str) -> Result<Vec<MaterialRecord>>;
     /// Adds a material version and stores the key row (with its new current version) in one transaction.
     async fn add_material(&self, key: &KeyRecord, material: &MaterialRecord) -> Result<()>;
+
+    /// Replaces all material of a key with `material` (or removes it all) and stores the key row,
+    /// in one transaction: import, deletion and expiry of imported material.
+    async fn replace_materials(
+        &self,
+        key: &KeyRecord,
+        material: Option<&MaterialRecord>,
+    ) -> Result<()>;
+
+    async fn put_import_token(&self, token: &ImportTokenRecord) -> Result<()>;
+    async fn import_token(&self, token_hash: &[u8]) -> Result<Option<ImportTokenRecord>>;
+    /// Removes a key's import tokens: all of them, or those that expired before the given time.
+    async fn delete_import_tokens(
+        &self,
+        key_id: &str,
+        expired_before_ms: Option<i64>,
+    ) -> Result<()>;
 
     async fn create_alias(&self, alias: &AliasRecord) -> Result<()>;
     async fn alias(&self, name: &str) -> Result<Option<AliasRecord>>;

@@ -16,7 +16,15 @@ pub struct KeyRecord {
     pub rotation_enabled: bool,
     pub rotation_period_days: Option<i32>,
     pub next_rotation_ms: Option<i64>,
+    /// 0 while an imported key waits for its material.
     pub current_version: u32,
+    /// Imported keys: `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE` once imported.
+    pub expiration_model: Option<String>,
+    /// Imported keys: when the material expires.
+    pub valid_to_ms: Option<i64>,
+    /// Imported keys: a keyed fingerprint of the first material imported, so a re-import of
+    /// different material is refused even after the material was deleted.
+    pub import_fingerprint: Option<Vec<u8>>,
 }
 
 /// One version of a key's material, wrapped under the root key.
@@ -66,6 +74,29 @@ impl std::fmt::Debug for AccessKeyRecord {
             .field("access_key_id", &self.access_key_id)
             .field("principal_arn", &self.principal_arn)
             .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wrapping key behind an import token (GetParametersForImport). The private key is wrapped
+/// under the root key; the token itself is stored only as a hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImportTokenRecord {
+    pub token_hash: Vec<u8>,
+    pub key_id: String,
+    pub wrapping_alg: String,
+    pub wrapping_spec: String,
+    pub wrapped_private: Vec<u8>,
+    pub valid_to_ms: i64,
+}
+
+impl std::fmt::Debug for ImportTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportTokenRecord")
+            .field("key_id", &self.key_id)
+            .field("wrapping_alg", &self.wrapping_alg)
+            .field("wrapping_spec", &self.wrapping_spec)
+            .field("valid_to_ms", &self.valid_to_ms)
             .finish_non_exhaustive()
     }
 }

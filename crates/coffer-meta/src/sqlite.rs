@@ -8,11 +8,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    AccessKeyRecord, AliasRecord, KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result,
+    AccessKeyRecord, AliasRecord, ImportTokenRecord, KeyRecord, MaterialRecord, MetaError,
+    MetaStore, Page, Result,
 };
 
 /// Forward-only schema migrations; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE kms_keys (
     key_id               TEXT PRIMARY KEY,
     created_ms           BIGINT NOT NULL,
@@ -57,7 +59,22 @@ CREATE TABLE access_keys (
     status         TEXT NOT NULL,
     created_ms     BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE kms_keys ADD COLUMN expiration_model TEXT;
+ALTER TABLE kms_keys ADD COLUMN valid_to_ms BIGINT;
+ALTER TABLE kms_keys ADD COLUMN import_fingerprint BLOB;
+CREATE TABLE kms_import_tokens (
+    token_hash       BLOB PRIMARY KEY,
+    key_id           TEXT NOT NULL REFERENCES kms_keys(key_id) ON DELETE CASCADE,
+    wrapping_alg     TEXT NOT NULL,
+    wrapping_spec    TEXT NOT NULL,
+    wrapped_private  BLOB NOT NULL,
+    valid_to_ms      BIGINT NOT NULL
+);
+CREATE INDEX kms_import_tokens_by_key ON kms_import_tokens(key_id);
+"#,
+];
 
 /// SQLite engine. Calls run on the blocking thread pool; one connection serialises writers, which is
 /// what SQLite does anyway.
@@ -149,7 +166,8 @@ fn now_ms() -> i64 {
 }
 
 const KEY_COLUMNS: &str = "key_id, created_ms, description, key_usage, key_spec, origin, key_manager, state, \
-     deletion_ms, pending_window_days, rotation_enabled, rotation_period_days, next_rotation_ms, current_version";
+     deletion_ms, pending_window_days, rotation_enabled, rotation_period_days, next_rotation_ms, current_version, \
+     expiration_model, valid_to_ms, import_fingerprint";
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     Ok(KeyRecord {
@@ -167,6 +185,9 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         rotation_period_days: r.get(11)?,
         next_rotation_ms: r.get(12)?,
         current_version: r.get(13)?,
+        expiration_model: r.get(14)?,
+        valid_to_ms: r.get(15)?,
+        import_fingerprint: r.get(16)?,
     })
 }
 
@@ -188,8 +209,8 @@ fn update_key_row(conn: &Connection, k: &KeyRecord) -> Result<()> {
     let n = conn
         .execute(
             "UPDATE kms_keys SET description = ?2, state = ?3, deletion_ms = ?4, pending_window_days = ?5, \
-             rotation_enabled = ?6, rotation_period_days = ?7, next_rotation_ms = ?8, current_version = ?9 \
-             WHERE key_id = ?1",
+             rotation_enabled = ?6, rotation_period_days = ?7, next_rotation_ms = ?8, current_version = ?9, \
+             expiration_model = ?10, valid_to_ms = ?11, import_fingerprint = ?12 WHERE key_id = ?1",
             params![
                 k.key_id,
                 k.description,
@@ -199,7 +220,10 @@ fn update_key_row(conn: &Connection, k: &KeyRecord) -> Result<()> {
                 k.rotation_enabled as i64,
                 k.rotation_period_days,
                 k.next_rotation_ms,
-                k.current_version
+                k.current_version,
+                k.expiration_model,
+                k.valid_to_ms,
+                k.import_fingerprint
             ],
         )
         .map_err(backend)?;
@@ -220,14 +244,14 @@ impl MetaStore for SqliteStore {
     async fn create_key(
         &self,
         key: &KeyRecord,
-        material: &MaterialRecord,
+        material: Option<&MaterialRecord>,
         tags: &[(String, String)],
     ) -> Result<()> {
-        let (key, material, tags) = (key.clone(), material.clone(), tags.to_vec());
+        let (key, material, tags) = (key.clone(), material.cloned(), tags.to_vec());
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             tx.execute(
-                &format!("INSERT INTO kms_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                &format!("INSERT INTO kms_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
                 params![
                     key.key_id,
                     key.created_ms,
@@ -242,15 +266,20 @@ impl MetaStore for SqliteStore {
                     key.rotation_enabled as i64,
                     key.rotation_period_days,
                     key.next_rotation_ms,
-                    key.current_version
+                    key.current_version,
+                    key.expiration_model,
+                    key.valid_to_ms,
+                    key.import_fingerprint
                 ],
             )
             .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(key.key_id.clone()) } else { backend(e) })?;
-            tx.execute(
-                "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![material.key_id, material.version, material.wrapped, material.created_ms, material.rotation_type],
-            )
-            .map_err(backend)?;
+            if let Some(material) = &material {
+                tx.execute(
+                    "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![material.key_id, material.version, material.wrapped, material.created_ms, material.rotation_type],
+                )
+                .map_err(backend)?;
+            }
             for (k, v) in &tags {
                 tx.execute(
                     "INSERT INTO kms_tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
@@ -309,6 +338,7 @@ impl MetaStore for SqliteStore {
                 "kms_aliases WHERE target_key_id",
                 "kms_tags WHERE key_id",
                 "kms_key_materials WHERE key_id",
+                "kms_import_tokens WHERE key_id",
                 "kms_keys WHERE key_id",
             ] {
                 tx.execute(&format!("DELETE FROM {table} = ?1"), [&key_id])
@@ -324,7 +354,8 @@ impl MetaStore for SqliteStore {
             let mut st = c
                 .prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM kms_keys WHERE (deletion_ms IS NOT NULL AND deletion_ms <= ?1) \
-                     OR (rotation_enabled <> 0 AND next_rotation_ms IS NOT NULL AND next_rotation_ms <= ?1) ORDER BY key_id"
+                     OR (rotation_enabled <> 0 AND next_rotation_ms IS NOT NULL AND next_rotation_ms <= ?1) \
+                     OR (valid_to_ms IS NOT NULL AND valid_to_ms <= ?1 AND current_version > 0) ORDER BY key_id"
                 ))
                 .map_err(backend)?;
             st.query_map([now_ms], key_row)
@@ -370,6 +401,84 @@ impl MetaStore for SqliteStore {
             .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(format!("{} version {}", material.key_id, material.version)) } else { backend(e) })?;
             update_key_row(&tx, &key)?;
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn replace_materials(
+        &self,
+        key: &KeyRecord,
+        material: Option<&MaterialRecord>,
+    ) -> Result<()> {
+        let (key, material) = (key.clone(), material.cloned());
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute("DELETE FROM kms_key_materials WHERE key_id = ?1", [&key.key_id])
+                .map_err(backend)?;
+            if let Some(m) = &material {
+                tx.execute(
+                    "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![m.key_id, m.version, m.wrapped, m.created_ms, m.rotation_type],
+                )
+                .map_err(backend)?;
+            }
+            update_key_row(&tx, &key)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_import_token(&self, t: &ImportTokenRecord) -> Result<()> {
+        let t = t.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO kms_import_tokens (token_hash, key_id, wrapping_alg, wrapping_spec, wrapped_private, valid_to_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![t.token_hash, t.key_id, t.wrapping_alg, t.wrapping_spec, t.wrapped_private, t.valid_to_ms],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn import_token(&self, token_hash: &[u8]) -> Result<Option<ImportTokenRecord>> {
+        let hash = token_hash.to_vec();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT token_hash, key_id, wrapping_alg, wrapping_spec, wrapped_private, valid_to_ms \
+                 FROM kms_import_tokens WHERE token_hash = ?1",
+                [hash],
+                |r| {
+                    Ok(ImportTokenRecord {
+                        token_hash: r.get(0)?,
+                        key_id: r.get(1)?,
+                        wrapping_alg: r.get(2)?,
+                        wrapping_spec: r.get(3)?,
+                        wrapped_private: r.get(4)?,
+                        valid_to_ms: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_import_tokens(
+        &self,
+        key_id: &str,
+        expired_before_ms: Option<i64>,
+    ) -> Result<()> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM kms_import_tokens WHERE key_id = ?1 AND (?2 IS NULL OR valid_to_ms < ?2)",
+                params![key_id, expired_before_ms],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }
@@ -563,6 +672,9 @@ mod tests {
             rotation_period_days: None,
             next_rotation_ms: None,
             current_version: 1,
+            expiration_model: None,
+            valid_to_ms: None,
+            import_fingerprint: None,
         }
     }
 
@@ -579,14 +691,18 @@ mod tests {
     #[tokio::test]
     async fn keys_materials_aliases_tags() {
         let s = SqliteStore::in_memory().expect("open");
-        s.create_key(&key("a"), &material("a", 1), &[("t".into(), "1".into())])
-            .await
-            .expect("create");
+        s.create_key(
+            &key("a"),
+            Some(&material("a", 1)),
+            &[("t".into(), "1".into())],
+        )
+        .await
+        .expect("create");
         assert!(matches!(
-            s.create_key(&key("a"), &material("a", 1), &[]).await,
+            s.create_key(&key("a"), Some(&material("a", 1)), &[]).await,
             Err(MetaError::AlreadyExists(_))
         ));
-        s.create_key(&key("b"), &material("b", 1), &[])
+        s.create_key(&key("b"), Some(&material("b", 1)), &[])
             .await
             .expect("create");
         let p = s.list_keys(None, 1).await.expect("list");
@@ -660,7 +776,7 @@ mod tests {
         let path = dir.path().join("meta.db");
         {
             let s = SqliteStore::open(&path).expect("open");
-            s.create_key(&key("a"), &material("a", 1), &[])
+            s.create_key(&key("a"), Some(&material("a", 1)), &[])
                 .await
                 .expect("create");
         }
@@ -673,13 +789,13 @@ mod tests {
         let s = SqliteStore::in_memory().expect("open");
         let mut k = key("a");
         k.deletion_ms = Some(100);
-        s.create_key(&k, &material("a", 1), &[])
+        s.create_key(&k, Some(&material("a", 1)), &[])
             .await
             .expect("create");
         let mut k = key("b");
         k.rotation_enabled = true;
         k.next_rotation_ms = Some(200);
-        s.create_key(&k, &material("b", 1), &[])
+        s.create_key(&k, Some(&material("b", 1)), &[])
             .await
             .expect("create");
         assert!(s.keys_due(50).await.expect("due").is_empty());

@@ -317,15 +317,16 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the key lifecycle on the clock: deletions at the end of their waiting period and
-/// automatic rotations.
+/// Runs the key lifecycle on the clock: deletions at the end of their waiting period, automatic
+/// rotations and the expiry of imported key material.
 async fn lifecycle_clock(kms: Arc<Kms>) {
     loop {
         match kms.sweep(coffer_kms::now_ms()).await {
-            Ok(r) if r.deleted > 0 || r.rotated > 0 => {
+            Ok(r) if r.deleted > 0 || r.rotated > 0 || r.expired > 0 => {
                 info!(
                     deleted = r.deleted,
                     rotated = r.rotated,
+                    expired = r.expired,
                     "key lifecycle sweep"
                 )
             }
