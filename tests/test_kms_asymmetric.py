@@ -69,7 +69,7 @@ def test_ecc_sign_verifies_everywhere(kms, ecc_keys):
         pre = kms.sign(KeyId=md["KeyId"], Message=digest, MessageType="DIGEST", SigningAlgorithm=alg)
         local_verify(public, alg, message, pre["Signature"])
         assert kms.verify(KeyId=md["KeyId"], Message=message, Signature=pre["Signature"], SigningAlgorithm=alg)["SignatureValid"]
-        # A signature made outside Coffer with... no: only Coffer holds the key; tamper instead.
+        # A tampered signature, and a signature over another message, are refused.
         bad = bytearray(raw["Signature"])
         bad[-1] ^= 1
         with pytest.raises(ClientError) as e:

@@ -404,6 +404,20 @@ impl Kms {
         ))
     }
 
+    /// An enabled symmetric encryption key, for the operations that seal under one (data keys and
+    /// data key pairs).
+    async fn symmetric_for(&self, r: &KeyRef, operation: &str) -> Result<Arc<LoadedKey>> {
+        let k = self.usable_for(r, ENCRYPT_DECRYPT, operation).await?;
+        if k.spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::InvalidKeyUsage(format!(
+                "{} has key spec {}; {operation} needs a symmetric encryption key.",
+                self.cfg.key_arn(&k.record.key_id),
+                k.spec.as_str()
+            )));
+        }
+        Ok(k)
+    }
+
     /// The key, which must be enabled and have `usage`, for `operation`.
     async fn usable_for(&self, r: &KeyRef, usage: &str, operation: &str) -> Result<Arc<LoadedKey>> {
         let k = self.loaded_ref(r).await?;
@@ -840,14 +854,7 @@ impl Kms {
         } else {
             "GenerateDataKeyWithoutPlaintext"
         };
-        let k = self.usable_for(r, ENCRYPT_DECRYPT, operation).await?;
-        if k.spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::InvalidKeyUsage(format!(
-                "{} has key spec {}; {operation} needs a symmetric encryption key.",
-                self.cfg.key_arn(&k.record.key_id),
-                k.spec.as_str()
-            )));
-        }
+        let k = self.symmetric_for(r, operation).await?;
         if dry_run {
             return Err(KmsError::DryRun);
         }
@@ -936,14 +943,7 @@ impl Kms {
         } else {
             "GenerateDataKeyPairWithoutPlaintext"
         };
-        let k = self.usable_for(r, ENCRYPT_DECRYPT, operation).await?;
-        if k.spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::InvalidKeyUsage(format!(
-                "{} has key spec {}; {operation} needs a symmetric encryption key.",
-                self.cfg.key_arn(&k.record.key_id),
-                k.spec.as_str()
-            )));
-        }
+        let k = self.symmetric_for(r, operation).await?;
         let spec = KeySpec::parse(pair_spec)
             .filter(|s| s.is_asymmetric())
             .ok_or_else(|| {
