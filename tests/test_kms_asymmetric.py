@@ -294,3 +294,26 @@ def test_generate_data_key_pair(kms):
     with pytest.raises(ClientError) as e:
         kms.generate_data_key_pair(KeyId=signer, KeyPairSpec="ECC_NIST_P256")
     assert code(e) == "InvalidKeyUsageException"
+
+
+def test_ed25519(kms):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    md = kms.create_key(KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    assert md["SigningAlgorithms"] == ["ED25519_SHA_512"]
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=md["KeyId"])["PublicKey"])
+    assert isinstance(public, Ed25519PublicKey)
+    sig = kms.sign(KeyId=md["KeyId"], Message=b"edwards", SigningAlgorithm="ED25519_SHA_512")["Signature"]
+    public.verify(sig, b"edwards")
+    assert kms.verify(KeyId=md["KeyId"], Message=b"edwards", Signature=sig, SigningAlgorithm="ED25519_SHA_512")["SignatureValid"]
+    with pytest.raises(ClientError) as e:
+        kms.sign(KeyId=md["KeyId"], Message=hashlib.sha512(b"edwards").digest(), MessageType="DIGEST",
+                 SigningAlgorithm="ED25519_SHA_512")
+    assert code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:  # the prehash variant is not implemented
+        kms.sign(KeyId=md["KeyId"], Message=b"edwards", SigningAlgorithm="ED25519_PH_SHA_512")
+    assert code(e) == "InvalidKeyUsageException"
+    cmk = kms.create_key()["KeyMetadata"]["KeyId"]
+    pair = kms.generate_data_key_pair(KeyId=cmk, KeyPairSpec="ECC_NIST_EDWARDS25519")
+    private = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
+    serialization.load_der_public_key(pair["PublicKey"]).verify(private.sign(b"m"), b"m")

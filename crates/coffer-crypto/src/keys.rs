@@ -7,7 +7,7 @@
 //! - RSA and ECC: a PKCS#8 v1 `PrivateKeyInfo` in DER.
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use aws_lc_rs::{agreement, digest, hmac, rsa};
 
 use crate::{CryptoError, Key256, SecretBytes};
@@ -23,6 +23,7 @@ pub enum KeySpec {
     EccNistP384,
     EccNistP521,
     EccSecgP256k1,
+    EccNistEdwards25519,
     Hmac224,
     Hmac256,
     Hmac384,
@@ -41,6 +42,8 @@ pub enum SigningAlgorithm {
     EcdsaSha256,
     EcdsaSha384,
     EcdsaSha512,
+    /// Pure Ed25519 (RFC 8032) over the message.
+    Ed25519Sha512,
 }
 
 /// MAC algorithms, named as AWS names them.
@@ -86,6 +89,7 @@ aws_names!(KeySpec {
     EccNistP384 => "ECC_NIST_P384",
     EccNistP521 => "ECC_NIST_P521",
     EccSecgP256k1 => "ECC_SECG_P256K1",
+    EccNistEdwards25519 => "ECC_NIST_EDWARDS25519",
     Hmac224 => "HMAC_224",
     Hmac256 => "HMAC_256",
     Hmac384 => "HMAC_384",
@@ -102,6 +106,7 @@ aws_names!(SigningAlgorithm {
     EcdsaSha256 => "ECDSA_SHA_256",
     EcdsaSha384 => "ECDSA_SHA_384",
     EcdsaSha512 => "ECDSA_SHA_512",
+    Ed25519Sha512 => "ED25519_SHA_512",
 });
 
 aws_names!(MacAlgorithm {
@@ -178,7 +183,7 @@ impl KeySpec {
     }
 
     pub fn is_asymmetric(self) -> bool {
-        self.is_rsa() || self.is_ecc()
+        self.is_rsa() || self.is_ecc() || self == KeySpec::EccNistEdwards25519
     }
 
     /// The key usages AWS allows for this spec (the first is what CreateKey assumes by default).
@@ -191,7 +196,7 @@ impl KeySpec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
                 &["SIGN_VERIFY", "KEY_AGREEMENT"]
             }
-            KeySpec::EccSecgP256k1 => &["SIGN_VERIFY"],
+            KeySpec::EccSecgP256k1 | KeySpec::EccNistEdwards25519 => &["SIGN_VERIFY"],
             KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
                 &["GENERATE_VERIFY_MAC"]
             }
@@ -205,6 +210,7 @@ impl KeySpec {
             KeySpec::EccNistP256 | KeySpec::EccSecgP256k1 => &[SigningAlgorithm::EcdsaSha256],
             KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
             KeySpec::EccNistP521 => &[SigningAlgorithm::EcdsaSha512],
+            KeySpec::EccNistEdwards25519 => &[SigningAlgorithm::Ed25519Sha512],
             _ => &[],
         }
     }
@@ -277,7 +283,9 @@ impl SigningAlgorithm {
         match self {
             S::RsassaPssSha256 | S::RsassaPkcs1V15Sha256 | S::EcdsaSha256 => &digest::SHA256,
             S::RsassaPssSha384 | S::RsassaPkcs1V15Sha384 | S::EcdsaSha384 => &digest::SHA384,
-            S::RsassaPssSha512 | S::RsassaPkcs1V15Sha512 | S::EcdsaSha512 => &digest::SHA512,
+            S::RsassaPssSha512 | S::RsassaPkcs1V15Sha512 | S::EcdsaSha512 | S::Ed25519Sha512 => {
+                &digest::SHA512
+            }
         }
     }
 
@@ -371,6 +379,11 @@ pub fn generate(spec: KeySpec) -> Result<SecretBytes, CryptoError> {
     if let Some(mac) = spec.mac_algorithm() {
         return crate::random_secret(mac.key_len());
     }
+    if spec == KeySpec::EccNistEdwards25519 {
+        let kp = Ed25519KeyPair::generate().map_err(|_| CryptoError::Unspecified)?;
+        let der: Pkcs8V1Der<'static> = kp.as_der().map_err(|_| CryptoError::Unspecified)?;
+        return Ok(SecretBytes::new(der.as_ref().to_vec()));
+    }
     crate::random_secret(32)
 }
 
@@ -388,6 +401,7 @@ pub enum KeyMaterial {
         decrypting: rsa::OaepPrivateDecryptingKey,
         encrypting: rsa::OaepPublicEncryptingKey,
     },
+    Ed25519(Ed25519KeyPair),
     Ecdsa {
         spec: KeySpec,
         key: EcdsaKeyPair,
@@ -403,6 +417,7 @@ impl std::fmt::Debug for KeyMaterial {
             KeyMaterial::Hmac { .. } => "Hmac",
             KeyMaterial::Rsa { .. } => "Rsa",
             KeyMaterial::Ecdsa { .. } => "Ecdsa",
+            KeyMaterial::Ed25519(_) => "Ed25519",
         };
         write!(f, "KeyMaterial::{kind}([redacted])")
     }
@@ -411,6 +426,9 @@ impl std::fmt::Debug for KeyMaterial {
 /// A failed signature or MAC check, or input the algorithm cannot take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UseError {
+    /// The algorithm signs whole messages only (pure Ed25519), not digests.
+    #[error("the algorithm does not sign digests")]
+    DigestUnsupported,
     /// The peer's public key is not a valid key on this key's curve.
     #[error("the public key is not a valid key for this curve")]
     BadPublicKey,
@@ -465,6 +483,11 @@ impl KeyMaterial {
                 agreement,
             });
         }
+        if spec == KeySpec::EccNistEdwards25519 {
+            let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(stored)
+                .map_err(|_| CryptoError::Malformed("Ed25519 key"))?;
+            return Ok(KeyMaterial::Ed25519(key));
+        }
         if let Some(algorithm) = spec.mac_algorithm() {
             // Generated keys have the spec's length; imported ones may be longer, as AWS allows.
             if stored.len() < algorithm.key_len() || stored.len() > algorithm.max_key_len() {
@@ -491,10 +514,21 @@ impl KeyMaterial {
         let der: PublicKeyX509Der<'static> = match self {
             KeyMaterial::Rsa { signing, .. } => signing.public_key().as_der(),
             KeyMaterial::Ecdsa { key, .. } => key.public_key().as_der(),
+            KeyMaterial::Ed25519(key) => key.public_key().as_der(),
             _ => return Err(UseError::WrongAlgorithm),
         }
         .map_err(|_| UseError::Unspecified)?;
         Ok(der.as_ref().to_vec())
+    }
+
+    fn pure_ed25519(alg: SigningAlgorithm, is_digest: bool) -> Result<(), UseError> {
+        if alg != SigningAlgorithm::Ed25519Sha512 {
+            return Err(UseError::WrongAlgorithm);
+        }
+        if is_digest {
+            return Err(UseError::DigestUnsupported);
+        }
+        Ok(())
     }
 
     fn digest_of(
@@ -517,6 +551,14 @@ impl KeyMaterial {
         message: &[u8],
         is_digest: bool,
     ) -> Result<Vec<u8>, UseError> {
+        if let KeyMaterial::Ed25519(key) = self {
+            Self::pure_ed25519(alg, is_digest)?;
+            return Ok(key
+                .try_sign(message)
+                .map_err(|_| UseError::Unspecified)?
+                .as_ref()
+                .to_vec());
+        }
         let d = Self::digest_of(alg, message, is_digest)?;
         match self {
             KeyMaterial::Rsa { spec, signing, .. } if spec.signing_algorithms().contains(&alg) => {
@@ -546,6 +588,15 @@ impl KeyMaterial {
         is_digest: bool,
         sig: &[u8],
     ) -> Result<bool, UseError> {
+        if let KeyMaterial::Ed25519(key) = self {
+            Self::pure_ed25519(alg, is_digest)?;
+            return Ok(signature::UnparsedPublicKey::new(
+                &signature::ED25519,
+                key.public_key().as_ref(),
+            )
+            .verify(message, sig)
+            .is_ok());
+        }
         let d = Self::digest_of(alg, message, is_digest)?;
         let ok = match self {
             KeyMaterial::Rsa { spec, signing, .. } if spec.signing_algorithms().contains(&alg) => {
@@ -743,6 +794,27 @@ mod tests {
                 UseError::WrongAlgorithm
             );
         }
+    }
+
+    #[test]
+    fn ed25519_signs_messages_not_digests() {
+        let stored = generate(KeySpec::EccNistEdwards25519).expect("generate");
+        let m = KeyMaterial::load(KeySpec::EccNistEdwards25519, stored.expose()).expect("load");
+        let alg = SigningAlgorithm::Ed25519Sha512;
+        let sig = m.sign(alg, b"message", false).expect("sign");
+        assert_eq!(sig.len(), 64);
+        assert!(m.verify(alg, b"message", false, &sig).expect("verify"));
+        assert!(!m.verify(alg, b"messagE", false, &sig).expect("verify"));
+        assert_eq!(
+            m.sign(alg, &[0; 64], true).unwrap_err(),
+            UseError::DigestUnsupported
+        );
+        assert_eq!(
+            m.sign(SigningAlgorithm::EcdsaSha256, b"m", false)
+                .unwrap_err(),
+            UseError::WrongAlgorithm
+        );
+        assert_eq!(m.public_key_der().expect("spki").len(), 44);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Project Wycheproof vectors against the primitives exactly as Coffer configures them: AES-GCM with
 //! 96-bit nonces and 128-bit tags (the ciphertext blob and key wrap), RSA-OAEP (RSA encryption
 //! keys), RSASSA-PSS with salt = digest length and PKCS#1 v1.5 (RSA signing keys), ECDSA with ASN.1
-//! signatures on P-256/P-384/P-521/secp256k1 (ECC signing keys), HMAC (HMAC keys) and HKDF-SHA-256
+//! signatures on P-256/P-384/P-521/secp256k1 (ECC signing keys), Ed25519, HMAC (HMAC keys) and HKDF-SHA-256
 //! (per-message keys). A "valid" vector must pass, an "invalid" one must fail; "acceptable" ones may
 //! go either way.
 
@@ -210,6 +210,21 @@ fn hmac() {
         }
     }
     assert!(run > 200, "only {run} HMAC vectors ran");
+}
+
+#[test]
+fn ed25519() {
+    let set =
+        wycheproof::eddsa::TestSet::load(wycheproof::eddsa::TestName::Ed25519).expect("vectors");
+    let mut run = 0;
+    for g in set.test_groups {
+        for t in g.tests {
+            let ok = verify_set(&signature::ED25519, &g.key.pk, &t.msg, &t.sig);
+            expect(t.result, ok, &format!("Ed25519 tc {}", t.tc_id));
+            run += 1;
+        }
+    }
+    assert!(run > 100, "only {run} Ed25519 vectors ran");
 }
 
 struct Len(usize);

@@ -1007,6 +1007,10 @@ impl Kms {
             .sign(alg, message, is_digest)
             .map_err(|e| match e {
                 UseError::DigestLength => Self::digest_length_error(alg),
+            UseError::DigestUnsupported => KmsError::Validation(format!(
+                "Message type DIGEST is incompatible with signing algorithm {}; send the RAW message.",
+                alg.as_str()
+            )),
                 other => internal(other),
             })?;
         Ok((sig, self.cfg.key_arn(&k.record.key_id)))
@@ -1032,6 +1036,10 @@ impl Kms {
             .verify(alg, message, is_digest, signature)
             .map_err(|e| match e {
                 UseError::DigestLength => Self::digest_length_error(alg),
+            UseError::DigestUnsupported => KmsError::Validation(format!(
+                "Message type DIGEST is incompatible with signing algorithm {}; send the RAW message.",
+                alg.as_str()
+            )),
                 other => internal(other),
             })?;
         if !valid {

@@ -40,6 +40,7 @@ pub enum BenchOp {
     SignP256,
     SignP384,
     SignP521,
+    SignEd25519,
     VerifyP256,
     GenerateMac,
 }
@@ -56,6 +57,7 @@ impl BenchOp {
             BenchOp::SignP256 => "Sign P-256",
             BenchOp::SignP384 => "Sign P-384",
             BenchOp::SignP521 => "Sign P-521",
+            BenchOp::SignEd25519 => "Sign Ed25519",
             BenchOp::VerifyP256 => "Verify P-256",
             BenchOp::GenerateMac => "GenerateMac",
         }
@@ -70,6 +72,10 @@ impl BenchOp {
             BenchOp::SignP256 => Some((KeySpec::EccNistP256, Primitive::Sign(S::EcdsaSha256))),
             BenchOp::SignP384 => Some((KeySpec::EccNistP384, Primitive::Sign(S::EcdsaSha384))),
             BenchOp::SignP521 => Some((KeySpec::EccNistP521, Primitive::Sign(S::EcdsaSha512))),
+            BenchOp::SignEd25519 => Some((
+                KeySpec::EccNistEdwards25519,
+                Primitive::Sign(S::Ed25519Sha512),
+            )),
             BenchOp::VerifyP256 => Some((KeySpec::EccNistP256, Primitive::Verify(S::EcdsaSha256))),
             BenchOp::GenerateMac => {
                 Some((KeySpec::Hmac256, Primitive::Mac(MacAlgorithm::HmacSha256)))
