@@ -132,6 +132,24 @@ fn import_fingerprint(key_id: &str, material: &[u8]) -> Vec<u8> {
     h.finish().to_vec()
 }
 
+/// New material for `spec`, generated on the blocking pool (RSA generation takes a while).
+async fn generate_off_thread(spec: KeySpec) -> Result<SecretBytes> {
+    tokio::task::spawn_blocking(move || keys::generate(spec))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
+}
+
+/// A new asymmetric key pair: the private key (PKCS#8) and its DER SubjectPublicKeyInfo.
+async fn generate_key_pair(spec: KeySpec) -> Result<(SecretBytes, Vec<u8>)> {
+    let private = generate_off_thread(spec).await?;
+    let public = KeyMaterial::load(spec, private.expose())
+        .map_err(internal)?
+        .public_key_der()
+        .map_err(internal)?;
+    Ok((private, public))
+}
+
 fn spec_of(rec: &KeyRecord) -> Result<KeySpec> {
     KeySpec::parse(&rec.key_spec).ok_or_else(|| {
         KmsError::Internal(format!(
@@ -462,10 +480,7 @@ impl Kms {
         version: u32,
         rotation_type: Option<&str>,
     ) -> Result<MaterialRecord> {
-        let material = tokio::task::spawn_blocking(move || keys::generate(spec))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
+        let material = generate_off_thread(spec).await?;
         let wrapped = self
             .root
             .wrap(&material_aad(key_id, version), material.expose())
@@ -954,16 +969,7 @@ impl Kms {
         if dry_run {
             return Err(KmsError::DryRun);
         }
-        let private = tokio::task::spawn_blocking(move || keys::generate(spec))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        let public_key = KeyMaterial::load(spec, private.expose())
-            .and_then(|m| {
-                m.public_key_der()
-                    .map_err(|_| coffer_crypto::CryptoError::Unspecified)
-            })
-            .map_err(internal)?;
+        let (private, public_key) = generate_key_pair(spec).await?;
         let sealed = self.seal(&k, EncryptionMode::Symmetric, ctx, private.expose())?;
         Ok(DataKeyPairOutput {
             private_key_plaintext: with_plaintext.then_some(private),
@@ -1138,16 +1144,7 @@ impl Kms {
                 )));
             }
         };
-        let private = tokio::task::spawn_blocking(move || keys::generate(spec))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
-        let public_key = KeyMaterial::load(spec, private.expose())
-            .and_then(|m| {
-                m.public_key_der()
-                    .map_err(|_| coffer_crypto::CryptoError::Unspecified)
-            })
-            .map_err(internal)?;
+        let (private, public_key) = generate_key_pair(spec).await?;
         let mut token = vec![IMPORT_TOKEN_VERSION];
         token.extend_from_slice(coffer_crypto::random_secret(32).map_err(internal)?.expose());
         let token_hash = coffer_crypto::digest::sha256(&token).to_vec();
