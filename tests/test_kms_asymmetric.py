@@ -300,7 +300,7 @@ def test_ed25519(kms):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     md = kms.create_key(KeySpec="ECC_NIST_EDWARDS25519", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
-    assert md["SigningAlgorithms"] == ["ED25519_SHA_512"]
+    assert md["SigningAlgorithms"] == ["ED25519_SHA_512", "ED25519_PH_SHA_512"]
     public = serialization.load_der_public_key(kms.get_public_key(KeyId=md["KeyId"])["PublicKey"])
     assert isinstance(public, Ed25519PublicKey)
     sig = kms.sign(KeyId=md["KeyId"], Message=b"edwards", SigningAlgorithm="ED25519_SHA_512")["Signature"]
@@ -310,10 +310,73 @@ def test_ed25519(kms):
         kms.sign(KeyId=md["KeyId"], Message=hashlib.sha512(b"edwards").digest(), MessageType="DIGEST",
                  SigningAlgorithm="ED25519_SHA_512")
     assert code(e) == "ValidationException"
-    with pytest.raises(ClientError) as e:  # the prehash variant is not implemented
-        kms.sign(KeyId=md["KeyId"], Message=b"edwards", SigningAlgorithm="ED25519_PH_SHA_512")
-    assert code(e) == "InvalidKeyUsageException"
+    # Ed25519ph takes a SHA-512 digest, which AWS hashes once more (FIPS 186-5 7.8.1): the signature
+    # is HashEdDSA over the 64 submitted bytes. PyCryptodome verifies it from an SHA512 object.
+    from Crypto.Hash import SHA512
+    from Crypto.PublicKey import ECC
+    from Crypto.Signature import eddsa
+
+    digest = hashlib.sha512(b"edwards").digest()
+    sig = kms.sign(KeyId=md["KeyId"], Message=digest, MessageType="DIGEST",
+                   SigningAlgorithm="ED25519_PH_SHA_512")["Signature"]
+    verifier = eddsa.new(ECC.import_key(kms.get_public_key(KeyId=md["KeyId"])["PublicKey"]), "rfc8032")
+    verifier.verify(SHA512.new(digest), sig)
+    with pytest.raises(ValueError):
+        verifier.verify(SHA512.new(hashlib.sha512(b"other").digest()), sig)
+    with pytest.raises(ValueError):  # it is not a pure Ed25519 signature of the digest
+        verifier.verify(digest, sig)
+    assert kms.verify(KeyId=md["KeyId"], Message=digest, MessageType="DIGEST", Signature=sig,
+                      SigningAlgorithm="ED25519_PH_SHA_512")["SignatureValid"]
+    with pytest.raises(ClientError) as e:
+        kms.verify(KeyId=md["KeyId"], Message=hashlib.sha512(b"x").digest(), MessageType="DIGEST",
+                   Signature=sig, SigningAlgorithm="ED25519_PH_SHA_512")
+    assert code(e) == "KMSInvalidSignatureException"
+    for message, message_type in ((b"edwards", "RAW"), (digest[:32], "DIGEST")):
+        with pytest.raises(ClientError) as e:
+            kms.sign(KeyId=md["KeyId"], Message=message, MessageType=message_type,
+                     SigningAlgorithm="ED25519_PH_SHA_512")
+        assert code(e) == "ValidationException", message_type
     cmk = kms.create_key()["KeyMetadata"]["KeyId"]
     pair = kms.generate_data_key_pair(KeyId=cmk, KeyPairSpec="ECC_NIST_EDWARDS25519")
     private = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
     serialization.load_der_public_key(pair["PublicKey"]).verify(private.sign(b"m"), b"m")
+
+
+@pytest.mark.parametrize("spec", ["ML_DSA_44", "ML_DSA_65", "ML_DSA_87"])
+def test_ml_dsa(kms, spec):
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+
+    md = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    assert md["SigningAlgorithms"] == ["ML_DSA_SHAKE_256"]
+    public = serialization.load_der_public_key(kms.get_public_key(KeyId=md["KeyId"])["PublicKey"])
+    assert isinstance(public, getattr(mldsa, f"MLDSA{spec[-2:]}PublicKey"))
+    key = md["KeyId"]
+    alg = "ML_DSA_SHAKE_256"
+    sig = kms.sign(KeyId=key, Message=b"post-quantum", SigningAlgorithm=alg)["Signature"]
+    public.verify(sig, b"post-quantum")
+    with pytest.raises(InvalidSignature):
+        public.verify(sig, b"post-quantuM")
+    assert kms.verify(KeyId=key, Message=b"post-quantum", Signature=sig, SigningAlgorithm=alg)["SignatureValid"]
+
+    # EXTERNAL_MU: the client computes mu (FIPS 204 6.2) from the public key and its message; the
+    # signature is an ordinary ML-DSA signature of that message.
+    hasher = mldsa.MLDSAMuHasher(public)
+    hasher.update(b"a large document, hashed where it lives")
+    mu = hasher.finalize()
+    sig = kms.sign(KeyId=key, Message=mu, MessageType="EXTERNAL_MU", SigningAlgorithm=alg)["Signature"]
+    public.verify(sig, b"a large document, hashed where it lives")
+    assert kms.verify(KeyId=key, Message=mu, MessageType="EXTERNAL_MU", Signature=sig,
+                      SigningAlgorithm=alg)["SignatureValid"]
+    with pytest.raises(ClientError) as e:
+        kms.verify(KeyId=key, Message=bytes(64), MessageType="EXTERNAL_MU", Signature=sig, SigningAlgorithm=alg)
+    assert code(e) == "KMSInvalidSignatureException"
+    for message, message_type in ((mu[:32], "EXTERNAL_MU"), (hashlib.sha256(b"m").digest(), "DIGEST")):
+        with pytest.raises(ClientError) as e:
+            kms.sign(KeyId=key, Message=message, MessageType=message_type, SigningAlgorithm=alg)
+        assert code(e) == "ValidationException", message_type
+    with pytest.raises(ClientError) as e:
+        kms.sign(KeyId=key, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    assert code(e) == "InvalidKeyUsageException"
+    with pytest.raises(ClientError) as e:
+        kms.create_key(KeySpec=spec, KeyUsage="ENCRYPT_DECRYPT")
+    assert code(e) == "ValidationException"

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use coffer_crypto::SecretBytes;
+use coffer_crypto::keys::MessageType;
 use coffer_kms::{CreateKeyInput, KeyMetadata, KeyRef, Kms};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -1030,17 +1031,16 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                 .message
                 .map(|m| m.0)
                 .unwrap_or_else(|| SecretBytes::zeroed(0));
-            if r.message_type.as_deref() == Some("EXTERNAL_MU") {
-                return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
-                    "Message type EXTERNAL_MU is only for ML_DSA keys, which this Coffer version does not support yet.".into(),
-                )));
-            }
-            let is_digest = r.message_type.as_deref() == Some("DIGEST");
+            let message_type = r
+                .message_type
+                .as_deref()
+                .and_then(MessageType::parse)
+                .unwrap_or(MessageType::Raw);
             let algorithm = r.signing_algorithm.unwrap_or_default();
             let dry_run = r.dry_run.unwrap_or(false);
             if op == O::Sign {
                 let (sig, arn) = kms
-                    .sign(&key, message.expose(), is_digest, &algorithm, dry_run)
+                    .sign(&key, message.expose(), message_type, &algorithm, dry_run)
                     .await?;
                 Ok(json!({ "KeyId": arn, "Signature": b64(&sig), "SigningAlgorithm": algorithm }))
             } else {
@@ -1049,7 +1049,7 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                     .verify(
                         &key,
                         message.expose(),
-                        is_digest,
+                        message_type,
                         &signature,
                         &algorithm,
                         dry_run,

@@ -4,11 +4,22 @@
 //! Stored forms (always wrapped under the root key before they reach storage):
 //! - `SYMMETRIC_DEFAULT`: 32 raw bytes;
 //! - `HMAC_<n>`: n/8 raw bytes;
-//! - RSA and ECC: a PKCS#8 v1 `PrivateKeyInfo` in DER.
+//! - RSA, ECC and Ed25519: a PKCS#8 v1 `PrivateKeyInfo` in DER;
+//! - `ML_DSA_<n>`: the 32-byte seed ξ of FIPS 204 key generation.
+//!
+//! aws-lc-rs does all of it except two things it does not expose: Ed25519ph (RFC 8032's prehash
+//! variant, `ED25519_PH_SHA_512`) comes from `ed25519-dalek`, and ML-DSA over an external μ
+//! (`MessageType` `EXTERNAL_MU`) from RustCrypto's `ml-dsa`, both loaded from the same stored form.
 
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use aws_lc_rs::encoding::{AsBigEndian, AsDer, Curve25519SeedBin, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, PqdsaKeyPair, RsaKeyPair};
 use aws_lc_rs::{agreement, digest, hmac, rsa};
+use ed25519_dalek::Digest as _;
+use ml_dsa::signature::Keypair as _;
+use ml_dsa::{MlDsa44, MlDsa65, MlDsa87, MlDsaParams};
+
+/// ML-DSA's 64-byte message representative μ.
+type Mu = ml_dsa::common::array::Array<u8, ml_dsa::common::typenum::U64>;
 
 use crate::{CryptoError, Key256, SecretBytes};
 
@@ -28,6 +39,20 @@ pub enum KeySpec {
     Hmac256,
     Hmac384,
     Hmac512,
+    MlDsa44,
+    MlDsa65,
+    MlDsa87,
+}
+
+/// What the `Message` of Sign and Verify holds, named as AWS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// The message itself (hashed by the signing algorithm).
+    Raw,
+    /// A digest of the message, computed by the caller with the algorithm's hash.
+    Digest,
+    /// ML-DSA only: the 64-byte message representative μ of FIPS 204 section 6.2.
+    ExternalMu,
 }
 
 /// Signing algorithms, named as AWS names them.
@@ -44,6 +69,10 @@ pub enum SigningAlgorithm {
     EcdsaSha512,
     /// Pure Ed25519 (RFC 8032) over the message.
     Ed25519Sha512,
+    /// Ed25519ph (RFC 8032 HashEdDSA): Ed25519 over the SHA-512 of the message.
+    Ed25519PhSha512,
+    /// ML-DSA (FIPS 204), empty context.
+    MlDsaShake256,
 }
 
 /// MAC algorithms, named as AWS names them.
@@ -94,6 +123,15 @@ aws_names!(KeySpec {
     Hmac256 => "HMAC_256",
     Hmac384 => "HMAC_384",
     Hmac512 => "HMAC_512",
+    MlDsa44 => "ML_DSA_44",
+    MlDsa65 => "ML_DSA_65",
+    MlDsa87 => "ML_DSA_87",
+});
+
+aws_names!(MessageType {
+    Raw => "RAW",
+    Digest => "DIGEST",
+    ExternalMu => "EXTERNAL_MU",
 });
 
 aws_names!(SigningAlgorithm {
@@ -107,6 +145,8 @@ aws_names!(SigningAlgorithm {
     EcdsaSha384 => "ECDSA_SHA_384",
     EcdsaSha512 => "ECDSA_SHA_512",
     Ed25519Sha512 => "ED25519_SHA_512",
+    Ed25519PhSha512 => "ED25519_PH_SHA_512",
+    MlDsaShake256 => "ML_DSA_SHAKE_256",
 });
 
 aws_names!(MacAlgorithm {
@@ -182,8 +222,12 @@ impl KeySpec {
         self.mac_algorithm().is_some()
     }
 
+    pub fn is_ml_dsa(self) -> bool {
+        self.ml_dsa().is_some()
+    }
+
     pub fn is_asymmetric(self) -> bool {
-        self.is_rsa() || self.is_ecc() || self == KeySpec::EccNistEdwards25519
+        self.is_rsa() || self.is_ecc() || self == KeySpec::EccNistEdwards25519 || self.is_ml_dsa()
     }
 
     /// The key usages AWS allows for this spec (the first is what CreateKey assumes by default).
@@ -196,7 +240,11 @@ impl KeySpec {
             KeySpec::EccNistP256 | KeySpec::EccNistP384 | KeySpec::EccNistP521 => {
                 &["SIGN_VERIFY", "KEY_AGREEMENT"]
             }
-            KeySpec::EccSecgP256k1 | KeySpec::EccNistEdwards25519 => &["SIGN_VERIFY"],
+            KeySpec::EccSecgP256k1
+            | KeySpec::EccNistEdwards25519
+            | KeySpec::MlDsa44
+            | KeySpec::MlDsa65
+            | KeySpec::MlDsa87 => &["SIGN_VERIFY"],
             KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
                 &["GENERATE_VERIFY_MAC"]
             }
@@ -210,7 +258,13 @@ impl KeySpec {
             KeySpec::EccNistP256 | KeySpec::EccSecgP256k1 => &[SigningAlgorithm::EcdsaSha256],
             KeySpec::EccNistP384 => &[SigningAlgorithm::EcdsaSha384],
             KeySpec::EccNistP521 => &[SigningAlgorithm::EcdsaSha512],
-            KeySpec::EccNistEdwards25519 => &[SigningAlgorithm::Ed25519Sha512],
+            KeySpec::EccNistEdwards25519 => &[
+                SigningAlgorithm::Ed25519Sha512,
+                SigningAlgorithm::Ed25519PhSha512,
+            ],
+            KeySpec::MlDsa44 | KeySpec::MlDsa65 | KeySpec::MlDsa87 => {
+                &[SigningAlgorithm::MlDsaShake256]
+            }
             _ => &[],
         }
     }
@@ -235,6 +289,15 @@ impl KeySpec {
             KeySpec::EccNistP256 => Some(&agreement::ECDH_P256),
             KeySpec::EccNistP384 => Some(&agreement::ECDH_P384),
             KeySpec::EccNistP521 => Some(&agreement::ECDH_P521),
+            _ => None,
+        }
+    }
+
+    fn ml_dsa(self) -> Option<&'static signature::PqdsaSigningAlgorithm> {
+        match self {
+            KeySpec::MlDsa44 => Some(&signature::ML_DSA_44_SIGNING),
+            KeySpec::MlDsa65 => Some(&signature::ML_DSA_65_SIGNING),
+            KeySpec::MlDsa87 => Some(&signature::ML_DSA_87_SIGNING),
             _ => None,
         }
     }
@@ -277,15 +340,26 @@ impl KeySpec {
 }
 
 impl SigningAlgorithm {
-    /// The digest the algorithm signs, which is also the digest a DIGEST-type message must be.
-    pub fn digest(self) -> &'static digest::Algorithm {
+    /// The digest a DIGEST-type message must be, for the algorithms that take one.
+    pub fn digest(self) -> Option<&'static digest::Algorithm> {
         use SigningAlgorithm as S;
         match self {
-            S::RsassaPssSha256 | S::RsassaPkcs1V15Sha256 | S::EcdsaSha256 => &digest::SHA256,
-            S::RsassaPssSha384 | S::RsassaPkcs1V15Sha384 | S::EcdsaSha384 => &digest::SHA384,
-            S::RsassaPssSha512 | S::RsassaPkcs1V15Sha512 | S::EcdsaSha512 | S::Ed25519Sha512 => {
-                &digest::SHA512
+            S::RsassaPssSha256 | S::RsassaPkcs1V15Sha256 | S::EcdsaSha256 => Some(&digest::SHA256),
+            S::RsassaPssSha384 | S::RsassaPkcs1V15Sha384 | S::EcdsaSha384 => Some(&digest::SHA384),
+            S::RsassaPssSha512 | S::RsassaPkcs1V15Sha512 | S::EcdsaSha512 | S::Ed25519PhSha512 => {
+                Some(&digest::SHA512)
             }
+            S::Ed25519Sha512 | S::MlDsaShake256 => None,
+        }
+    }
+
+    /// The message types the algorithm accepts.
+    pub fn message_types(self) -> &'static [MessageType] {
+        match self {
+            SigningAlgorithm::Ed25519Sha512 => &[MessageType::Raw],
+            SigningAlgorithm::Ed25519PhSha512 => &[MessageType::Digest],
+            SigningAlgorithm::MlDsaShake256 => &[MessageType::Raw, MessageType::ExternalMu],
+            _ => &[MessageType::Raw, MessageType::Digest],
         }
     }
 
@@ -384,6 +458,7 @@ pub fn generate(spec: KeySpec) -> Result<SecretBytes, CryptoError> {
         let der: Pkcs8V1Der<'static> = kp.as_der().map_err(|_| CryptoError::Unspecified)?;
         return Ok(SecretBytes::new(der.as_ref().to_vec()));
     }
+    // SYMMETRIC_DEFAULT is 32 random bytes, and so is the ML-DSA seed.
     crate::random_secret(32)
 }
 
@@ -401,7 +476,16 @@ pub enum KeyMaterial {
         decrypting: rsa::OaepPrivateDecryptingKey,
         encrypting: rsa::OaepPublicEncryptingKey,
     },
-    Ed25519(Ed25519KeyPair),
+    Ed25519 {
+        key: Ed25519KeyPair,
+        /// The same private key, for Ed25519ph.
+        prehash: Box<ed25519_dalek::SigningKey>,
+    },
+    MlDsa {
+        key: PqdsaKeyPair,
+        /// The same private key, for signing over an external μ.
+        mu: MlDsaMu,
+    },
     Ecdsa {
         spec: KeySpec,
         key: EcdsaKeyPair,
@@ -417,18 +501,106 @@ impl std::fmt::Debug for KeyMaterial {
             KeyMaterial::Hmac { .. } => "Hmac",
             KeyMaterial::Rsa { .. } => "Rsa",
             KeyMaterial::Ecdsa { .. } => "Ecdsa",
-            KeyMaterial::Ed25519(_) => "Ed25519",
+            KeyMaterial::Ed25519 { .. } => "Ed25519",
+            KeyMaterial::MlDsa { .. } => "MlDsa",
         };
         write!(f, "KeyMaterial::{kind}([redacted])")
+    }
+}
+
+/// Ed25519ph (RFC 8032 section 5.1, empty context) of `message`.
+fn ed25519ph_sign(key: &ed25519_dalek::SigningKey, message: &[u8]) -> Result<Vec<u8>, UseError> {
+    let ph = ed25519_dalek::Sha512::new().chain_update(message);
+    Ok(key
+        .sign_prehashed(ph, None)
+        .map_err(|_| UseError::Unspecified)?
+        .to_bytes()
+        .to_vec())
+}
+
+/// An ML-DSA private key for signing and verifying over a μ the caller computed, which aws-lc-rs
+/// does not offer.
+pub enum MlDsaMu {
+    D44(Box<ml_dsa::SigningKey<MlDsa44>>),
+    D65(Box<ml_dsa::SigningKey<MlDsa65>>),
+    D87(Box<ml_dsa::SigningKey<MlDsa87>>),
+}
+
+impl std::fmt::Debug for MlDsaMu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MlDsaMu::{:?}([redacted])", self.spec())
+    }
+}
+
+fn ml_dsa_sign_mu<P: MlDsaParams>(
+    key: &ml_dsa::SigningKey<P>,
+    mu: &[u8],
+) -> Result<Vec<u8>, UseError> {
+    let mu = Mu::try_from(mu).map_err(|_| UseError::DigestLength)?;
+    // Hedged signing (FIPS 204's default): fresh randomness mixed with the key and μ.
+    let sig = key
+        .expanded_key()
+        .sign_mu_randomized(&mu, &mut ml_dsa::common::getrandom::SysRng)
+        .map_err(|_| UseError::Unspecified)?;
+    Ok(sig.encode().to_vec())
+}
+
+fn ml_dsa_verify_mu<P: MlDsaParams>(key: &ml_dsa::SigningKey<P>, mu: &[u8], sig: &[u8]) -> bool {
+    let (Ok(mu), Ok(sig)) = (Mu::try_from(mu), ml_dsa::Signature::<P>::try_from(sig)) else {
+        return false;
+    };
+    key.verifying_key().verify_mu(&mu, &sig)
+}
+
+impl MlDsaMu {
+    fn from_seed(spec: KeySpec, seed: &[u8]) -> Result<Self, CryptoError> {
+        let mut seed =
+            ml_dsa::Seed::try_from(seed).map_err(|_| CryptoError::Malformed("ML-DSA seed"))?;
+        let key = Self::from_array(spec, &seed);
+        zeroize::Zeroize::zeroize(&mut seed);
+        key
+    }
+
+    fn from_array(spec: KeySpec, seed: &ml_dsa::Seed) -> Result<Self, CryptoError> {
+        Ok(match spec {
+            KeySpec::MlDsa44 => MlDsaMu::D44(Box::new(ml_dsa::SigningKey::from_seed(seed))),
+            KeySpec::MlDsa65 => MlDsaMu::D65(Box::new(ml_dsa::SigningKey::from_seed(seed))),
+            KeySpec::MlDsa87 => MlDsaMu::D87(Box::new(ml_dsa::SigningKey::from_seed(seed))),
+            _ => return Err(CryptoError::Malformed("ML-DSA seed")),
+        })
+    }
+
+    fn spec(&self) -> KeySpec {
+        match self {
+            MlDsaMu::D44(_) => KeySpec::MlDsa44,
+            MlDsaMu::D65(_) => KeySpec::MlDsa65,
+            MlDsaMu::D87(_) => KeySpec::MlDsa87,
+        }
+    }
+
+    fn sign(&self, mu: &[u8]) -> Result<Vec<u8>, UseError> {
+        match self {
+            MlDsaMu::D44(k) => ml_dsa_sign_mu(k, mu),
+            MlDsaMu::D65(k) => ml_dsa_sign_mu(k, mu),
+            MlDsaMu::D87(k) => ml_dsa_sign_mu(k, mu),
+        }
+    }
+
+    fn verify(&self, mu: &[u8], sig: &[u8]) -> bool {
+        match self {
+            MlDsaMu::D44(k) => ml_dsa_verify_mu(k, mu, sig),
+            MlDsaMu::D65(k) => ml_dsa_verify_mu(k, mu, sig),
+            MlDsaMu::D87(k) => ml_dsa_verify_mu(k, mu, sig),
+        }
     }
 }
 
 /// A failed signature or MAC check, or input the algorithm cannot take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum UseError {
-    /// The algorithm signs whole messages only (pure Ed25519), not digests.
-    #[error("the algorithm does not sign digests")]
-    DigestUnsupported,
+    /// The algorithm does not take this message type (for example a digest for pure Ed25519).
+    #[error("the algorithm does not take this message type")]
+    MessageType,
     /// The peer's public key is not a valid key on this key's curve.
     #[error("the public key is not a valid key for this curve")]
     BadPublicKey,
@@ -486,7 +658,23 @@ impl KeyMaterial {
         if spec == KeySpec::EccNistEdwards25519 {
             let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(stored)
                 .map_err(|_| CryptoError::Malformed("Ed25519 key"))?;
-            return Ok(KeyMaterial::Ed25519(key));
+            let seed: Curve25519SeedBin<'static> = key
+                .seed()
+                .and_then(|s| s.as_be_bytes())
+                .map_err(|_| CryptoError::Malformed("Ed25519 key"))?;
+            let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+                seed.as_ref()
+                    .try_into()
+                    .map_err(|_| CryptoError::Malformed("Ed25519 key"))?,
+            );
+            let prehash = Box::new(ed25519_dalek::SigningKey::from_bytes(&seed));
+            return Ok(KeyMaterial::Ed25519 { key, prehash });
+        }
+        if let Some(alg) = spec.ml_dsa() {
+            let key = PqdsaKeyPair::from_seed(alg, stored)
+                .map_err(|_| CryptoError::Malformed("ML-DSA seed"))?;
+            let mu = MlDsaMu::from_seed(spec, stored)?;
+            return Ok(KeyMaterial::MlDsa { key, mu });
         }
         if let Some(algorithm) = spec.mac_algorithm() {
             // Generated keys have the spec's length; imported ones may be longer, as AWS allows.
@@ -514,54 +702,90 @@ impl KeyMaterial {
         let der: PublicKeyX509Der<'static> = match self {
             KeyMaterial::Rsa { signing, .. } => signing.public_key().as_der(),
             KeyMaterial::Ecdsa { key, .. } => key.public_key().as_der(),
-            KeyMaterial::Ed25519(key) => key.public_key().as_der(),
+            KeyMaterial::Ed25519 { key, .. } => key.public_key().as_der(),
+            KeyMaterial::MlDsa { key, .. } => key.public_key().as_der(),
             _ => return Err(UseError::WrongAlgorithm),
         }
         .map_err(|_| UseError::Unspecified)?;
         Ok(der.as_ref().to_vec())
     }
 
-    fn pure_ed25519(alg: SigningAlgorithm, is_digest: bool) -> Result<(), UseError> {
-        if alg != SigningAlgorithm::Ed25519Sha512 {
+    fn digest_of(
+        alg: SigningAlgorithm,
+        message: &[u8],
+        message_type: MessageType,
+    ) -> Result<digest::Digest, UseError> {
+        let hash = alg.digest().ok_or(UseError::MessageType)?;
+        match message_type {
+            MessageType::Raw => Ok(digest::digest(hash, message)),
+            MessageType::Digest => {
+                digest::Digest::import_less_safe(message, hash).map_err(|_| UseError::DigestLength)
+            }
+            MessageType::ExternalMu => Err(UseError::MessageType),
+        }
+    }
+
+    /// Checks that `alg` belongs to this key and takes `message_type`.
+    fn check(
+        &self,
+        alg: SigningAlgorithm,
+        message_type: MessageType,
+        message: &[u8],
+    ) -> Result<(), UseError> {
+        let spec = match self {
+            KeyMaterial::Rsa { spec, .. } | KeyMaterial::Ecdsa { spec, .. } => *spec,
+            KeyMaterial::Ed25519 { .. } => KeySpec::EccNistEdwards25519,
+            KeyMaterial::MlDsa { mu, .. } => mu.spec(),
+            _ => return Err(UseError::WrongAlgorithm),
+        };
+        if !spec.signing_algorithms().contains(&alg) {
             return Err(UseError::WrongAlgorithm);
         }
-        if is_digest {
-            return Err(UseError::DigestUnsupported);
+        if !alg.message_types().contains(&message_type) {
+            return Err(UseError::MessageType);
+        }
+        let expected = match message_type {
+            MessageType::Raw => None,
+            MessageType::Digest => alg.digest().map(|d| d.output_len()),
+            MessageType::ExternalMu => Some(64),
+        };
+        if expected.is_some_and(|n| n != message.len()) {
+            return Err(UseError::DigestLength);
         }
         Ok(())
     }
 
-    fn digest_of(
-        alg: SigningAlgorithm,
-        message: &[u8],
-        is_digest: bool,
-    ) -> Result<digest::Digest, UseError> {
-        if is_digest {
-            digest::Digest::import_less_safe(message, alg.digest())
-                .map_err(|_| UseError::DigestLength)
-        } else {
-            Ok(digest::digest(alg.digest(), message))
-        }
-    }
-
-    /// Signs `message` (or, with `is_digest`, a digest already computed by the caller).
+    /// Signs `message`, which holds what `message_type` says: the message, a digest the caller
+    /// computed with the algorithm's hash, or an ML-DSA μ.
     pub fn sign(
         &self,
         alg: SigningAlgorithm,
         message: &[u8],
-        is_digest: bool,
+        message_type: MessageType,
     ) -> Result<Vec<u8>, UseError> {
-        if let KeyMaterial::Ed25519(key) = self {
-            Self::pure_ed25519(alg, is_digest)?;
-            return Ok(key
+        self.check(alg, message_type, message)?;
+        match self {
+            KeyMaterial::Ed25519 { key, .. } if alg == SigningAlgorithm::Ed25519Sha512 => Ok(key
                 .try_sign(message)
                 .map_err(|_| UseError::Unspecified)?
                 .as_ref()
-                .to_vec());
-        }
-        let d = Self::digest_of(alg, message, is_digest)?;
-        match self {
-            KeyMaterial::Rsa { spec, signing, .. } if spec.signing_algorithms().contains(&alg) => {
+                .to_vec()),
+            // AWS hashes the submitted digest once more (FIPS 186-5 7.8.1 step 1): the signature
+            // is Ed25519ph over the 64 bytes the caller sent.
+            KeyMaterial::Ed25519 { prehash, .. } => ed25519ph_sign(prehash, message),
+            KeyMaterial::MlDsa { key, mu } => match message_type {
+                MessageType::ExternalMu => mu.sign(message),
+                _ => {
+                    let mut sig = vec![0u8; key.algorithm().signature_len()];
+                    let n = key
+                        .sign(message, &mut sig)
+                        .map_err(|_| UseError::Unspecified)?;
+                    sig.truncate(n);
+                    Ok(sig)
+                }
+            },
+            KeyMaterial::Rsa { signing, .. } => {
+                let d = Self::digest_of(alg, message, message_type)?;
                 let (encoding, _) = alg.rsa_encoding().ok_or(UseError::WrongAlgorithm)?;
                 let mut sig = vec![0u8; signing.public_modulus_len()];
                 signing
@@ -569,7 +793,8 @@ impl KeyMaterial {
                     .map_err(|_| UseError::Unspecified)?;
                 Ok(sig)
             }
-            KeyMaterial::Ecdsa { spec, key, .. } if spec.signing_algorithms().contains(&alg) => {
+            KeyMaterial::Ecdsa { key, .. } => {
+                let d = Self::digest_of(alg, message, message_type)?;
                 Ok(key
                     .sign_digest(&d)
                     .map_err(|_| UseError::Unspecified)?
@@ -585,27 +810,48 @@ impl KeyMaterial {
         &self,
         alg: SigningAlgorithm,
         message: &[u8],
-        is_digest: bool,
+        message_type: MessageType,
         sig: &[u8],
     ) -> Result<bool, UseError> {
-        if let KeyMaterial::Ed25519(key) = self {
-            Self::pure_ed25519(alg, is_digest)?;
-            return Ok(signature::UnparsedPublicKey::new(
-                &signature::ED25519,
-                key.public_key().as_ref(),
-            )
-            .verify(message, sig)
-            .is_ok());
-        }
-        let d = Self::digest_of(alg, message, is_digest)?;
+        self.check(alg, message_type, message)?;
         let ok = match self {
-            KeyMaterial::Rsa { spec, signing, .. } if spec.signing_algorithms().contains(&alg) => {
+            KeyMaterial::Ed25519 { key, .. } if alg == SigningAlgorithm::Ed25519Sha512 => {
+                signature::UnparsedPublicKey::new(&signature::ED25519, key.public_key().as_ref())
+                    .verify(message, sig)
+                    .is_ok()
+            }
+            KeyMaterial::Ed25519 { prehash, .. } => {
+                let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+                    return Ok(false);
+                };
+                let ph = ed25519_dalek::Sha512::new().chain_update(message);
+                prehash
+                    .verifying_key()
+                    .verify_prehashed_strict(ph, None, &sig)
+                    .is_ok()
+            }
+            KeyMaterial::MlDsa { key, mu } => match message_type {
+                MessageType::ExternalMu => mu.verify(message, sig),
+                _ => signature::UnparsedPublicKey::new(
+                    match mu.spec() {
+                        KeySpec::MlDsa44 => &signature::ML_DSA_44,
+                        KeySpec::MlDsa65 => &signature::ML_DSA_65,
+                        _ => &signature::ML_DSA_87,
+                    },
+                    key.public_key().as_ref(),
+                )
+                .verify(message, sig)
+                .is_ok(),
+            },
+            KeyMaterial::Rsa { signing, .. } => {
+                let d = Self::digest_of(alg, message, message_type)?;
                 let (_, params) = alg.rsa_encoding().ok_or(UseError::WrongAlgorithm)?;
                 signature::UnparsedPublicKey::new(params, signing.public_key().as_ref())
                     .verify_digest(&d, sig)
                     .is_ok()
             }
-            KeyMaterial::Ecdsa { spec, key, .. } if spec.signing_algorithms().contains(&alg) => {
+            KeyMaterial::Ecdsa { spec, key, .. } => {
+                let d = Self::digest_of(alg, message, message_type)?;
                 let (_, verification) = spec.ecdsa().ok_or(UseError::WrongAlgorithm)?;
                 signature::UnparsedPublicKey::new(verification, key.public_key().as_ref())
                     .verify_digest(&d, sig)
@@ -765,22 +1011,31 @@ mod tests {
             let m = KeyMaterial::load(spec, stored.expose()).expect("load");
             assert!(!m.public_key_der().expect("spki").is_empty());
             for &alg in spec.signing_algorithms() {
-                let sig = m.sign(alg, b"message", false).expect("sign");
+                let sig = m.sign(alg, b"message", MessageType::Raw).expect("sign");
                 assert!(
-                    m.verify(alg, b"message", false, &sig).expect("verify"),
+                    m.verify(alg, b"message", MessageType::Raw, &sig)
+                        .expect("verify"),
                     "{spec:?} {alg:?}"
                 );
-                assert!(!m.verify(alg, b"messagE", false, &sig).expect("verify"));
-                let d = digest::digest(alg.digest(), b"message");
                 assert!(
-                    m.verify(alg, d.as_ref(), true, &sig)
+                    !m.verify(alg, b"messagE", MessageType::Raw, &sig)
+                        .expect("verify")
+                );
+                let d = digest::digest(alg.digest().expect("hash"), b"message");
+                assert!(
+                    m.verify(alg, d.as_ref(), MessageType::Digest, &sig)
                         .expect("digest verify"),
                     "{spec:?} {alg:?} digest"
                 );
-                let sig2 = m.sign(alg, d.as_ref(), true).expect("sign digest");
-                assert!(m.verify(alg, b"message", false, &sig2).expect("verify"));
+                let sig2 = m
+                    .sign(alg, d.as_ref(), MessageType::Digest)
+                    .expect("sign digest");
+                assert!(
+                    m.verify(alg, b"message", MessageType::Raw, &sig2)
+                        .expect("verify")
+                );
                 assert_eq!(
-                    m.sign(alg, b"short", true).unwrap_err(),
+                    m.sign(alg, b"short", MessageType::Digest).unwrap_err(),
                     UseError::DigestLength
                 );
             }
@@ -790,7 +1045,7 @@ mod tests {
                 SigningAlgorithm::RsassaPssSha256
             };
             assert_eq!(
-                m.sign(wrong, b"m", false).unwrap_err(),
+                m.sign(wrong, b"m", MessageType::Raw).unwrap_err(),
                 UseError::WrongAlgorithm
             );
         }
@@ -801,20 +1056,138 @@ mod tests {
         let stored = generate(KeySpec::EccNistEdwards25519).expect("generate");
         let m = KeyMaterial::load(KeySpec::EccNistEdwards25519, stored.expose()).expect("load");
         let alg = SigningAlgorithm::Ed25519Sha512;
-        let sig = m.sign(alg, b"message", false).expect("sign");
+        let sig = m.sign(alg, b"message", MessageType::Raw).expect("sign");
         assert_eq!(sig.len(), 64);
-        assert!(m.verify(alg, b"message", false, &sig).expect("verify"));
-        assert!(!m.verify(alg, b"messagE", false, &sig).expect("verify"));
-        assert_eq!(
-            m.sign(alg, &[0; 64], true).unwrap_err(),
-            UseError::DigestUnsupported
+        assert!(
+            m.verify(alg, b"message", MessageType::Raw, &sig)
+                .expect("verify")
+        );
+        assert!(
+            !m.verify(alg, b"messagE", MessageType::Raw, &sig)
+                .expect("verify")
         );
         assert_eq!(
-            m.sign(SigningAlgorithm::EcdsaSha256, b"m", false)
+            m.sign(alg, &[0; 64], MessageType::Digest).unwrap_err(),
+            UseError::MessageType
+        );
+        assert_eq!(
+            m.sign(SigningAlgorithm::EcdsaSha256, b"m", MessageType::Raw)
                 .unwrap_err(),
             UseError::WrongAlgorithm
         );
         assert_eq!(m.public_key_der().expect("spki").len(), 44);
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn ed25519ph_matches_rfc8032_and_takes_digests_only() {
+        // RFC 8032 section 7.3, test "abc", loaded from the PKCS#8 form Coffer stores.
+        let mut pkcs8 = hex("302e020100300506032b657004220420");
+        pkcs8.extend(hex(
+            "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+        ));
+        let m = KeyMaterial::load(KeySpec::EccNistEdwards25519, &pkcs8).expect("load");
+        let KeyMaterial::Ed25519 { key, prehash } = &m else {
+            panic!("not Ed25519");
+        };
+        assert_eq!(
+            prehash.verifying_key().as_bytes().as_slice(),
+            key.public_key().as_ref(),
+            "both libraries derive the same public key"
+        );
+        assert_eq!(
+            ed25519ph_sign(prehash, b"abc").expect("sign"),
+            hex(
+                "98a70222f0b8121aa9d30f813d683f809e462b469c7ff87639499bb94e6dae41\
+                 31f85042463c2a355a2003d062adf5aaa10b8c61e636062aaad11c2a26083406"
+            )
+        );
+        let alg = SigningAlgorithm::Ed25519PhSha512;
+        let digest = [7u8; 64];
+        let sig = m.sign(alg, &digest, MessageType::Digest).expect("sign");
+        assert!(
+            m.verify(alg, &digest, MessageType::Digest, &sig)
+                .expect("verify")
+        );
+        assert!(
+            !m.verify(alg, &[8u8; 64], MessageType::Digest, &sig)
+                .expect("verify")
+        );
+        assert!(
+            !m.verify(alg, &digest, MessageType::Digest, &sig[..63])
+                .expect("verify")
+        );
+        assert_eq!(
+            m.sign(alg, b"raw", MessageType::Raw).unwrap_err(),
+            UseError::MessageType
+        );
+        assert_eq!(
+            m.sign(alg, &[0; 32], MessageType::Digest).unwrap_err(),
+            UseError::DigestLength
+        );
+    }
+
+    #[test]
+    fn ml_dsa_signs_raw_and_external_mu() {
+        for spec in [KeySpec::MlDsa44, KeySpec::MlDsa65, KeySpec::MlDsa87] {
+            let stored = generate(spec).expect("generate");
+            assert_eq!(stored.len(), 32);
+            let m = KeyMaterial::load(spec, stored.expose()).expect("load");
+            let KeyMaterial::MlDsa { key, mu } = &m else {
+                panic!("not ML-DSA");
+            };
+            let mu_public = match mu {
+                MlDsaMu::D44(k) => k.verifying_key().encode().to_vec(),
+                MlDsaMu::D65(k) => k.verifying_key().encode().to_vec(),
+                MlDsaMu::D87(k) => k.verifying_key().encode().to_vec(),
+            };
+            assert_eq!(
+                mu_public,
+                key.public_key().as_ref(),
+                "{spec:?}: both libraries derive the same key from the seed"
+            );
+            let alg = SigningAlgorithm::MlDsaShake256;
+            let sig = m.sign(alg, b"message", MessageType::Raw).expect("sign");
+            assert!(
+                m.verify(alg, b"message", MessageType::Raw, &sig)
+                    .expect("verify")
+            );
+            assert!(
+                !m.verify(alg, b"messagE", MessageType::Raw, &sig)
+                    .expect("verify")
+            );
+            let mu_value = [0x42u8; 64];
+            let sig = m
+                .sign(alg, &mu_value, MessageType::ExternalMu)
+                .expect("sign mu");
+            assert!(
+                m.verify(alg, &mu_value, MessageType::ExternalMu, &sig)
+                    .expect("verify")
+            );
+            assert!(
+                !m.verify(alg, &[0x43; 64], MessageType::ExternalMu, &sig)
+                    .expect("verify")
+            );
+            assert!(
+                !m.verify(alg, &mu_value, MessageType::ExternalMu, &sig[1..])
+                    .expect("verify")
+            );
+            assert_eq!(
+                m.sign(alg, &[0; 63], MessageType::ExternalMu).unwrap_err(),
+                UseError::DigestLength
+            );
+            assert_eq!(
+                m.sign(alg, &[0; 32], MessageType::Digest).unwrap_err(),
+                UseError::MessageType
+            );
+            assert!(m.public_key_der().expect("spki").len() > 1000);
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use coffer_crypto::keys::{
-    self, KeyMaterial, KeySpec, MacAlgorithm, RsaEncryptionAlgorithm, SigningAlgorithm, UseError,
+    self, KeyMaterial, KeySpec, MacAlgorithm, MessageType, RsaEncryptionAlgorithm, SigningAlgorithm,
+    UseError,
     WrappingAlgorithm,
 };
 use coffer_crypto::{SecretBytes, blob, context};
@@ -994,12 +995,34 @@ impl Kms {
         ))
     }
 
-    /// Sign: a signature over `message`, or over a digest the caller computed (`is_digest`).
+    fn signing_error(alg: SigningAlgorithm, message_type: MessageType, e: UseError) -> KmsError {
+        match e {
+            UseError::DigestLength if message_type == MessageType::ExternalMu => {
+                KmsError::Validation(
+                    "Message of type EXTERNAL_MU must be the 64-byte message representative mu."
+                        .into(),
+                )
+            }
+            UseError::DigestLength => Self::digest_length_error(alg),
+            UseError::MessageType => {
+                let accepted: Vec<&str> = alg.message_types().iter().map(|t| t.as_str()).collect();
+                KmsError::Validation(format!(
+                    "MessageType {} is not compatible with signing algorithm {}; use MessageType {}.",
+                    message_type.as_str(),
+                    alg.as_str(),
+                    accepted.join(" or ")
+                ))
+            }
+            other => internal(other),
+        }
+    }
+
+    /// Sign: a signature over `message`, which holds what `message_type` says.
     pub async fn sign(
         &self,
         r: &KeyRef,
         message: &[u8],
-        is_digest: bool,
+        message_type: MessageType,
         algorithm: &str,
         dry_run: bool,
     ) -> Result<(Vec<u8>, String)> {
@@ -1010,15 +1033,8 @@ impl Kms {
         }
         let sig = k
             .current()?
-            .sign(alg, message, is_digest)
-            .map_err(|e| match e {
-                UseError::DigestLength => Self::digest_length_error(alg),
-            UseError::DigestUnsupported => KmsError::Validation(format!(
-                "Message type DIGEST is incompatible with signing algorithm {}; send the RAW message.",
-                alg.as_str()
-            )),
-                other => internal(other),
-            })?;
+            .sign(alg, message, message_type)
+            .map_err(|e| Self::signing_error(alg, message_type, e))?;
         Ok((sig, self.cfg.key_arn(&k.record.key_id)))
     }
 
@@ -1027,7 +1043,7 @@ impl Kms {
         &self,
         r: &KeyRef,
         message: &[u8],
-        is_digest: bool,
+        message_type: MessageType,
         signature: &[u8],
         algorithm: &str,
         dry_run: bool,
@@ -1039,15 +1055,8 @@ impl Kms {
         }
         let valid = k
             .current()?
-            .verify(alg, message, is_digest, signature)
-            .map_err(|e| match e {
-                UseError::DigestLength => Self::digest_length_error(alg),
-            UseError::DigestUnsupported => KmsError::Validation(format!(
-                "Message type DIGEST is incompatible with signing algorithm {}; send the RAW message.",
-                alg.as_str()
-            )),
-                other => internal(other),
-            })?;
+            .verify(alg, message, message_type, signature)
+            .map_err(|e| Self::signing_error(alg, message_type, e))?;
         if !valid {
             return Err(KmsError::InvalidSignature(String::new()));
         }

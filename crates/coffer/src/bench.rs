@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use coffer_api::sigv4;
-use coffer_crypto::keys::{self, KeyMaterial, KeySpec, MacAlgorithm};
+use coffer_crypto::keys::{self, KeyMaterial, KeySpec, MacAlgorithm, MessageType};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -103,15 +103,15 @@ fn raw_rate(
     let stored = keys::generate(spec).context("generating a local key")?;
     let key = KeyMaterial::load(spec, stored.expose()).context("loading the local key")?;
     let signature = match primitive {
-        Primitive::Verify(alg) => key.sign(alg, message, false).context("signing")?,
+        Primitive::Verify(alg) => key.sign(alg, message, MessageType::Raw).context("signing")?,
         _ => Vec::new(),
     };
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < duration {
         let ok = match primitive {
-            Primitive::Sign(alg) => key.sign(alg, message, false).is_ok(),
-            Primitive::Verify(alg) => key.verify(alg, message, false, &signature).unwrap_or(false),
+            Primitive::Sign(alg) => key.sign(alg, message, MessageType::Raw).is_ok(),
+            Primitive::Verify(alg) => key.verify(alg, message, MessageType::Raw, &signature).unwrap_or(false),
             Primitive::Mac(alg) => key.mac(alg, message).is_ok(),
         };
         if !ok {
