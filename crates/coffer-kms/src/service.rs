@@ -1665,9 +1665,11 @@ impl Kms {
                 && rec.next_rotation_ms.is_some_and(|t| t <= now)
             {
                 let period = rec.rotation_period_days.unwrap_or(DEFAULT_ROTATION_DAYS);
-                let mut rec = self.rotate_locked(rec, "AUTOMATIC").await?;
+                let mut rec = rec;
+                // The next date is written in the same transaction as the new material, so a
+                // crash can neither lose this rotation nor make it run twice.
                 rec.next_rotation_ms = Some(now + i64::from(period) * DAY_MS);
-                self.store_update(&rec).await?;
+                self.rotate_locked(rec, "AUTOMATIC").await?;
                 report.rotated += 1;
             }
         }

@@ -81,6 +81,18 @@ pub struct ServerArgs {
     /// Seconds that in-flight requests get to finish after SIGTERM or SIGINT. [default: 30]
     #[arg(long, env = "COFFER_SHUTDOWN_GRACE", value_name = "SECONDS")]
     pub shutdown_grace: Option<u64>,
+
+    /// Seconds between runs of the key lifecycle clock (deletions at the end of their waiting
+    /// period, automatic rotations, expiry of imported material); it also runs once at start.
+    /// [default: 60]
+    #[arg(long, env = "COFFER_LIFECYCLE_INTERVAL", value_name = "SECONDS")]
+    pub lifecycle_interval: Option<u64>,
+
+    /// For testing and drills only: run the key lifecycle clock this far ahead of the wall clock
+    /// (e.g. `8d`, `36h`, `90m`, `30s`), so that scheduled deletions, rotations and expiries fall
+    /// due now. Everything else keeps the real time. [default: 0s]
+    #[arg(long, env = "COFFER_LIFECYCLE_CLOCK_OFFSET", value_name = "DURATION")]
+    pub lifecycle_clock_offset: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -98,6 +110,8 @@ struct FileConfig {
     #[serde(default)]
     tls_sans: Vec<String>,
     shutdown_grace: Option<u64>,
+    lifecycle_interval: Option<u64>,
+    lifecycle_clock_offset: Option<String>,
 }
 
 /// Settings after layering and checks.
@@ -112,6 +126,28 @@ pub struct Settings {
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub tls_sans: Vec<String>,
     pub shutdown_grace: std::time::Duration,
+    pub lifecycle_interval: std::time::Duration,
+    pub lifecycle_clock_offset: std::time::Duration,
+}
+
+/// Parses a duration such as `8d`, `36h`, `90m` or `30s` (a bare number is seconds).
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => bail!("'{text}' is not a duration; write a whole number with s, m, h or d, like 8d"),
+    };
+    let n: u64 = digits.parse().with_context(|| {
+        format!("'{text}' is not a duration; write a whole number with s, m, h or d, like 8d")
+    })?;
+    n.checked_mul(scale)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .with_context(|| format!("the duration '{text}' is longer than 100 years"))
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -157,6 +193,20 @@ impl Settings {
             (None, None) => None,
             _ => bail!("tls_cert and tls_key must be given together"),
         };
+        let lifecycle_interval = args
+            .lifecycle_interval
+            .or(file.lifecycle_interval)
+            .unwrap_or(60);
+        if lifecycle_interval == 0 {
+            bail!("the lifecycle interval must be at least 1 second");
+        }
+        let lifecycle_clock_offset = match args
+            .lifecycle_clock_offset
+            .or(file.lifecycle_clock_offset)
+        {
+            Some(text) => parse_duration(&text).context("lifecycle_clock_offset")?,
+            None => std::time::Duration::ZERO,
+        };
         let mut tls_sans = file.tls_sans;
         tls_sans.extend(args.tls_sans);
         Ok(Self {
@@ -180,6 +230,8 @@ impl Settings {
             shutdown_grace: std::time::Duration::from_secs(
                 args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30),
             ),
+            lifecycle_interval: std::time::Duration::from_secs(lifecycle_interval),
+            lifecycle_clock_offset,
         })
     }
 }
@@ -228,5 +280,19 @@ mod tests {
         assert!(format!("{e:#}").contains("nonsense"), "{e:#}");
         let t = T::try_parse_from(["t", "--account-id", "12"]).expect("parse");
         assert!(Settings::resolve(t.args).is_err());
+        let t = T::try_parse_from(["t", "--lifecycle-clock-offset", "8 days"]).expect("parse");
+        let e = Settings::resolve(t.args).expect_err("bad duration");
+        assert!(format!("{e:#}").contains("like 8d"), "{e:#}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("8d").expect("d").as_secs(), 8 * 86_400);
+        assert_eq!(parse_duration("36h").expect("h").as_secs(), 36 * 3_600);
+        assert_eq!(parse_duration("90m").expect("m").as_secs(), 5_400);
+        assert_eq!(parse_duration("45").expect("s").as_secs(), 45);
+        for bad in ["", "d", "-1d", "1w", "1.5d", "99999999999999999999d", "40000d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

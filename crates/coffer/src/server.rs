@@ -23,7 +23,6 @@ use crate::config::{LogFormat, ServerArgs, Settings};
 use crate::{credentials, tls};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
@@ -252,7 +251,18 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     });
     let app = coffer_api::router(state);
 
-    let sweeper = tokio::spawn(lifecycle_clock(kms.clone()));
+    if !s.lifecycle_clock_offset.is_zero() {
+        warn!(
+            offset_seconds = s.lifecycle_clock_offset.as_secs(),
+            "the key lifecycle clock runs ahead of the wall clock (--lifecycle-clock-offset): \
+             scheduled deletions, rotations and expiries happen early; for testing only"
+        );
+    }
+    let sweeper = tokio::spawn(lifecycle_clock(
+        kms.clone(),
+        s.lifecycle_interval,
+        s.lifecycle_clock_offset,
+    ));
     info!(listen = %local, "serving HTTPS");
     print_ready(
         &endpoint_for(local),
@@ -319,9 +329,10 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 
 /// Runs the key lifecycle on the clock: deletions at the end of their waiting period, automatic
 /// rotations and the expiry of imported key material.
-async fn lifecycle_clock(kms: Arc<Kms>) {
+async fn lifecycle_clock(kms: Arc<Kms>, interval: Duration, offset: Duration) {
+    let offset_ms = i64::try_from(offset.as_millis()).unwrap_or(i64::MAX / 2);
     loop {
-        match kms.sweep(coffer_kms::now_ms()).await {
+        match kms.sweep(coffer_kms::now_ms().saturating_add(offset_ms)).await {
             Ok(r) if r.deleted > 0 || r.rotated > 0 || r.expired > 0 => {
                 info!(
                     deleted = r.deleted,
@@ -333,7 +344,7 @@ async fn lifecycle_clock(kms: Arc<Kms>) {
             Ok(_) => {}
             Err(e) => error!(error = %e, "key lifecycle sweep failed; will retry"),
         }
-        tokio::time::sleep(SWEEP_INTERVAL).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
