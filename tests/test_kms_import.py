@@ -193,3 +193,82 @@ def test_import_hmac_and_ecc_material(kms):
     assert kms.get_public_key(KeyId=ekey)["PublicKey"] == spki
     sig = kms.sign(KeyId=ekey, Message=b"msg", SigningAlgorithm="ECDSA_SHA_256")["Signature"]
     private.public_key().verify(sig, b"msg", ec.ECDSA(hashes.SHA256()))
+
+
+def test_rotate_imported_material(kms):
+    """ImportType NEW_KEY_MATERIAL, then RotateKeyOnDemand: new encryptions use the new material,
+    both decrypt, ListKeyRotations shows each material's import state, and deleting or re-importing
+    a material works per material."""
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    first, second = os.urandom(32), os.urandom(32)
+    first_id = import_material(kms, key_id, first)["KeyMaterialId"]
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"] == first_id
+    old = kms.encrypt(KeyId=key_id, Plaintext=b"under the first")["CiphertextBlob"]
+    with pytest.raises(ClientError) as e:  # nothing to rotate to yet
+        kms.rotate_key_on_demand(KeyId=key_id)
+    assert code(e) == "KMSInvalidStateException"
+    with pytest.raises(ClientError) as e:  # the same material is not new
+        import_material(kms, key_id, first, ImportType="NEW_KEY_MATERIAL")
+    assert code(e) == "IncorrectKeyMaterialException"
+    with pytest.raises(ClientError) as e:  # different material is not existing
+        import_material(kms, key_id, second)
+    assert code(e) == "IncorrectKeyMaterialException"
+    with pytest.raises(ClientError) as e:  # imported keys do not rotate automatically
+        kms.enable_key_rotation(KeyId=key_id)
+    assert code(e) == "UnsupportedOperationException"
+
+    second_id = import_material(kms, key_id, second, ImportType="NEW_KEY_MATERIAL",
+                                KeyMaterialDescription="second material")["KeyMaterialId"]
+    assert second_id != first_id
+    with pytest.raises(ClientError) as e:  # one pending material at a time
+        import_material(kms, key_id, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
+    assert code(e) == "KMSInvalidStateException"
+    listing = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+    assert [(r["KeyMaterialId"], r["KeyMaterialState"], r["ImportState"]) for r in listing] == [
+        (first_id, "CURRENT", "IMPORTED"), (second_id, "PENDING_ROTATION", "IMPORTED")]
+    assert listing[1]["KeyMaterialDescription"] == "second material"
+    assert "RotationDate" not in listing[1]
+    # Still the first material until the rotation.
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"x")["CiphertextBlob"]
+    assert open_blob(first, blob, {}) == b"x"
+
+    kms.rotate_key_on_demand(KeyId=key_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["CurrentKeyMaterialId"] == second_id
+    out = kms.encrypt(KeyId=key_id, Plaintext=b"under the second")
+    assert open_blob(second, out["CiphertextBlob"], {}) == b"under the second"
+    assert kms.decrypt(CiphertextBlob=old)["Plaintext"] == b"under the first"
+    rotations = kms.list_key_rotations(KeyId=key_id)["Rotations"]
+    assert [(r["KeyMaterialId"], r["KeyMaterialState"], r["RotationType"]) for r in rotations] == [
+        (second_id, "CURRENT", "ON_DEMAND")]
+
+    # Deleting the old material makes the key unusable until that same material comes back.
+    assert kms.delete_imported_key_material(KeyId=key_id, KeyMaterialId=first_id)["KeyMaterialId"] == first_id
+    md = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    assert md["KeyState"] == "PendingImport"
+    listing = kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+    assert [r["ImportState"] for r in listing] == ["PENDING_IMPORT", "IMPORTED"]
+    with pytest.raises(ClientError) as e:
+        kms.decrypt(CiphertextBlob=old)
+    assert code(e) == "KMSInvalidStateException"
+    with pytest.raises(ClientError) as e:  # the wrong material for that id
+        import_material(kms, key_id, os.urandom(32), KeyMaterialId=first_id)
+    assert code(e) == "IncorrectKeyMaterialException"
+    assert import_material(kms, key_id, first)["KeyMaterialId"] == first_id  # found by its content
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert kms.decrypt(CiphertextBlob=old)["Plaintext"] == b"under the first"
+
+    # Material pending rotation can be deleted outright, and other material imported in its place.
+    third_id = import_material(kms, key_id, os.urandom(32), ImportType="NEW_KEY_MATERIAL")["KeyMaterialId"]
+    kms.delete_imported_key_material(KeyId=key_id, KeyMaterialId=third_id)
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert len(kms.list_key_rotations(KeyId=key_id, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]) == 2
+    import_material(kms, key_id, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
+    with pytest.raises(ClientError) as e:
+        kms.delete_imported_key_material(KeyId=key_id, KeyMaterialId="0" * 64)
+    assert code(e) == "NotFoundException"
+
+    # Keys other than symmetric ones hold exactly one material.
+    hkey = kms.create_key(Origin="EXTERNAL", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as e:
+        import_material(kms, hkey, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
+    assert code(e) == "ValidationException"

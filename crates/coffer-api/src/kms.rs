@@ -1321,10 +1321,14 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             let id = kms
                 .import_key_material(
                     &key,
-                    &token,
-                    &material,
-                    expires_ms,
-                    r.import_type.as_deref(),
+                    coffer_kms::ImportInput {
+                        import_token: &token,
+                        encrypted_material: &material,
+                        expires_ms,
+                        import_type: r.import_type.as_deref(),
+                        description: r.key_material_description.as_deref(),
+                        key_material_id: r.key_material_id.as_deref(),
+                    },
                 )
                 .await?;
             Ok(json!({ "KeyId": id.0, "KeyMaterialId": id.1 }))
@@ -1343,7 +1347,9 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             c.str_len("KeyMaterialId", r.key_material_id.as_deref(), 64, 64);
             c.finish()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
-            let (arn, material_id) = kms.delete_imported_key_material(&key).await?;
+            let (arn, material_id) = kms
+                .delete_imported_key_material(&key, r.key_material_id.as_deref())
+                .await?;
             Ok(json!({ "KeyId": arn, "KeyMaterialId": material_id }))
         }
         O::ListKeyRotations => {
@@ -1379,15 +1385,29 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                     let mut o = Map::new();
                     o.insert("KeyId".into(), json!(e.key_id));
                     o.insert("KeyMaterialId".into(), json!(e.key_material_id));
-                    o.insert(
-                        "KeyMaterialState".into(),
-                        json!(if e.current { "CURRENT" } else { "NON_CURRENT" }),
-                    );
-                    o.insert(
-                        "ExpirationModel".into(),
-                        json!("KEY_MATERIAL_DOES_NOT_EXPIRE"),
-                    );
-                    o.insert("RotationDate".into(), epoch(e.rotation_ms));
+                    o.insert("KeyMaterialState".into(), json!(e.material_state));
+                    if let Some(i) = &e.import {
+                        o.insert(
+                            "ImportState".into(),
+                            json!(if i.imported {
+                                "IMPORTED"
+                            } else {
+                                "PENDING_IMPORT"
+                            }),
+                        );
+                        if let Some(m) = &i.expiration_model {
+                            o.insert("ExpirationModel".into(), json!(m));
+                        }
+                        if let Some(t) = i.valid_to_ms {
+                            o.insert("ValidTo".into(), epoch(t));
+                        }
+                        if let Some(d) = &i.description {
+                            o.insert("KeyMaterialDescription".into(), json!(d));
+                        }
+                    }
+                    if let Some(t) = e.rotation_ms {
+                        o.insert("RotationDate".into(), epoch(t));
+                    }
                     if let Some(t) = &e.rotation_type {
                         o.insert("RotationType".into(), json!(t));
                     }

@@ -165,10 +165,37 @@ pub struct RotationStatus {
 pub struct RotationEntry {
     pub key_id: String,
     pub key_material_id: String,
-    pub current: bool,
+    /// `CURRENT`, `NON_CURRENT` or `PENDING_ROTATION`.
+    pub material_state: &'static str,
     /// `None` for the material the key was created with.
     pub rotation_type: Option<String>,
-    pub rotation_ms: i64,
+    /// When the material became current by rotation (or was created); `None` while pending.
+    pub rotation_ms: Option<i64>,
+    /// For keys with imported material.
+    pub import: Option<ImportedMaterial>,
+}
+
+/// The import side of one material of a key with imported material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedMaterial {
+    /// False once deleted or expired (AWS's `PENDING_IMPORT`).
+    pub imported: bool,
+    pub expiration_model: Option<String>,
+    pub valid_to_ms: Option<i64>,
+    pub description: Option<String>,
+}
+
+/// What ImportKeyMaterial carries besides the key.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportInput<'a> {
+    pub import_token: &'a [u8],
+    pub encrypted_material: &'a [u8],
+    /// `None`: the material does not expire.
+    pub expires_ms: Option<i64>,
+    /// `NEW_KEY_MATERIAL` or `EXISTING_KEY_MATERIAL` (the default).
+    pub import_type: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub key_material_id: Option<&'a str>,
 }
 
 /// One page of a listing, with the marker for the next page when there is one.

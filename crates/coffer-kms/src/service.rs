@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use coffer_crypto::keys::{
-    self, KeyMaterial, KeySpec, MacAlgorithm, MessageType, RsaEncryptionAlgorithm, SigningAlgorithm,
-    UseError,
-    WrappingAlgorithm,
+    self, KeyMaterial, KeySpec, MacAlgorithm, MessageType, RsaEncryptionAlgorithm,
+    SigningAlgorithm, UseError, WrappingAlgorithm,
 };
 use coffer_crypto::{SecretBytes, blob, context};
 use coffer_meta::{
@@ -33,16 +32,20 @@ pub const DEFAULT_PENDING_WINDOW_DAYS: i32 = 30;
 struct LoadedKey {
     record: KeyRecord,
     spec: KeySpec,
-    /// Index `v - 1` holds material version `v`.
-    materials: Vec<KeyMaterial>,
+    /// Index `v - 1` holds material version `v`; `None` for imported material that was deleted or
+    /// expired and awaits re-import.
+    materials: Vec<Option<KeyMaterial>>,
     /// `KeyMaterialId` of each version, same indexing.
     material_ids: Vec<String>,
 }
 
 impl LoadedKey {
     fn current(&self) -> Result<&KeyMaterial> {
-        self.materials
-            .get(self.record.current_version as usize - 1)
+        self.record
+            .current_version
+            .checked_sub(1)
+            .and_then(|i| self.materials.get(i as usize))
+            .and_then(Option::as_ref)
             .ok_or_else(|| KmsError::Internal("current material missing".into()))
     }
 
@@ -73,6 +76,10 @@ fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
 
 /// The public identifier of one material version (AWS's `KeyMaterialId`): 64 hex characters derived
 /// from the key id and version, never from the material.
+fn key_material_id_of(key_id: &str, m: &MaterialRecord) -> String {
+    key_material_id(key_id, m.version)
+}
+
 pub fn key_material_id(key_id: &str, version: u32) -> String {
     let mut input = b"coffer key material id v1\0".to_vec();
     input.extend_from_slice(key_id.as_bytes());
@@ -297,20 +304,26 @@ impl Kms {
                     m.version
                 )));
             }
+            if !m.imported {
+                materials.push(None);
+                continue;
+            }
             let raw = self
                 .root
                 .unwrap(&material_aad(key_id, m.version), &m.wrapped)
                 .map_err(internal)?;
-            materials.push(KeyMaterial::load(spec, raw.expose()).map_err(internal)?);
+            materials.push(Some(
+                KeyMaterial::load(spec, raw.expose()).map_err(internal)?,
+            ));
         }
-        if materials.len() != record.current_version as usize {
+        if materials.len() < record.current_version as usize {
             return Err(KmsError::Internal(format!(
                 "key {key_id} names material version {} but has {}",
                 record.current_version,
                 materials.len()
             )));
         }
-        let material_ids = (1..=record.current_version)
+        let material_ids = (1..=materials.len() as u32)
             .map(|v| key_material_id(key_id, v))
             .collect();
         let loaded = Arc::new(LoadedKey {
@@ -486,13 +499,13 @@ impl Kms {
             .root
             .wrap(&material_aad(key_id, version), material.expose())
             .map_err(internal)?;
-        Ok(MaterialRecord {
-            key_id: key_id.to_owned(),
+        Ok(MaterialRecord::generated(
+            key_id,
             version,
             wrapped,
-            created_ms: now_ms(),
-            rotation_type: rotation_type.map(str::to_owned),
-        })
+            now_ms(),
+            rotation_type,
+        ))
     }
 
     // ---- keys -------------------------------------------------------------------------------
@@ -785,9 +798,12 @@ impl Kms {
         self.usable(&k.record)?;
         let mode = self.encryption_mode(&k, algorithm, operation)?;
         let version = header.material_version;
+        // Only material that is or was current: never material still pending rotation.
         let material = version
             .checked_sub(1)
+            .filter(|_| version <= k.record.current_version)
             .and_then(|i| k.materials.get(i as usize))
+            .and_then(Option::as_ref)
             .and_then(KeyMaterial::symmetric)
             .ok_or_else(invalid_ciphertext)?;
         let aad = context::encode(ctx).map_err(|_| invalid_ciphertext())?;
@@ -1183,28 +1199,161 @@ impl Kms {
         })
     }
 
-    /// ImportKeyMaterial: opens material wrapped with a key from GetParametersForImport and makes
-    /// it the key's material. Re-importing is allowed only with the same material.
+    /// ImportKeyMaterial: opens material wrapped with a key from GetParametersForImport and
+    /// associates it with the key. `EXISTING_KEY_MATERIAL` (the default) imports the first material,
+    /// or re-imports material the key already had (found by `KeyMaterialId` or by the material
+    /// itself); `NEW_KEY_MATERIAL` adds material to a symmetric key for RotateKeyOnDemand.
     pub async fn import_key_material(
         &self,
         r: &KeyRef,
-        import_token: &[u8],
-        encrypted_material: &[u8],
-        expires_ms: Option<i64>,
-        import_type: Option<&str>,
+        input: ImportInput<'_>,
     ) -> Result<(String, String)> {
         let _w = self.writes.lock().await;
         let mut rec = self.record_for_update(r).await?;
         self.external(&rec)?;
         self.not_pending_deletion(&rec)?;
-        if import_type == Some("NEW_KEY_MATERIAL") && rec.current_version > 0 {
-            return Err(KmsError::UnsupportedOperation(
-                "Rotating imported key material (ImportType NEW_KEY_MATERIAL) is not supported by this Coffer version; \
-                 re-import the same material or delete it first."
-                    .into(),
-            ));
-        }
         let spec = spec_of(&rec)?;
+        if spec != KeySpec::SymmetricDefault
+            && (input.import_type.is_some()
+                || input.key_material_id.is_some()
+                || input.description.is_some())
+        {
+            return Err(KmsError::Validation(format!(
+                "ImportType, KeyMaterialId and KeyMaterialDescription apply only to symmetric encryption keys; \
+                 omit them for {} keys, which have exactly one key material.",
+                spec.as_str()
+            )));
+        }
+        let material = self
+            .open_import(&rec, spec, input.import_token, input.encrypted_material)
+            .await?;
+        let fingerprint = import_fingerprint(&rec.key_id, material.expose());
+        let mut rows = self.meta.materials(&rec.key_id).await?;
+        let id_of = |m: &MaterialRecord| key_material_id(&rec.key_id, m.version);
+        let same = |m: &MaterialRecord| {
+            m.fingerprint
+                .as_deref()
+                .is_some_and(|f| coffer_crypto::ct_eq(f, &fingerprint))
+        };
+        let incorrect = || {
+            KmsError::IncorrectKeyMaterial(
+                "The key material does not match the key material previously imported into this KMS key \
+                 (for new key material, use ImportType NEW_KEY_MATERIAL)."
+                    .into(),
+            )
+        };
+        let index = if input.import_type == Some("NEW_KEY_MATERIAL") && !rows.is_empty() {
+            if input.key_material_id.is_some() {
+                return Err(KmsError::Validation(
+                    "KeyMaterialId names existing key material; omit it with ImportType NEW_KEY_MATERIAL.".into(),
+                ));
+            }
+            if let Some(p) = rows.iter().find(|m| m.pending_rotation) {
+                return Err(KmsError::InvalidState(format!(
+                    "{} already has key material pending rotation ({}); rotate to it with RotateKeyOnDemand \
+                     or delete it with DeleteImportedKeyMaterial first.",
+                    self.cfg.key_arn(&rec.key_id),
+                    id_of(p)
+                )));
+            }
+            if rows.iter().any(same) {
+                return Err(KmsError::IncorrectKeyMaterial(
+                    "This key material is already associated with the KMS key; re-import it with ImportType \
+                     EXISTING_KEY_MATERIAL."
+                        .into(),
+                ));
+            }
+            let version = rows.len() as u32 + 1;
+            let mut row =
+                MaterialRecord::generated(&rec.key_id, version, Vec::new(), now_ms(), None);
+            row.pending_rotation = true;
+            rows.push(row);
+            rows.len() - 1
+        } else if rows.is_empty() {
+            if input.key_material_id.is_some() {
+                return Err(KmsError::NotFound(format!(
+                    "{} has no key material yet; omit KeyMaterialId for the first import.",
+                    self.cfg.key_arn(&rec.key_id)
+                )));
+            }
+            rows.push(MaterialRecord::generated(
+                &rec.key_id,
+                1,
+                Vec::new(),
+                now_ms(),
+                None,
+            ));
+            0
+        } else {
+            let i = match input.key_material_id {
+                Some(id) => rows.iter().position(|m| id_of(m) == id).ok_or_else(|| {
+                    KmsError::NotFound(format!(
+                        "Key material {id} is not associated with {}.",
+                        self.cfg.key_arn(&rec.key_id)
+                    ))
+                })?,
+                None => rows.iter().position(same).ok_or_else(incorrect)?,
+            };
+            if !same(&rows[i]) {
+                return Err(incorrect());
+            }
+            i
+        };
+        let row = &mut rows[index];
+        row.wrapped = self
+            .root
+            .wrap(&material_aad(&rec.key_id, row.version), material.expose())
+            .map_err(internal)?;
+        row.imported = true;
+        row.fingerprint = Some(fingerprint);
+        row.valid_to_ms = input.expires_ms;
+        row.expiration_model = Some(
+            if input.expires_ms.is_some() {
+                "KEY_MATERIAL_EXPIRES"
+            } else {
+                "KEY_MATERIAL_DOES_NOT_EXPIRE"
+            }
+            .to_owned(),
+        );
+        if let Some(d) = input.description {
+            row.description = Some(d.to_owned());
+        }
+        let row = row.clone();
+        if rec.current_version == 0 {
+            rec.current_version = row.version;
+        }
+        if row.version == rec.current_version {
+            rec.valid_to_ms = row.valid_to_ms;
+            rec.expiration_model = row.expiration_model.clone();
+        }
+        let complete = rows
+            .iter()
+            .filter(|m| !m.pending_rotation)
+            .all(|m| m.imported);
+        if rec.state == state::PENDING_IMPORT && complete {
+            rec.state = state::ENABLED.to_owned();
+        }
+        self.meta
+            .save_materials(&rec, std::slice::from_ref(&row), &[])
+            .await?;
+        self.evict(&rec.key_id);
+        info!(
+            key_id = %rec.key_id,
+            version = row.version,
+            pending_rotation = row.pending_rotation,
+            "imported key material"
+        );
+        Ok((self.cfg.key_arn(&rec.key_id), id_of(&row)))
+    }
+
+    /// Checks an import token and unwraps the material sent with it, which must fit the key spec.
+    async fn open_import(
+        &self,
+        rec: &KeyRecord,
+        spec: KeySpec,
+        import_token: &[u8],
+        encrypted_material: &[u8],
+    ) -> Result<SecretBytes> {
         let invalid_token = || {
             KmsError::InvalidImportToken(
                 "The import token is not valid for this KMS key; call GetParametersForImport for a new one.".into(),
@@ -1248,73 +1397,64 @@ impl Kms {
                 spec.as_str()
             )));
         }
-        let fingerprint = import_fingerprint(&rec.key_id, material.expose());
-        match &rec.import_fingerprint {
-            Some(previous) if !coffer_crypto::ct_eq(previous, &fingerprint) => {
-                return Err(KmsError::IncorrectKeyMaterial(
-                    "The key material does not match the key material previously imported into this KMS key.".into(),
-                ));
-            }
-            _ => {}
-        }
-        let wrapped = self
-            .root
-            .wrap(&material_aad(&rec.key_id, 1), material.expose())
-            .map_err(internal)?;
-        rec.import_fingerprint = Some(fingerprint);
-        rec.current_version = 1;
-        rec.expiration_model = Some(
-            if expires_ms.is_some() {
-                "KEY_MATERIAL_EXPIRES"
-            } else {
-                "KEY_MATERIAL_DOES_NOT_EXPIRE"
-            }
-            .to_owned(),
-        );
-        rec.valid_to_ms = expires_ms;
-        if rec.state == state::PENDING_IMPORT {
-            rec.state = state::ENABLED.to_owned();
-        }
-        let row = MaterialRecord {
-            key_id: rec.key_id.clone(),
-            version: 1,
-            wrapped,
-            created_ms: now_ms(),
-            rotation_type: None,
-        };
-        self.meta.replace_materials(&rec, Some(&row)).await?;
-        self.evict(&rec.key_id);
-        info!(key_id = %rec.key_id, "imported key material");
-        Ok((
-            self.cfg.key_arn(&rec.key_id),
-            key_material_id(&rec.key_id, 1),
-        ))
+        Ok(material)
     }
 
-    /// DeleteImportedKeyMaterial: the key keeps its id and metadata and waits for material again.
-    pub async fn delete_imported_key_material(&self, r: &KeyRef) -> Result<(String, String)> {
+    /// DeleteImportedKeyMaterial: deletes the named (default: current) imported material. Material
+    /// that belongs to the key leaves the key PendingImport until the same material is imported
+    /// again; material still pending rotation is simply removed.
+    pub async fn delete_imported_key_material(
+        &self,
+        r: &KeyRef,
+        key_material_id: Option<&str>,
+    ) -> Result<(String, String)> {
         let _w = self.writes.lock().await;
-        let rec = self.record_for_update(r).await?;
+        let mut rec = self.record_for_update(r).await?;
         self.external(&rec)?;
         self.not_pending_deletion(&rec)?;
         let arn = self.cfg.key_arn(&rec.key_id);
-        let material_id = if rec.current_version > 0 {
-            key_material_id(&rec.key_id, rec.current_version)
-        } else {
-            String::new()
+        let rows = self.meta.materials(&rec.key_id).await?;
+        let target = match key_material_id {
+            Some(id) => rows
+                .into_iter()
+                .find(|m| key_material_id_of(&rec.key_id, m) == id)
+                .ok_or_else(|| {
+                    KmsError::NotFound(format!("Key material {id} is not associated with {arn}."))
+                })?,
+            None => match rows.into_iter().find(|m| m.version == rec.current_version) {
+                Some(m) => m,
+                None => return Ok((arn, String::new())),
+            },
         };
-        self.drop_imported_material(rec).await?;
-        Ok((arn, material_id))
+        let id = key_material_id_of(&rec.key_id, &target);
+        self.drop_imported_material(&mut rec, target).await?;
+        Ok((arn, id))
     }
 
-    async fn drop_imported_material(&self, mut rec: KeyRecord) -> Result<()> {
-        rec.current_version = 0;
+    /// Deletes one imported material (at the caller's request or at its ValidTo).
+    async fn drop_imported_material(
+        &self,
+        rec: &mut KeyRecord,
+        mut m: MaterialRecord,
+    ) -> Result<()> {
+        if m.pending_rotation {
+            self.meta.save_materials(rec, &[], &[m.version]).await?;
+            self.evict(&rec.key_id);
+            warn!(key_id = %rec.key_id, version = m.version, "deleted imported key material pending rotation");
+            return Ok(());
+        }
+        m.wrapped = Vec::new();
+        m.imported = false;
+        m.valid_to_ms = None;
+        m.expiration_model = None;
         rec.state = state::PENDING_IMPORT.to_owned();
-        rec.valid_to_ms = None;
-        rec.expiration_model = None;
-        self.meta.replace_materials(&rec, None).await?;
+        if m.version == rec.current_version {
+            rec.valid_to_ms = None;
+            rec.expiration_model = None;
+        }
+        self.meta.save_materials(rec, &[m.clone()], &[]).await?;
         self.evict(&rec.key_id);
-        warn!(key_id = %rec.key_id, "imported key material deleted; key is pending import");
+        warn!(key_id = %rec.key_id, version = m.version, "imported key material deleted; key is pending import");
         Ok(())
     }
 
@@ -1514,11 +1654,21 @@ impl Kms {
 
     // ---- rotation ---------------------------------------------------------------------------
 
-    fn check_rotatable(&self, rec: &KeyRecord) -> Result<()> {
-        if rec.key_spec != SYMMETRIC_DEFAULT || rec.origin != ORIGIN_AWS_KMS {
+    /// Symmetric keys rotate: automatically when Coffer made the material, on demand also when it
+    /// was imported.
+    fn check_rotatable(&self, rec: &KeyRecord, automatic: bool) -> Result<()> {
+        let arn = self.cfg.key_arn(&rec.key_id);
+        if rec.key_spec != SYMMETRIC_DEFAULT
+            || (rec.origin != ORIGIN_AWS_KMS && rec.origin != ORIGIN_EXTERNAL)
+        {
             return Err(KmsError::UnsupportedOperation(format!(
-                "{} does not support automatic or on-demand rotation.",
-                self.cfg.key_arn(&rec.key_id)
+                "{arn} does not support automatic or on-demand rotation."
+            )));
+        }
+        if automatic && rec.origin == ORIGIN_EXTERNAL {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{arn} has imported key material, which does not rotate automatically; import new key \
+                 material with ImportType NEW_KEY_MATERIAL and call RotateKeyOnDemand."
             )));
         }
         Ok(())
@@ -1529,7 +1679,7 @@ impl Kms {
         let _w = self.writes.lock().await;
         let mut rec = self.record_for_update(r).await?;
         self.usable(&rec)?;
-        self.check_rotatable(&rec)?;
+        self.check_rotatable(&rec, true)?;
         rec.rotation_enabled = true;
         rec.rotation_period_days = Some(days);
         rec.next_rotation_ms = Some(now_ms() + i64::from(days) * DAY_MS);
@@ -1540,7 +1690,7 @@ impl Kms {
         let _w = self.writes.lock().await;
         let mut rec = self.record_for_update(r).await?;
         self.usable(&rec)?;
-        self.check_rotatable(&rec)?;
+        self.check_rotatable(&rec, true)?;
         rec.rotation_enabled = false;
         rec.rotation_period_days = None;
         rec.next_rotation_ms = None;
@@ -1573,13 +1723,11 @@ impl Kms {
 
     pub async fn rotate_key_on_demand(&self, r: &KeyRef) -> Result<String> {
         let _w = self.writes.lock().await;
-        let rec = self.record_for_update(r).await?;
+        let mut rec = self.record_for_update(r).await?;
         self.usable(&rec)?;
-        self.check_rotatable(&rec)?;
-        let on_demand = self
-            .meta
-            .materials(&rec.key_id)
-            .await?
+        self.check_rotatable(&rec, false)?;
+        let rows = self.meta.materials(&rec.key_id).await?;
+        let on_demand = rows
             .iter()
             .filter(|m| m.rotation_type.as_deref() == Some("ON_DEMAND"))
             .count();
@@ -1588,6 +1736,26 @@ impl Kms {
                 "{} has reached the limit of {MAX_ON_DEMAND_ROTATIONS} on-demand rotations.",
                 self.cfg.key_arn(&rec.key_id)
             )));
+        }
+        if rec.origin == ORIGIN_EXTERNAL {
+            // Imported keys rotate to the material imported with NEW_KEY_MATERIAL.
+            let Some(mut next) = rows.into_iter().find(|m| m.pending_rotation) else {
+                return Err(KmsError::InvalidState(format!(
+                    "{} has no key material pending rotation; import new key material with ImportType \
+                     NEW_KEY_MATERIAL first.",
+                    self.cfg.key_arn(&rec.key_id)
+                )));
+            };
+            next.pending_rotation = false;
+            next.rotation_type = Some("ON_DEMAND".to_owned());
+            next.created_ms = now_ms();
+            rec.current_version = next.version;
+            rec.valid_to_ms = next.valid_to_ms;
+            rec.expiration_model = next.expiration_model.clone();
+            self.meta.save_materials(&rec, &[next], &[]).await?;
+            self.evict(&rec.key_id);
+            info!(key_id = %rec.key_id, version = rec.current_version, "rotated to imported key material");
+            return Ok(rec.key_id);
         }
         let rec = self.rotate_locked(rec, "ON_DEMAND").await?;
         Ok(rec.key_id)
@@ -1604,7 +1772,8 @@ impl Kms {
     ) -> Result<Listing<RotationEntry>> {
         let rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
-        self.check_rotatable(&rec)?;
+        self.check_rotatable(&rec, false)?;
+        let external = rec.origin == ORIGIN_EXTERNAL;
         let after: u32 = match marker {
             None => 0,
             Some(m) => m.parse().map_err(|_| {
@@ -1618,12 +1787,25 @@ impl Kms {
             .into_iter()
             .filter(|m| m.version > after && (include_initial || m.rotation_type.is_some()))
             .map(|m| {
+                let material_state = if m.pending_rotation {
+                    "PENDING_ROTATION"
+                } else if m.version == rec.current_version {
+                    "CURRENT"
+                } else {
+                    "NON_CURRENT"
+                };
                 let entry = RotationEntry {
                     key_id: rec.key_id.clone(),
                     key_material_id: key_material_id(&rec.key_id, m.version),
-                    current: m.version == rec.current_version,
+                    material_state,
                     rotation_type: m.rotation_type,
-                    rotation_ms: m.created_ms,
+                    rotation_ms: (!m.pending_rotation).then_some(m.created_ms),
+                    import: external.then_some(ImportedMaterial {
+                        imported: m.imported,
+                        expiration_model: m.expiration_model,
+                        valid_to_ms: m.valid_to_ms,
+                        description: m.description,
+                    }),
                 };
                 (m.version, entry)
             })
@@ -1657,9 +1839,21 @@ impl Kms {
                 crate::write(&self.aliases).retain(|_, target| *target != rec.key_id);
                 warn!(key_id = %rec.key_id, "deleted key at the end of its waiting period");
                 report.deleted += 1;
-            } else if rec.current_version > 0 && rec.valid_to_ms.is_some_and(|t| t <= now) {
-                self.drop_imported_material(rec).await?;
-                report.expired += 1;
+                continue;
+            }
+            let expired: Vec<MaterialRecord> = self
+                .meta
+                .materials(&rec.key_id)
+                .await?
+                .into_iter()
+                .filter(|m| m.imported && m.valid_to_ms.is_some_and(|t| t <= now))
+                .collect();
+            if !expired.is_empty() {
+                let mut rec = rec;
+                for m in expired {
+                    self.drop_imported_material(&mut rec, m).await?;
+                    report.expired += 1;
+                }
             } else if rec.state == state::ENABLED
                 && rec.rotation_enabled
                 && rec.next_rotation_ms.is_some_and(|t| t <= now)
@@ -1923,18 +2117,20 @@ mod tests {
             .await
             .expect("read")
             .expect("exists");
-        let material = f
+        let mut material = f
             .kms
             .new_material(&md.key_id, KeySpec::SymmetricDefault, 1, None)
             .await
             .expect("material");
+        material.expiration_model = Some("KEY_MATERIAL_EXPIRES".into());
+        material.valid_to_ms = Some(now_ms() + DAY_MS);
         rec.current_version = 1;
         rec.state = state::ENABLED.into();
-        rec.expiration_model = Some("KEY_MATERIAL_EXPIRES".into());
-        rec.valid_to_ms = Some(now_ms() + DAY_MS);
+        rec.expiration_model = material.expiration_model.clone();
+        rec.valid_to_ms = material.valid_to_ms;
         f.kms
             .meta
-            .replace_materials(&rec, Some(&material))
+            .save_materials(&rec, &[material], &[])
             .await
             .expect("store");
         f.kms
@@ -1949,14 +2145,13 @@ mod tests {
             f.kms.describe_key(&key).await.expect("describe").key_state,
             state::PENDING_IMPORT
         );
-        assert!(
-            f.kms
-                .meta
-                .materials(&md.key_id)
-                .await
-                .expect("materials")
-                .is_empty()
+        let rows = f.kms.meta.materials(&md.key_id).await.expect("materials");
+        assert_eq!(
+            rows.len(),
+            1,
+            "the material stays associated, awaiting re-import"
         );
+        assert!(!rows[0].imported && rows[0].wrapped.is_empty());
         assert!(matches!(
             f.kms.encrypt(&key, b"x", &ctx(&[]), None, false).await,
             Err(KmsError::InvalidState(_))

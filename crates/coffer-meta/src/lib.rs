@@ -55,8 +55,8 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn update_key(&self, key: &KeyRecord) -> Result<()>;
     /// Removes a key and everything that hangs off it (material, aliases, tags).
     async fn delete_key(&self, key_id: &str) -> Result<()>;
-    /// Keys whose deletion date, next automatic rotation or imported-material expiry is at or
-    /// before `now_ms`.
+    /// Keys whose deletion date, next automatic rotation or the expiry of an imported material is at
+    /// or before `now_ms`.
     async fn keys_due(&self, now_ms: i64) -> Result<Vec<KeyRecord>>;
 
     /// All material versions of a key, oldest first.
@@ -64,12 +64,13 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Adds a material version and stores the key row (with its new current version) in one transaction.
     async fn add_material(&self, key: &KeyRecord, material: &MaterialRecord) -> Result<()>;
 
-    /// Replaces all material of a key with `material` (or removes it all) and stores the key row,
-    /// in one transaction: import, deletion and expiry of imported material.
-    async fn replace_materials(
+    /// Inserts or replaces the `put` material rows, removes the `remove` versions and stores the key
+    /// row, in one transaction: import, re-import, deletion, expiry and rotation of imported material.
+    async fn save_materials(
         &self,
         key: &KeyRecord,
-        material: Option<&MaterialRecord>,
+        put: &[MaterialRecord],
+        remove: &[u32],
     ) -> Result<()>;
 
     async fn put_import_token(&self, token: &ImportTokenRecord) -> Result<()>;

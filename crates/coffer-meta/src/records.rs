@@ -18,12 +18,13 @@ pub struct KeyRecord {
     pub next_rotation_ms: Option<i64>,
     /// 0 while an imported key waits for its material.
     pub current_version: u32,
-    /// Imported keys: `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE` once imported.
+    /// Imported keys: `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE` of the current
+    /// material (DescribeKey shows it).
     pub expiration_model: Option<String>,
-    /// Imported keys: when the material expires.
+    /// Imported keys: when the current material expires.
     pub valid_to_ms: Option<i64>,
-    /// Imported keys: a keyed fingerprint of the first material imported, so a re-import of
-    /// different material is refused even after the material was deleted.
+    /// Unused since schema version 3 (each material row keeps its own fingerprint); kept so the
+    /// column keeps its meaning for older rows.
     pub import_fingerprint: Option<Vec<u8>>,
 }
 
@@ -36,6 +37,46 @@ pub struct MaterialRecord {
     pub created_ms: i64,
     /// `None` for the material a key was created with; `AUTOMATIC` or `ON_DEMAND` for rotations.
     pub rotation_type: Option<String>,
+    /// Imported material only: false once it was deleted or expired (`wrapped` is then empty) until
+    /// the same material is imported again.
+    pub imported: bool,
+    /// Imported material only: imported with `NEW_KEY_MATERIAL` and waiting for RotateKeyOnDemand
+    /// to become current; not yet part of the key.
+    pub pending_rotation: bool,
+    /// Imported material only: `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`.
+    pub expiration_model: Option<String>,
+    /// Imported material only: when it expires.
+    pub valid_to_ms: Option<i64>,
+    /// Imported material only: the caller's `KeyMaterialDescription`.
+    pub description: Option<String>,
+    /// Imported material only: a keyed fingerprint, so that only the same material can be imported
+    /// again into this version.
+    pub fingerprint: Option<Vec<u8>>,
+}
+
+impl MaterialRecord {
+    /// Material Coffer generated (at creation or on rotation).
+    pub fn generated(
+        key_id: &str,
+        version: u32,
+        wrapped: Vec<u8>,
+        created_ms: i64,
+        rotation_type: Option<&str>,
+    ) -> Self {
+        Self {
+            key_id: key_id.to_owned(),
+            version,
+            wrapped,
+            created_ms,
+            rotation_type: rotation_type.map(str::to_owned),
+            imported: true,
+            pending_rotation: false,
+            expiration_model: None,
+            valid_to_ms: None,
+            description: None,
+            fingerprint: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for MaterialRecord {
@@ -46,7 +87,10 @@ impl std::fmt::Debug for MaterialRecord {
             .field("wrapped", &format_args!("[{} bytes]", self.wrapped.len()))
             .field("created_ms", &self.created_ms)
             .field("rotation_type", &self.rotation_type)
-            .finish()
+            .field("imported", &self.imported)
+            .field("pending_rotation", &self.pending_rotation)
+            .field("valid_to_ms", &self.valid_to_ms)
+            .finish_non_exhaustive()
     }
 }
 

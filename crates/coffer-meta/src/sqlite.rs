@@ -74,7 +74,78 @@ CREATE TABLE kms_import_tokens (
 );
 CREATE INDEX kms_import_tokens_by_key ON kms_import_tokens(key_id);
 "#,
+    // Imported material per row: a key with imported material can hold several (rotation of
+    // imported keys), each with its own expiry and fingerprint.
+    r#"
+ALTER TABLE kms_key_materials ADD COLUMN imported INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE kms_key_materials ADD COLUMN pending_rotation INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE kms_key_materials ADD COLUMN expiration_model TEXT;
+ALTER TABLE kms_key_materials ADD COLUMN valid_to_ms BIGINT;
+ALTER TABLE kms_key_materials ADD COLUMN description TEXT;
+ALTER TABLE kms_key_materials ADD COLUMN fingerprint BLOB;
+UPDATE kms_key_materials SET
+    expiration_model = (SELECT k.expiration_model FROM kms_keys k WHERE k.key_id = kms_key_materials.key_id),
+    valid_to_ms = (SELECT k.valid_to_ms FROM kms_keys k WHERE k.key_id = kms_key_materials.key_id),
+    fingerprint = (SELECT k.import_fingerprint FROM kms_keys k WHERE k.key_id = kms_key_materials.key_id)
+WHERE key_id IN (SELECT key_id FROM kms_keys WHERE origin = 'EXTERNAL');
+INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type, imported, fingerprint)
+    SELECT key_id, 1, X'', created_ms, NULL, 0, import_fingerprint FROM kms_keys
+    WHERE origin = 'EXTERNAL' AND current_version = 0 AND import_fingerprint IS NOT NULL;
+UPDATE kms_keys SET current_version = 1
+    WHERE origin = 'EXTERNAL' AND current_version = 0 AND import_fingerprint IS NOT NULL;
+CREATE INDEX kms_key_materials_by_expiry ON kms_key_materials(valid_to_ms) WHERE valid_to_ms IS NOT NULL;
+"#,
 ];
+
+const MATERIAL_COLUMNS: &str = "key_id, version, wrapped, created_ms, rotation_type, imported, \
+     pending_rotation, expiration_model, valid_to_ms, description, fingerprint";
+
+fn material_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MaterialRecord> {
+    Ok(MaterialRecord {
+        key_id: r.get(0)?,
+        version: r.get(1)?,
+        wrapped: r.get(2)?,
+        created_ms: r.get(3)?,
+        rotation_type: r.get(4)?,
+        imported: r.get::<_, i64>(5)? != 0,
+        pending_rotation: r.get::<_, i64>(6)? != 0,
+        expiration_model: r.get(7)?,
+        valid_to_ms: r.get(8)?,
+        description: r.get(9)?,
+        fingerprint: r.get(10)?,
+    })
+}
+
+fn insert_material(
+    tx: &rusqlite::Transaction<'_>,
+    m: &MaterialRecord,
+    replace: bool,
+) -> rusqlite::Result<usize> {
+    let verb = if replace {
+        "INSERT OR REPLACE"
+    } else {
+        "INSERT"
+    };
+    tx.execute(
+        &format!(
+            "{verb} INTO kms_key_materials ({MATERIAL_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+        ),
+        params![
+            m.key_id,
+            m.version,
+            m.wrapped,
+            m.created_ms,
+            m.rotation_type,
+            i64::from(m.imported),
+            i64::from(m.pending_rotation),
+            m.expiration_model,
+            m.valid_to_ms,
+            m.description,
+            m.fingerprint
+        ],
+    )
+}
 
 /// SQLite engine. Calls run on the blocking thread pool; one connection serialises writers, which is
 /// what SQLite does anyway.
@@ -274,11 +345,7 @@ impl MetaStore for SqliteStore {
             )
             .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(key.key_id.clone()) } else { backend(e) })?;
             if let Some(material) = &material {
-                tx.execute(
-                    "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![material.key_id, material.version, material.wrapped, material.created_ms, material.rotation_type],
-                )
-                .map_err(backend)?;
+                insert_material(&tx, material, false).map_err(backend)?;
             }
             for (k, v) in &tags {
                 tx.execute(
@@ -355,7 +422,8 @@ impl MetaStore for SqliteStore {
                 .prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM kms_keys WHERE (deletion_ms IS NOT NULL AND deletion_ms <= ?1) \
                      OR (rotation_enabled <> 0 AND next_rotation_ms IS NOT NULL AND next_rotation_ms <= ?1) \
-                     OR (valid_to_ms IS NOT NULL AND valid_to_ms <= ?1 AND current_version > 0) ORDER BY key_id"
+                     OR key_id IN (SELECT key_id FROM kms_key_materials WHERE imported <> 0 \
+                        AND valid_to_ms IS NOT NULL AND valid_to_ms <= ?1) ORDER BY key_id"
                 ))
                 .map_err(backend)?;
             st.query_map([now_ms], key_row)
@@ -370,22 +438,14 @@ impl MetaStore for SqliteStore {
         let key_id = key_id.to_owned();
         self.with(move |c| {
             let mut st = c
-                .prepare_cached(
-                    "SELECT key_id, version, wrapped, created_ms, rotation_type FROM kms_key_materials WHERE key_id = ?1 ORDER BY version",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {MATERIAL_COLUMNS} FROM kms_key_materials WHERE key_id = ?1 ORDER BY version"
+                ))
                 .map_err(backend)?;
-            st.query_map([key_id], |r| {
-                Ok(MaterialRecord {
-                    key_id: r.get(0)?,
-                    version: r.get(1)?,
-                    wrapped: r.get(2)?,
-                    created_ms: r.get(3)?,
-                    rotation_type: r.get(4)?,
-                })
-            })
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)
+            st.query_map([key_id], material_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
         })
         .await
     }
@@ -394,33 +454,40 @@ impl MetaStore for SqliteStore {
         let (key, material) = (key.clone(), material.clone());
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            tx.execute(
-                "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![material.key_id, material.version, material.wrapped, material.created_ms, material.rotation_type],
-            )
-            .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(format!("{} version {}", material.key_id, material.version)) } else { backend(e) })?;
+            insert_material(&tx, &material, false).map_err(|e| {
+                if is_unique_violation(&e) {
+                    MetaError::AlreadyExists(format!(
+                        "{} version {}",
+                        material.key_id, material.version
+                    ))
+                } else {
+                    backend(e)
+                }
+            })?;
             update_key_row(&tx, &key)?;
             tx.commit().map_err(backend)
         })
         .await
     }
 
-    async fn replace_materials(
+    async fn save_materials(
         &self,
         key: &KeyRecord,
-        material: Option<&MaterialRecord>,
+        put: &[MaterialRecord],
+        remove: &[u32],
     ) -> Result<()> {
-        let (key, material) = (key.clone(), material.cloned());
+        let (key, put, remove) = (key.clone(), put.to_vec(), remove.to_vec());
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
-            tx.execute("DELETE FROM kms_key_materials WHERE key_id = ?1", [&key.key_id])
-                .map_err(backend)?;
-            if let Some(m) = &material {
+            for v in remove {
                 tx.execute(
-                    "INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_type) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![m.key_id, m.version, m.wrapped, m.created_ms, m.rotation_type],
+                    "DELETE FROM kms_key_materials WHERE key_id = ?1 AND version = ?2",
+                    params![key.key_id, v],
                 )
                 .map_err(backend)?;
+            }
+            for m in &put {
+                insert_material(&tx, m, true).map_err(backend)?;
             }
             update_key_row(&tx, &key)?;
             tx.commit().map_err(backend)
@@ -679,13 +746,7 @@ mod tests {
     }
 
     fn material(id: &str, v: u32) -> MaterialRecord {
-        MaterialRecord {
-            key_id: id.into(),
-            version: v,
-            wrapped: vec![v as u8; 8],
-            created_ms: 1,
-            rotation_type: None,
-        }
+        MaterialRecord::generated(id, v, vec![v as u8; 8], 1, None)
     }
 
     #[tokio::test]
@@ -782,6 +843,66 @@ mod tests {
         }
         let s = SqliteStore::open(&path).expect("reopen");
         assert!(s.key("a").await.expect("get").is_some());
+    }
+
+    #[tokio::test]
+    async fn schema_3_moves_import_state_onto_material_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("meta.db");
+        {
+            // A database as schema version 2 left it: one imported key with material and a
+            // ValidTo, one whose imported material was deleted (no row, fingerprint kept).
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+            )
+            .expect("table");
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                c.execute_batch(sql).expect("migrate");
+                c.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 0)",
+                    [i as i64 + 1],
+                )
+                .expect("version");
+            }
+            c.execute_batch(
+                "INSERT INTO kms_keys (key_id, created_ms, description, key_usage, key_spec, origin, key_manager, state, \
+                 rotation_enabled, current_version, expiration_model, valid_to_ms, import_fingerprint) VALUES \
+                 ('live', 1, '', 'ENCRYPT_DECRYPT', 'SYMMETRIC_DEFAULT', 'EXTERNAL', 'CUSTOMER', 'Enabled', 0, 1, 'KEY_MATERIAL_EXPIRES', 500, X'AA'), \
+                 ('gone', 1, '', 'ENCRYPT_DECRYPT', 'SYMMETRIC_DEFAULT', 'EXTERNAL', 'CUSTOMER', 'PendingImport', 0, 0, NULL, NULL, X'BB'), \
+                 ('never', 1, '', 'ENCRYPT_DECRYPT', 'SYMMETRIC_DEFAULT', 'EXTERNAL', 'CUSTOMER', 'PendingImport', 0, 0, NULL, NULL, NULL);
+                 INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms) VALUES ('live', 1, X'0102', 1);",
+            )
+            .expect("rows");
+        }
+        let s = SqliteStore::open(&path).expect("upgrade");
+        let live = s.materials("live").await.expect("live");
+        assert_eq!(live.len(), 1);
+        assert!(live[0].imported);
+        assert_eq!(live[0].valid_to_ms, Some(500));
+        assert_eq!(live[0].fingerprint.as_deref(), Some(&[0xAA][..]));
+        let gone = s.materials("gone").await.expect("gone");
+        assert_eq!(gone.len(), 1);
+        assert!(!gone[0].imported && gone[0].wrapped.is_empty());
+        assert_eq!(gone[0].fingerprint.as_deref(), Some(&[0xBB][..]));
+        assert_eq!(
+            s.key("gone")
+                .await
+                .expect("key")
+                .expect("exists")
+                .current_version,
+            1
+        );
+        assert!(s.materials("never").await.expect("never").is_empty());
+        // The expiry is found through the material row.
+        let due: Vec<String> = s
+            .keys_due(600)
+            .await
+            .expect("due")
+            .into_iter()
+            .map(|k| k.key_id)
+            .collect();
+        assert_eq!(due, ["live"]);
     }
 
     #[tokio::test]

@@ -103,7 +103,9 @@ fn raw_rate(
     let stored = keys::generate(spec).context("generating a local key")?;
     let key = KeyMaterial::load(spec, stored.expose()).context("loading the local key")?;
     let signature = match primitive {
-        Primitive::Verify(alg) => key.sign(alg, message, MessageType::Raw).context("signing")?,
+        Primitive::Verify(alg) => key
+            .sign(alg, message, MessageType::Raw)
+            .context("signing")?,
         _ => Vec::new(),
     };
     let start = Instant::now();
@@ -111,7 +113,9 @@ fn raw_rate(
     while start.elapsed() < duration {
         let ok = match primitive {
             Primitive::Sign(alg) => key.sign(alg, message, MessageType::Raw).is_ok(),
-            Primitive::Verify(alg) => key.verify(alg, message, MessageType::Raw, &signature).unwrap_or(false),
+            Primitive::Verify(alg) => key
+                .verify(alg, message, MessageType::Raw, &signature)
+                .unwrap_or(false),
             Primitive::Mac(alg) => key.mac(alg, message).is_ok(),
         };
         if !ok {

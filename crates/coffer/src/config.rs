@@ -200,13 +200,11 @@ impl Settings {
         if lifecycle_interval == 0 {
             bail!("the lifecycle interval must be at least 1 second");
         }
-        let lifecycle_clock_offset = match args
-            .lifecycle_clock_offset
-            .or(file.lifecycle_clock_offset)
-        {
-            Some(text) => parse_duration(&text).context("lifecycle_clock_offset")?,
-            None => std::time::Duration::ZERO,
-        };
+        let lifecycle_clock_offset =
+            match args.lifecycle_clock_offset.or(file.lifecycle_clock_offset) {
+                Some(text) => parse_duration(&text).context("lifecycle_clock_offset")?,
+                None => std::time::Duration::ZERO,
+            };
         let mut tls_sans = file.tls_sans;
         tls_sans.extend(args.tls_sans);
         Ok(Self {
@@ -291,7 +289,15 @@ mod tests {
         assert_eq!(parse_duration("36h").expect("h").as_secs(), 36 * 3_600);
         assert_eq!(parse_duration("90m").expect("m").as_secs(), 5_400);
         assert_eq!(parse_duration("45").expect("s").as_secs(), 45);
-        for bad in ["", "d", "-1d", "1w", "1.5d", "99999999999999999999d", "40000d"] {
+        for bad in [
+            "",
+            "d",
+            "-1d",
+            "1w",
+            "1.5d",
+            "99999999999999999999d",
+            "40000d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -332,7 +332,10 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 async fn lifecycle_clock(kms: Arc<Kms>, interval: Duration, offset: Duration) {
     let offset_ms = i64::try_from(offset.as_millis()).unwrap_or(i64::MAX / 2);
     loop {
-        match kms.sweep(coffer_kms::now_ms().saturating_add(offset_ms)).await {
+        match kms
+            .sweep(coffer_kms::now_ms().saturating_add(offset_ms))
+            .await
+        {
             Ok(r) if r.deleted > 0 || r.rotated > 0 || r.expired > 0 => {
                 info!(
                     deleted = r.deleted,
