@@ -26,6 +26,9 @@ pub enum ApiError {
     /// A failure inside Coffer. The detail goes to the log; the client sees only the request id.
     #[error("{0}")]
     Internal(String),
+    /// The audit log cannot be written, so the request is refused (fail closed).
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
 }
 
 fn validation_message(clauses: &[String]) -> String {
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::UnknownOperation(_) => (S::BAD_REQUEST, "UnknownOperationException"),
             ApiError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "RequestEntityTooLargeException"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "KMSInternalException"),
+            ApiError::AuditUnavailable(_) => (S::SERVICE_UNAVAILABLE, "KMSInternalException"),
         }
     }
 
@@ -92,6 +96,11 @@ impl ApiError {
             ApiError::Kms(KmsError::Internal(_)) | ApiError::Internal(_) => format!(
                 "Coffer hit an internal error; the server log has the details under request id {request_id}."
             ),
+            ApiError::AuditUnavailable(_) => format!(
+                "Coffer refused the request because it cannot record it in its audit log; an operator must \
+                 check the disk that holds DATA_DIR/audit (the server log has the details under request id \
+                 {request_id})."
+            ),
             other => other.to_string(),
         }
     }
@@ -99,7 +108,9 @@ impl ApiError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            ApiError::Kms(KmsError::Internal(_)) | ApiError::Internal(_)
+            ApiError::Kms(KmsError::Internal(_))
+                | ApiError::Internal(_)
+                | ApiError::AuditUnavailable(_)
         )
     }
 }

@@ -3,6 +3,7 @@
 //! share this router. Every error becomes an AWS-shaped response in [`error`]; internal details
 //! reach the log, never the client.
 
+pub mod audit;
 mod auth;
 pub mod error;
 pub mod kms;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub identities: Arc<Identities>,
     pub metrics: Metrics,
     pub started: Instant,
+    /// `None` when the operator turned auditing off.
+    pub audit: Option<Arc<coffer_audit::AuditLog>>,
 }
 
 /// The router for every endpoint Coffer serves.
@@ -51,8 +54,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let cfg = state.kms.config();
+    let (status, audit) = match &state.audit {
+        None => ("ok", "off".to_owned()),
+        Some(a) => match a.failure() {
+            None => ("ok", "ok".to_owned()),
+            Some(why) => ("degraded", format!("failing: {why}")),
+        },
+    };
     let body = json!({
-        "status": "ok",
+        "status": status,
+        "audit": audit,
         "version": env!("CARGO_PKG_VERSION"),
         "root_of_trust": state.kms.root_mode(),
         "sealed": false,
@@ -147,22 +158,65 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
     let op = kms::operation(target);
     let op_name = op.as_ref().map(|o| o.name()).unwrap_or("Unknown");
 
+    let mut bytes = None;
+    let mut who = None;
     let result = async {
         let body = read_body(body).await?;
+        bytes = Some(body.clone());
         let principal = auth::authenticate(&state, &parts, &body, "kms").await?;
+        who = Some(principal);
         let op = op?;
-        let value = kms::dispatch(&state.kms, op, &body).await?;
-        Ok::<_, ApiError>((principal, value))
+        // Fail closed: while the audit log cannot be written, nothing is done unrecorded.
+        if let Some(log) = &state.audit {
+            log.check_writable()
+                .await
+                .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
+        }
+        kms::dispatch(&state.kms, op, &body).await
     }
     .await;
 
+    if let Some(log) = &state.audit {
+        let request: Option<serde_json::Value> = bytes
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let event_id = self::request_id();
+        let event = audit::event(
+            state.kms.config(),
+            &audit::RequestRecord {
+                event_source: "kms.amazonaws.com",
+                operation: op_name,
+                request_id: &request_id,
+                event_id: &event_id,
+                headers: &parts.headers,
+                conn: parts.extensions.get::<audit::ConnInfo>(),
+                request: request.as_ref(),
+                principal: who.as_ref(),
+                outcome: result.as_ref(),
+            },
+        );
+        if let Err(e) = log.record(event).await {
+            let e = ApiError::AuditUnavailable(e.to_string());
+            state
+                .metrics
+                .observe(op_name, e.code().1, started.elapsed().as_secs_f64());
+            return error_response(&e, op_name, &request_id);
+        }
+    }
+
     let elapsed = started.elapsed();
     match result {
-        Ok((principal, value)) => {
+        Ok(value) => {
             state.metrics.observe(op_name, "ok", elapsed.as_secs_f64());
             tracing::debug!(
-                request_id, operation = op_name, access_key_id = %principal.access_key_id,
-                latency_us = elapsed.as_micros() as u64, "ok"
+                request_id,
+                operation = op_name,
+                access_key_id = who
+                    .as_ref()
+                    .map(|p| p.access_key_id.as_str())
+                    .unwrap_or_default(),
+                latency_us = elapsed.as_micros() as u64,
+                "ok"
             );
             json_response(StatusCode::OK, value.to_string().into_bytes(), &request_id)
         }

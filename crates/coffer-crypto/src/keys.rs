@@ -518,6 +518,20 @@ fn ed25519ph_sign(key: &ed25519_dalek::SigningKey, message: &[u8]) -> Result<Vec
         .to_vec())
 }
 
+/// Checks an ECDSA signature (ASN.1 DER) of `message` with only the public key, given as DER
+/// SubjectPublicKeyInfo — for verifiers that hold no private key (the audit log's digests).
+pub fn verify_ecdsa_with_public_key(
+    spec: KeySpec,
+    spki_der: &[u8],
+    message: &[u8],
+    sig: &[u8],
+) -> Result<bool, UseError> {
+    let (_, verification) = spec.ecdsa().ok_or(UseError::WrongAlgorithm)?;
+    Ok(signature::UnparsedPublicKey::new(verification, spki_der)
+        .verify(message, sig)
+        .is_ok())
+}
+
 /// An ML-DSA private key for signing and verifying over a μ the caller computed, which aws-lc-rs
 /// does not offer.
 pub enum MlDsaMu {
@@ -1188,6 +1202,26 @@ mod tests {
             );
             assert!(m.public_key_der().expect("spki").len() > 1000);
         }
+    }
+
+    #[test]
+    fn ecdsa_verifies_with_the_public_key_alone() {
+        let stored = generate(KeySpec::EccNistP384).expect("generate");
+        let m = KeyMaterial::load(KeySpec::EccNistP384, stored.expose()).expect("load");
+        let spki = m.public_key_der().expect("spki");
+        let sig = m
+            .sign(SigningAlgorithm::EcdsaSha384, b"chain", MessageType::Raw)
+            .expect("sign");
+        let check = |msg: &[u8], sig: &[u8]| {
+            verify_ecdsa_with_public_key(KeySpec::EccNistP384, &spki, msg, sig).expect("verify")
+        };
+        assert!(check(b"chain", &sig));
+        assert!(!check(b"chaiN", &sig));
+        assert!(!check(b"chain", &sig[1..]));
+        assert!(
+            !verify_ecdsa_with_public_key(KeySpec::EccNistP256, &spki, b"chain", &sig)
+                .expect("verify")
+        );
     }
 
     #[test]

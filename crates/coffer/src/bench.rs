@@ -27,6 +27,28 @@ use zeroize::Zeroizing;
 pub enum BenchCommand {
     /// Load-test the KMS API (Encrypt, Decrypt, GenerateDataKey) against the health endpoint.
     Kms(KmsBenchArgs),
+    /// The cost of the audit log: Encrypt throughput of two Coffers started here, one with the
+    /// audit log on and one with it off, measured in alternating rounds.
+    Audit(AuditBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditBenchArgs {
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Rounds; each measures audit off and audit on once (alternating which goes first).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of warm-up before each measurement.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -170,7 +192,125 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(kms(args))
         }
+        BenchCommand::Audit(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(audit_bench(args))
+        }
     }
+}
+
+/// Encrypt on two servers, audit off and on, in alternating rounds.
+async fn audit_bench(args: AuditBenchArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.duration <= 0.0 || args.rounds == 0 {
+        bail!("--clients, --duration and --rounds must be positive");
+    }
+    let (_off_server, off_endpoint, off_dir) = start_own_server(&["--audit", "off"])?;
+    let (_on_server, on_endpoint, on_dir) = start_own_server(&["--audit", "on"])?;
+    let mut sides = Vec::new();
+    for (label, endpoint, dir) in [
+        ("audit off", &off_endpoint, &off_dir),
+        ("audit on", &on_endpoint, &on_dir),
+    ] {
+        let t = Arc::new(target(endpoint, dir, "us-east-1")?);
+        let mut setup = connect(&t).await?;
+        let key = kms_call(
+            &t,
+            &mut setup,
+            "CreateKey",
+            json!({ "Description": "coffer bench audit" }),
+        )
+        .await?;
+        let key_id = key["KeyMetadata"]["KeyId"]
+            .as_str()
+            .context("CreateKey returned no KeyId")?
+            .to_owned();
+        let body = KmsBody::new(
+            "Encrypt",
+            &json!({ "KeyId": key_id, "Plaintext": B64.encode([0x42u8; 256]), "EncryptionContext": { "purpose": "bench" } }),
+        )?;
+        sides.push((label, t, body));
+    }
+    if !args.json {
+        eprintln!(
+            "coffer bench audit: Encrypt, {} clients, {} rounds of {:.1}s per side (after {:.1}s warm-up)",
+            args.clients, args.rounds, args.duration, args.warmup
+        );
+    }
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut p99: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut errors = 0u64;
+    let mut ratios = Vec::new();
+    for round in 0..args.rounds {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut this = [0.0f64; 2];
+        for i in order {
+            let (_, t, body) = &sides[i];
+            let (ok, err, secs, lat) = measure(
+                t.clone(),
+                Prepared::Kms(body.clone()),
+                args.clients,
+                warmup,
+                duration,
+            )
+            .await?;
+            errors += err;
+            this[i] = ok as f64 / secs;
+            rates[i].push(this[i]);
+            p99[i].push(percentile(&lat, 0.99));
+        }
+        if this[0] > 0.0 {
+            ratios.push(this[1] / this[0]);
+        }
+    }
+    let off = median(rates[0].clone()).unwrap_or(0.0);
+    let on = median(rates[1].clone()).unwrap_or(0.0);
+    let ratio = median(ratios.clone()).unwrap_or(0.0);
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "operation": "Encrypt",
+                "clients": args.clients,
+                "rounds": args.rounds,
+                "duration_seconds": args.duration,
+                "audit_off_ops_per_sec": off,
+                "audit_on_ops_per_sec": on,
+                "audit_off_p99_ms": median(p99[0].clone()),
+                "audit_on_p99_ms": median(p99[1].clone()),
+                "on_vs_off": ratio,
+                "on_vs_off_per_round": ratios,
+                "errors": errors,
+            }))?
+        );
+    } else {
+        println!("{:<12} {:>12} {:>9}", "Encrypt", "ops/s", "p99 ms");
+        for (i, (label, _, _)) in sides.iter().enumerate() {
+            println!(
+                "{:<12} {:>12.0} {:>9.2}",
+                label,
+                median(rates[i].clone()).unwrap_or(0.0),
+                median(p99[i].clone()).unwrap_or(0.0)
+            );
+        }
+        println!(
+            "audit on keeps {:.0}% of the audit-off throughput (median of per-round ratios; range {:.0}–{:.0}%)",
+            ratio * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        );
+    }
+    if errors > 0 {
+        bail!("{errors} requests failed during the measurement");
+    }
+    Ok(())
 }
 
 /// A `coffer server` started for the bench; killed when dropped.
@@ -186,7 +326,7 @@ impl Drop for OwnServer {
     }
 }
 
-fn start_own_server() -> anyhow::Result<(OwnServer, String, PathBuf)> {
+fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBuf)> {
     let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
     let exe = std::env::current_exe().context("cannot find the coffer binary")?;
     let mut child = Command::new(exe)
@@ -199,6 +339,7 @@ fn start_own_server() -> anyhow::Result<(OwnServer, String, PathBuf)> {
             "--data-dir",
         ])
         .arg(dir.path())
+        .args(extra)
         .env_remove("COFFER_ADMIN_ACCESS_KEY_ID")
         .env_remove("COFFER_ADMIN_SECRET_ACCESS_KEY")
         .stdout(Stdio::piped())
@@ -607,7 +748,7 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
     let (_own, endpoint, data_dir) = match &args.endpoint {
         Some(e) => (None, e.clone(), args.data_dir.clone()),
         None => {
-            let (own, endpoint, dir) = start_own_server()?;
+            let (own, endpoint, dir) = start_own_server(&[])?;
             (Some(own), endpoint, dir)
         }
     };

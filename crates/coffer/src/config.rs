@@ -20,6 +20,13 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Directory for the metadata database, root key, TLS files and credentials.
@@ -88,6 +95,20 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_LIFECYCLE_INTERVAL", value_name = "SECONDS")]
     pub lifecycle_interval: Option<u64>,
 
+    /// Record every API request in the tamper-evident audit log (DIR/audit). Turning it off is for
+    /// measuring its cost; a production Coffer keeps it on. [default: on]
+    #[arg(long, env = "COFFER_AUDIT", value_enum, value_name = "ON|OFF")]
+    pub audit: Option<Switch>,
+
+    /// An audit segment file closes (with a signed digest) once it reaches this many MiB.
+    /// [default: 64]
+    #[arg(long, env = "COFFER_AUDIT_SEGMENT_MIB", value_name = "MIB")]
+    pub audit_segment_mib: Option<u64>,
+
+    /// Seconds between signed digests of the audit chain while requests flow. [default: 60]
+    #[arg(long, env = "COFFER_AUDIT_DIGEST_INTERVAL", value_name = "SECONDS")]
+    pub audit_digest_interval: Option<u64>,
+
     /// For testing and drills only: run the key lifecycle clock this far ahead of the wall clock
     /// (e.g. `8d`, `36h`, `90m`, `30s`), so that scheduled deletions, rotations and expiries fall
     /// due now. Everything else keeps the real time. [default: 0s]
@@ -112,6 +133,9 @@ struct FileConfig {
     shutdown_grace: Option<u64>,
     lifecycle_interval: Option<u64>,
     lifecycle_clock_offset: Option<String>,
+    audit: Option<Switch>,
+    audit_segment_mib: Option<u64>,
+    audit_digest_interval: Option<u64>,
 }
 
 /// Settings after layering and checks.
@@ -128,6 +152,9 @@ pub struct Settings {
     pub shutdown_grace: std::time::Duration,
     pub lifecycle_interval: std::time::Duration,
     pub lifecycle_clock_offset: std::time::Duration,
+    pub audit: bool,
+    pub audit_segment_bytes: u64,
+    pub audit_digest_interval: std::time::Duration,
 }
 
 /// Parses a duration such as `8d`, `36h`, `90m` or `30s` (a bare number is seconds).
@@ -205,6 +232,17 @@ impl Settings {
                 Some(text) => parse_duration(&text).context("lifecycle_clock_offset")?,
                 None => std::time::Duration::ZERO,
             };
+        let audit_segment_mib = args
+            .audit_segment_mib
+            .or(file.audit_segment_mib)
+            .unwrap_or(64);
+        let audit_digest_interval = args
+            .audit_digest_interval
+            .or(file.audit_digest_interval)
+            .unwrap_or(60);
+        if audit_segment_mib == 0 || audit_digest_interval == 0 {
+            bail!("audit_segment_mib and audit_digest_interval must be at least 1");
+        }
         let mut tls_sans = file.tls_sans;
         tls_sans.extend(args.tls_sans);
         Ok(Self {
@@ -230,6 +268,9 @@ impl Settings {
             ),
             lifecycle_interval: std::time::Duration::from_secs(lifecycle_interval),
             lifecycle_clock_offset,
+            audit: args.audit.or(file.audit).unwrap_or(Switch::On) == Switch::On,
+            audit_segment_bytes: audit_segment_mib * 1024 * 1024,
+            audit_digest_interval: std::time::Duration::from_secs(audit_digest_interval),
         })
     }
 }

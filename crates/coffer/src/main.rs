@@ -1,5 +1,6 @@
 //! `coffer`: the Coffer binary. `coffer server` runs the service; `coffer bench` measures it.
 
+mod audit_cmd;
 mod bench;
 mod config;
 mod credentials;
@@ -30,16 +31,20 @@ enum Command {
     /// Measure a running Coffer with real SigV4-signed requests over HTTPS.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check, search and export the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(args),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Server(args) => server::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("coffer: error: {e:#}");
             std::process::ExitCode::FAILURE

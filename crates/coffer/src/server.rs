@@ -221,6 +221,25 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let identities = Arc::new(Identities::new(meta.clone(), root.clone()));
     let admin = ensure_admin(&identities, &data_dir, &s.account_id).await?;
 
+    let audit = if s.audit {
+        let dir = data_dir.join("audit");
+        let signer = crate::audit_cmd::load_or_create_signer(&dir, root.as_ref())?;
+        let log = coffer_audit::AuditLog::open(
+            &dir,
+            signer,
+            coffer_audit::AuditOptions {
+                segment_bytes: s.audit_segment_bytes,
+                digest_interval: s.audit_digest_interval,
+            },
+        )
+        .with_context(|| format!("cannot open the audit log in {}", dir.display()))?;
+        info!(dir = %dir.display(), "audit log open");
+        Some(Arc::new(log))
+    } else {
+        warn!("the audit log is OFF (--audit off): requests are not recorded");
+        None
+    };
+
     let (tls_config, ca_path) = match &s.tls_files {
         Some((cert, key)) => (tls::server_config(cert, key)?, None),
         None => {
@@ -248,6 +267,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         identities,
         metrics: Metrics::new(),
         started: Instant::now(),
+        audit: audit.clone(),
     });
     let app = coffer_api::router(state);
 
@@ -289,7 +309,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(app.clone());
+                let app = app.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -303,6 +323,14 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                             return;
                         }
                     };
+                    let info = connection_info(peer, tls.get_ref().1);
+                    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                        app,
+                        move |mut req: http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(info.clone());
+                            req
+                        },
+                    ));
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection(TokioIo::new(tls), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -323,8 +351,38 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         _ = tokio::time::sleep(s.shutdown_grace) => warn!("grace period over; closing the remaining connections"),
     }
     sweeper.abort();
+    if let Some(log) = &audit {
+        match log.close().await {
+            Ok(()) => info!("audit log closed with a signed digest"),
+            Err(e) => {
+                error!(error = %e, "could not close the audit log cleanly; the next start repairs it")
+            }
+        }
+    }
     info!("stopped");
     Ok(())
+}
+
+/// What the audit log records about a connection.
+fn connection_info(
+    peer: SocketAddr,
+    tls: &rustls::ServerConnection,
+) -> coffer_api::audit::ConnInfo {
+    let tls_version = match tls.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let cipher_suite = tls
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map(|name| name.replacen("TLS13_", "TLS_", 1))
+        .unwrap_or_default();
+    coffer_api::audit::ConnInfo {
+        peer,
+        tls_version,
+        cipher_suite,
+    }
 }
 
 /// Runs the key lifecycle on the clock: deletions at the end of their waiting period, automatic
