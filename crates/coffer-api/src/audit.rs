@@ -8,7 +8,12 @@ use std::net::SocketAddr;
 
 use coffer_kms::{KmsConfig, Principal};
 use http::HeaderMap;
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
@@ -65,6 +70,7 @@ fn read_only(op: &str) -> bool {
         )
 }
 
+/// A top-level field name as CloudTrail writes it (`KeyId` → `keyId`).
 fn camel(name: &str) -> String {
     let mut c = name.chars();
     match c.next() {
@@ -73,18 +79,81 @@ fn camel(name: &str) -> String {
     }
 }
 
-/// Top-level fields of a request or response body, camelCased as CloudTrail writes them, with
-/// [`WITHHELD`] fields removed. Nested values (an encryption context, tags) are kept as sent.
-fn sanitize(body: &Value) -> Value {
-    let Some(o) = body.as_object() else {
-        return Value::Null;
-    };
-    let out: Map<String, Value> = o
-        .iter()
-        .filter(|(k, _)| !WITHHELD.contains(&k.as_str()))
-        .map(|(k, v)| (camel(k), v.clone()))
-        .collect();
-    Value::Object(out)
+/// A field name of a request body: borrowed from the body unless it had escapes.
+struct FieldName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(FieldName(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The top-level fields of a JSON request body that may be recorded, in the order sent, with
+/// their values as sent (not re-parsed): [`WITHHELD`] fields are skipped while reading.
+struct RequestParams<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RequestParams<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RequestParams<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(FieldName(k)) = map.next_key()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    if !WITHHELD.contains(&k.as_ref()) {
+                        out.push((k, v));
+                    }
+                }
+                Ok(RequestParams(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Serialize for RequestParams<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(&camel(k), v)?;
+        }
+        m.end()
+    }
+}
+
+/// A response body's top-level fields as CloudTrail writes them, [`WITHHELD`] fields left out.
+struct ResponseElements<'a>(&'a Map<String, Value>);
+
+impl Serialize for ResponseElements<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0 {
+            if !WITHHELD.contains(&k.as_str()) {
+                m.serialize_entry(&camel(k), v)?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// `arn:aws:kms:<region>:<account>:key/<id>` for a key named in a request, when it names a key
@@ -96,41 +165,111 @@ fn key_arn(cfg: &KmsConfig, key_id: &str) -> Option<String> {
     coffer_kms::is_key_id(key_id).then(|| cfg.key_arn(key_id))
 }
 
-fn user_identity(
-    cfg: &KmsConfig,
-    principal: Option<&Principal>,
-    claimed_key: Option<&str>,
-) -> Value {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentity<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arn: Option<&'a str>,
+    account_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<&'a str>,
+}
+
+fn user_identity<'a>(
+    cfg: &'a KmsConfig,
+    principal: Option<&'a Principal>,
+    claimed_key: Option<&'a str>,
+) -> UserIdentity<'a> {
     match principal {
-        Some(p) if p.arn.ends_with(":root") => json!({
-            "type": "Root",
-            "principalId": p.account_id,
-            "arn": p.arn,
-            "accountId": p.account_id,
-            "accessKeyId": p.access_key_id,
-        }),
-        Some(p) => {
-            let name = p.arn.rsplit('/').next().unwrap_or_default();
-            json!({
-                "type": "IAMUser",
-                "principalId": p.access_key_id,
-                "arn": p.arn,
-                "accountId": p.account_id,
-                "accessKeyId": p.access_key_id,
-                "userName": name,
-            })
-        }
-        None => {
-            let mut o = Map::new();
-            o.insert("type".into(), json!("Unknown"));
-            o.insert("accountId".into(), json!(cfg.account_id));
-            if let Some(k) = claimed_key {
-                o.insert("accessKeyId".into(), json!(k));
-            }
-            Value::Object(o)
-        }
+        Some(p) if p.arn.ends_with(":root") => UserIdentity {
+            kind: "Root",
+            principal_id: Some(&p.account_id),
+            arn: Some(&p.arn),
+            account_id: &p.account_id,
+            access_key_id: Some(&p.access_key_id),
+            user_name: None,
+        },
+        Some(p) => UserIdentity {
+            kind: "IAMUser",
+            principal_id: Some(&p.access_key_id),
+            arn: Some(&p.arn),
+            account_id: &p.account_id,
+            access_key_id: Some(&p.access_key_id),
+            user_name: p.arn.rsplit('/').next(),
+        },
+        None => UserIdentity {
+            kind: "Unknown",
+            principal_id: None,
+            arn: None,
+            account_id: &cfg.account_id,
+            access_key_id: claimed_key,
+            user_name: None,
+        },
     }
 }
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ARN")]
+    arn: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TlsDetails<'a> {
+    tls_version: &'a str,
+    cipher_suite: &'a str,
+    client_provided_host_header: &'a str,
+}
+
+/// The event, in CloudTrail's field order.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    event_version: &'static str,
+    user_identity: UserIdentity<'a>,
+    event_time: &'a str,
+    event_source: &'a str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: String,
+    user_agent: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<String>,
+    request_parameters: Option<RequestParams<'a>>,
+    response_elements: Option<ResponseElements<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    additional_event_data: Option<Value>,
+    #[serde(rename = "requestID")]
+    request_id: &'a str,
+    #[serde(rename = "eventID")]
+    event_id: &'a str,
+    read_only: bool,
+    resources: Vec<Resource<'a>>,
+    event_type: &'static str,
+    management_event: bool,
+    recipient_account_id: &'a str,
+    event_category: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_details: Option<TlsDetails<'a>>,
+}
+
+/// Largest event written with its request parameters and response elements; a bigger one (a
+/// request padded with unknown fields) is written without them, saying so.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 
 /// Everything about one request that its event needs.
 #[derive(Debug)]
@@ -141,57 +280,54 @@ pub struct RequestRecord<'a> {
     pub event_id: &'a str,
     pub headers: &'a HeaderMap,
     pub conn: Option<&'a ConnInfo>,
-    /// The parsed JSON request body, when it parsed.
-    pub request: Option<&'a Value>,
+    /// The request body as received.
+    pub request: Option<&'a [u8]>,
     pub principal: Option<&'a Principal>,
     pub outcome: Result<&'a Value, &'a ApiError>,
 }
 
-/// The CloudTrail-shaped event of a request.
-pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Value {
-    let claimed_key = r
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| crate::sigv4::parse_authorization(v).ok())
-        .map(|a| a.access_key_id.to_owned());
+/// The CloudTrail-shaped event of a request, as one line of compact JSON (no newline).
+pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
     let header = |name: &str| {
         r.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
-            .to_owned()
     };
-    let params = r.request.map(sanitize).unwrap_or(Value::Null);
-    let ro = read_only(r.operation);
-    let mut e = Map::new();
-    e.insert("eventVersion".into(), json!("1.11"));
-    e.insert(
-        "userIdentity".into(),
-        user_identity(cfg, r.principal, claimed_key.as_deref()),
-    );
-    e.insert("eventTime".into(), json!(now_text()));
-    e.insert("eventSource".into(), json!(r.event_source));
-    e.insert("eventName".into(), json!(r.operation));
-    e.insert("awsRegion".into(), json!(cfg.region));
-    e.insert(
-        "sourceIPAddress".into(),
-        json!(r.conn.map(|c| c.peer.ip().to_string()).unwrap_or_default()),
-    );
-    e.insert("userAgent".into(), json!(header("user-agent")));
-    let mut resources = Vec::new();
+    // A refused request is recorded with the access key it claimed.
+    let claimed_key = match r.principal {
+        Some(_) => None,
+        None => r
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::sigv4::parse_authorization(v).ok())
+            .map(|a| a.access_key_id),
+    };
+    let params: Option<RequestParams<'_>> = r.request.and_then(|b| serde_json::from_slice(b).ok());
+    let field = |name: &str| {
+        params
+            .as_ref()
+            .and_then(|p| p.0.iter().find(|(k, _)| k == name))
+            .and_then(|(_, v)| serde_json::from_str::<&str>(v.get()).ok())
+    };
+    let mut resources: Vec<Resource<'_>> = Vec::new();
     let mut remember = |id: Option<&str>| {
         if let Some(arn) = id.and_then(|id| key_arn(cfg, id))
-            && !resources.iter().any(|r: &Value| r["ARN"] == arn.as_str())
+            && !resources.iter().any(|r| r.arn == arn)
         {
-            resources
-                .push(json!({ "accountId": cfg.account_id, "type": "AWS::KMS::Key", "ARN": arn }));
+            resources.push(Resource {
+                account_id: &cfg.account_id,
+                kind: "AWS::KMS::Key",
+                arn,
+            });
         }
     };
-    for field in ["KeyId", "TargetKeyId", "SourceKeyId", "DestinationKeyId"] {
-        remember(r.request.and_then(|b| b.get(field)).and_then(Value::as_str));
+    for name in ["KeyId", "TargetKeyId", "SourceKeyId", "DestinationKeyId"] {
+        remember(field(name));
     }
-    match r.outcome {
+    let ro = read_only(r.operation);
+    let (error_code, error_message, response) = match r.outcome {
         Ok(resp) => {
             remember(resp.get("KeyId").and_then(Value::as_str));
             remember(
@@ -199,42 +335,57 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Value {
                     .and_then(|m| m.get("Arn"))
                     .and_then(Value::as_str),
             );
-            e.insert("requestParameters".into(), params);
-            e.insert(
-                "responseElements".into(),
-                if ro { Value::Null } else { sanitize(resp) },
-            );
+            let elements = if ro { None } else { resp.as_object() };
+            (None, None, elements.map(ResponseElements))
         }
-        Err(err) => {
-            let (_, code) = err.code();
-            e.insert("errorCode".into(), json!(code));
-            e.insert(
-                "errorMessage".into(),
-                json!(err.client_message(r.request_id)),
-            );
-            e.insert("requestParameters".into(), params);
-            e.insert("responseElements".into(), Value::Null);
-        }
+        Err(err) => (
+            Some(err.code().1),
+            Some(err.client_message(r.request_id)),
+            None,
+        ),
+    };
+    let time = now_text();
+    let mut e = Event {
+        event_version: "1.11",
+        user_identity: user_identity(cfg, r.principal, claimed_key),
+        event_time: &time,
+        event_source: r.event_source,
+        event_name: r.operation,
+        aws_region: &cfg.region,
+        source_ip_address: r.conn.map(|c| c.peer.ip().to_string()).unwrap_or_default(),
+        user_agent: header("user-agent"),
+        error_code,
+        error_message,
+        request_parameters: params,
+        response_elements: response,
+        additional_event_data: None,
+        request_id: r.request_id,
+        event_id: r.event_id,
+        read_only: ro,
+        resources,
+        event_type: "AwsApiCall",
+        management_event: true,
+        recipient_account_id: &cfg.account_id,
+        event_category: "Management",
+        tls_details: r.conn.map(|c| TlsDetails {
+            tls_version: c.tls_version,
+            cipher_suite: &c.cipher_suite,
+            client_provided_host_header: header("host"),
+        }),
+    };
+    let mut out = Vec::with_capacity(1024);
+    // Serialising borrowed strings and JSON values cannot fail.
+    let _ = serde_json::to_writer(&mut out, &e);
+    if out.len() > MAX_EVENT_BYTES {
+        e.request_parameters = None;
+        e.response_elements = None;
+        e.additional_event_data = Some(serde_json::json!({
+            "omitted": format!("requestParameters and responseElements: the event would exceed {MAX_EVENT_BYTES} bytes")
+        }));
+        out.clear();
+        let _ = serde_json::to_writer(&mut out, &e);
     }
-    e.insert("requestID".into(), json!(r.request_id));
-    e.insert("eventID".into(), json!(r.event_id));
-    e.insert("readOnly".into(), json!(ro));
-    e.insert("resources".into(), Value::Array(resources));
-    e.insert("eventType".into(), json!("AwsApiCall"));
-    e.insert("managementEvent".into(), json!(true));
-    e.insert("recipientAccountId".into(), json!(cfg.account_id));
-    e.insert("eventCategory".into(), json!("Management"));
-    if let Some(c) = r.conn {
-        e.insert(
-            "tlsDetails".into(),
-            json!({
-                "tlsVersion": c.tls_version,
-                "cipherSuite": c.cipher_suite,
-                "clientProvidedHostHeader": header("host"),
-            }),
-        );
-    }
-    Value::Object(e)
+    out
 }
 
 fn now_text() -> String {
@@ -260,14 +411,15 @@ mod tests {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),
         };
-        let req = json!({
+        let req = serde_json::json!({
             "KeyId": "1234abcd-12ab-34cd-56ef-1234567890ab",
             "Plaintext": "c2VjcmV0",
             "EncryptionContext": {"Department": "10"},
             "GrantTokens": ["t"],
         });
-        let resp = json!({"CiphertextBlob": "AAAA", "KeyId": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"});
+        let resp = serde_json::json!({"CiphertextBlob": "AAAA", "KeyId": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"});
         let headers = HeaderMap::new();
+        let body = req.to_string();
         let e = event(
             &cfg,
             &RequestRecord {
@@ -277,12 +429,13 @@ mod tests {
                 event_id: "e",
                 headers: &headers,
                 conn: None,
-                request: Some(&req),
+                request: Some(body.as_bytes()),
                 principal: None,
                 outcome: Ok(&resp),
             },
         );
-        let text = e.to_string();
+        let text = String::from_utf8(e).unwrap();
+        let e: Value = serde_json::from_str(&text).unwrap();
         assert!(
             !text.contains("c2VjcmV0") && !text.contains("AAAA") && !text.contains("\"t\""),
             "{text}"

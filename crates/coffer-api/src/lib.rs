@@ -177,9 +177,6 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
     .await;
 
     if let Some(log) = &state.audit {
-        let request: Option<serde_json::Value> = bytes
-            .as_deref()
-            .and_then(|b| serde_json::from_slice(b).ok());
         let event_id = self::request_id();
         let event = audit::event(
             state.kms.config(),
@@ -190,7 +187,7 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
                 event_id: &event_id,
                 headers: &parts.headers,
                 conn: parts.extensions.get::<audit::ConnInfo>(),
-                request: request.as_ref(),
+                request: bytes.as_deref(),
                 principal: who.as_ref(),
                 outcome: result.as_ref(),
             },

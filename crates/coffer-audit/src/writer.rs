@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use crate::record::{self, Digest, GENESIS, Record, RecordBody, Start};
+use crate::record::{self, Digest, GENESIS, MAX_LINE, Record, RecordBody, Start};
 use crate::{AuditError, HEAD_FILE, Result, segment_name, segments};
 
 /// Signs digests. The server implements it with an ECDSA P-384 key wrapped under the root key.
@@ -42,7 +42,7 @@ impl Default for AuditOptions {
 }
 
 enum Cmd {
-    Event(serde_json::Value, tokio::sync::oneshot::Sender<Result<()>>),
+    Event(Vec<u8>, tokio::sync::oneshot::Sender<Result<()>>),
     /// After a failure: try to write again (a signed digest), to learn whether the log recovered.
     Probe(tokio::sync::oneshot::Sender<Result<()>>),
     Close(tokio::sync::oneshot::Sender<Result<()>>),
@@ -100,8 +100,13 @@ impl AuditLog {
         &self.dir
     }
 
-    /// Appends `event` and returns once it is on disk.
-    pub async fn record(&self, event: serde_json::Value) -> Result<()> {
+    /// Appends `event` (one JSON object, compact: no newline) and returns once it is on disk.
+    pub async fn record(&self, event: Vec<u8>) -> Result<()> {
+        if event.first() != Some(&b'{') || event.contains(&b'\n') || event.len() > MAX_LINE - 256 {
+            return Err(AuditError::Invalid(
+                "an event must be one compact JSON object under 1 MiB".into(),
+            ));
+        }
         let (ack, done) = tokio::sync::oneshot::channel();
         self.send(Cmd::Event(event, ack))?;
         done.await
@@ -293,7 +298,7 @@ impl Writer {
             let (events, acks): (Vec<_>, Vec<_>) = events.into_iter().unzip();
             let r = self.ensure_segment().and_then(|()| {
                 for event in events {
-                    self.push(RecordBody::Event(event));
+                    self.push_event(&event);
                 }
                 let due = self.digested_at.elapsed() >= self.options.digest_interval;
                 if (!acks.is_empty() && due) || !probes.is_empty() {
@@ -335,6 +340,22 @@ impl Writer {
         self.prev = record::line_hash(&line);
         self.seq += 1;
         self.buf.extend_from_slice(&line);
+        self.buf.push(b'\n');
+    }
+
+    /// Appends an event record, splicing the already serialised event into the record's line
+    /// (the same bytes `Record` would write for it).
+    fn push_event(&mut self, event: &[u8]) {
+        let start = self.buf.len();
+        let _ = write!(
+            self.buf,
+            "{{\"seq\":{},\"prev\":\"{}\",\"event\":",
+            self.seq, self.prev
+        );
+        self.buf.extend_from_slice(event);
+        self.buf.push(b'}');
+        self.prev = record::line_hash(&self.buf[start..]);
+        self.seq += 1;
         self.buf.push(b'\n');
     }
 

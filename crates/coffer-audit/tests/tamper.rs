@@ -52,7 +52,7 @@ fn make_log(dir: &Path, signer: &Arc<Signer>, n: usize) {
     rt().block_on(async {
         let log = AuditLog::open(dir, signer.clone(), small()).expect("open");
         for i in 0..n {
-            log.record(json!({"eventName": "Encrypt", "eventTime": "2026-11-22T10:00:00Z", "requestID": format!("r{i}")}))
+            log.record(json!({"eventName": "Encrypt", "eventTime": "2026-11-22T10:00:00Z", "requestID": format!("r{i}")}).to_string().into_bytes())
                 .await
                 .expect("record");
             if i % 7 == 0 {
@@ -223,9 +223,13 @@ fn a_crash_leaves_a_log_that_verifies_after_restart() {
         let log =
             AuditLog::open(live.path(), signer.clone(), AuditOptions::default()).expect("open");
         for i in 0..5 {
-            log.record(json!({"eventName": "Encrypt", "requestID": format!("r{i}")}))
-                .await
-                .expect("record");
+            log.record(
+                json!({"eventName": "Encrypt", "requestID": format!("r{i}")})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await
+            .expect("record");
         }
         // What is on disk now is what a kill -9 leaves: acknowledged events, no closing digest.
         copy_dir(live.path(), snapshot.path());
@@ -239,7 +243,7 @@ fn a_crash_leaves_a_log_that_verifies_after_restart() {
     rt().block_on(async {
         let log = AuditLog::open(snapshot.path(), signer.clone(), AuditOptions::default())
             .expect("reopen");
-        log.record(json!({"eventName": "Decrypt"}))
+        log.record(json!({"eventName": "Decrypt"}).to_string().into_bytes())
             .await
             .expect("record");
         log.close().await.expect("close");
@@ -265,7 +269,11 @@ fn writes_that_fail_are_refused_and_the_log_recovers() {
         let mut refused = None;
         for i in 0..200 {
             if let Err(e) = log
-                .record(json!({"eventName": "Encrypt", "requestID": format!("r{i}")}))
+                .record(
+                    json!({"eventName": "Encrypt", "requestID": format!("r{i}")})
+                        .to_string()
+                        .into_bytes(),
+                )
                 .await
             {
                 refused = Some(e);
@@ -276,7 +284,7 @@ fn writes_that_fail_are_refused_and_the_log_recovers() {
         assert!(e.to_string().contains("segment-00000002.log"), "{e}");
         assert!(log.failure().is_some());
         std::fs::remove_file(tmp.path().join(segment_name(2))).expect("rm");
-        log.record(json!({"eventName": "Decrypt"}))
+        log.record(json!({"eventName": "Decrypt"}).to_string().into_bytes())
             .await
             .expect("recovered");
         assert!(log.failure().is_none());

@@ -220,8 +220,12 @@ fn verify_cmd(a: VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
         match &report.problem {
             None => {
                 println!(
-                    "audit log intact: {} segments, {} records ({} events, {} signed digests), up to seq {}",
-                    report.segments, report.records, report.events, report.digests, report.last_seq
+                    "audit log intact: {}, {} ({}, {}), up to seq {}",
+                    count(report.segments, "segment"),
+                    count(report.records, "record"),
+                    count(report.events, "event"),
+                    count(report.digests, "signed digest"),
+                    report.last_seq
                 );
                 if report.open {
                     println!(
@@ -370,4 +374,13 @@ fn export_cmd(a: ExportArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// `1 record`, `2 records`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
