@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use coffer_api::kms::{KmsOperation, dispatch};
 use coffer_kms::root::DevFileRoot;
-use coffer_kms::{Kms, KmsConfig};
+use coffer_kms::{Caller, Kms, KmsConfig, Principal};
 use libfuzzer_sys::fuzz_target;
 
 struct World {
@@ -37,5 +37,14 @@ fuzz_target!(|data: &[u8]| {
     let ops = KmsOperation::ALL;
     let op = ops[selector as usize % ops.len()];
     let w = world();
-    let _ = w.runtime.block_on(dispatch(&w.kms, op, body));
+    let caller = Caller::new(
+        Principal {
+            arn: "arn:aws:iam::111122223333:root".into(),
+            account_id: "111122223333".into(),
+            access_key_id: "AKIAFUZZFUZZFUZZFUZZ".into(),
+        },
+        None,
+        None,
+    );
+    let _ = w.runtime.block_on(dispatch(&w.kms, op, body, &caller));
 });

@@ -283,7 +283,23 @@ pub struct RequestRecord<'a> {
     /// The request body as received.
     pub request: Option<&'a [u8]>,
     pub principal: Option<&'a Principal>,
-    pub outcome: Result<&'a Value, &'a ApiError>,
+    pub outcome: Result<&'a Value, Failure<'a>>,
+}
+
+/// How a request failed, as its event records it.
+#[derive(Debug, Clone)]
+pub struct Failure<'a> {
+    pub code: &'a str,
+    pub message: String,
+}
+
+impl<'a> Failure<'a> {
+    pub fn of(e: &'a ApiError, request_id: &str) -> Self {
+        Failure {
+            code: e.code().1,
+            message: e.client_message(request_id),
+        }
+    }
 }
 
 /// The CloudTrail-shaped event of a request, as one line of compact JSON (no newline).
@@ -327,7 +343,7 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
         remember(field(name));
     }
     let ro = read_only(r.operation);
-    let (error_code, error_message, response) = match r.outcome {
+    let (error_code, error_message, response) = match &r.outcome {
         Ok(resp) => {
             remember(resp.get("KeyId").and_then(Value::as_str));
             remember(
@@ -338,11 +354,7 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
             let elements = if ro { None } else { resp.as_object() };
             (None, None, elements.map(ResponseElements))
         }
-        Err(err) => (
-            Some(err.code().1),
-            Some(err.client_message(r.request_id)),
-            None,
-        ),
+        Err(f) => (Some(f.code), Some(f.message.clone()), None),
     };
     let time = now_text();
     let mut e = Event {

@@ -30,7 +30,9 @@ pub async fn authenticate(
         ))
         .into());
     }
-    if auth.region != cfg.region {
+    // IAM is global and signed for us-east-1; STS takes its global endpoint's region too.
+    let global = matches!(service, "iam" | "sts") && auth.region == "us-east-1";
+    if auth.region != cfg.region && !global {
         return Err(AuthError::WrongScope(format!(
             "Credential should be scoped to a valid region, not '{}'. This Coffer serves region '{}'.",
             auth.region, cfg.region

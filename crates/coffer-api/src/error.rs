@@ -47,6 +47,10 @@ impl ApiError {
         match self {
             ApiError::Kms(e) => match e {
                 KmsError::NotFound(_) => (S::BAD_REQUEST, "NotFoundException"),
+                KmsError::AccessDenied(_) => (S::BAD_REQUEST, "AccessDeniedException"),
+                KmsError::MalformedPolicyDocument(_) => {
+                    (S::BAD_REQUEST, "MalformedPolicyDocumentException")
+                }
                 KmsError::Disabled(_) => (S::BAD_REQUEST, "DisabledException"),
                 KmsError::InvalidState(_) => (S::BAD_REQUEST, "KMSInvalidStateException"),
                 KmsError::InvalidCiphertext(_) => (S::BAD_REQUEST, "InvalidCiphertextException"),

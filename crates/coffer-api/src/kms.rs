@@ -76,6 +76,9 @@ operations!(
     GetParametersForImport,
     ImportKeyMaterial,
     DeleteImportedKeyMaterial,
+    GetKeyPolicy,
+    PutKeyPolicy,
+    ListKeyPolicies,
 );
 
 /// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
@@ -88,11 +91,8 @@ const NOT_YET: &[&str] = &[
     "DescribeCustomKeyStores",
     "DisconnectCustomKeyStore",
     "GetKeyLastUsage",
-    "GetKeyPolicy",
     "ListGrants",
-    "ListKeyPolicies",
     "ListRetirableGrants",
-    "PutKeyPolicy",
     "ReplicateKey",
     "RetireGrant",
     "RevokeGrant",
@@ -180,6 +180,24 @@ fn key_ref(kms: &Kms, v: &str) -> Result<KeyRef, ApiError> {
 
 fn opt_key_ref(kms: &Kms, v: Option<&str>) -> Result<Option<KeyRef>, ApiError> {
     v.map(|v| key_ref(kms, v)).transpose()
+}
+
+/// The `Policy` parameter's model constraints (the 32 KiB key policy limit is the service's).
+fn policy_checks(c: &mut Checks, policy: Option<&str>) {
+    c.str_len("Policy", policy, 1, 131_072);
+    c.chars(
+        "Policy",
+        policy,
+        "[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+",
+        |ch| matches!(ch, '\t' | '\n' | '\r' | '\u{20}'..='\u{ff}'),
+    );
+}
+
+fn policy_name_checks(c: &mut Checks, name: Option<&str>) {
+    c.str_len("PolicyName", name, 1, 128);
+    c.chars("PolicyName", name, "[\\w]+", |ch| {
+        ch.is_ascii_alphanumeric() || ch == '_'
+    });
 }
 
 fn limit(v: Option<i64>, default: usize) -> usize {
@@ -355,7 +373,12 @@ fn tags(c: &mut Checks, tags: Option<Vec<TagIn>>) -> Vec<(String, String)> {
 }
 
 /// Runs one KMS operation on a JSON body and returns the JSON response.
-pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value, ApiError> {
+pub async fn dispatch(
+    kms: &Kms,
+    op: KmsOperation,
+    body: &[u8],
+    caller: &coffer_kms::Caller,
+) -> Result<Value, ApiError> {
     use KmsOperation as O;
     match op {
         O::CreateKey => {
@@ -369,7 +392,6 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                 key_spec: Option<String>,
                 origin: Option<String>,
                 custom_key_store_id: Option<String>,
-                #[allow(dead_code)]
                 bypass_policy_lockout_safety_check: Option<bool>,
                 tags: Option<Vec<TagIn>>,
                 multi_region: Option<bool>,
@@ -377,7 +399,7 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             }
             let r: R = parse(body)?;
             let mut c = Checks::new();
-            c.str_len("Policy", r.policy.as_deref(), 1, 131_072);
+            policy_checks(&mut c, r.policy.as_deref());
             c.str_len("Description", r.description.as_deref(), 0, 8192);
             c.one_of("KeyUsage", r.key_usage.as_deref(), KEY_USAGES);
             c.one_of(
@@ -405,6 +427,11 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
                     multi_region: r.multi_region.unwrap_or(false),
                     custom_key_store_id: r.custom_key_store_id.or(r.xks_key_id),
                     tags,
+                    policy: r.policy,
+                    bypass_policy_lockout_safety_check: r
+                        .bypass_policy_lockout_safety_check
+                        .unwrap_or(false),
+                    caller: Some(caller.clone()),
                 })
                 .await?;
             Ok(json!({ "KeyMetadata": key_metadata(&md) }))
@@ -919,6 +946,70 @@ pub async fn dispatch(kms: &Kms, op: KmsOperation, body: &[u8]) -> Result<Value,
             kms.untag_resource(&key, r.tag_keys.unwrap_or_default())
                 .await?;
             Ok(json!({}))
+        }
+        O::GetKeyPolicy => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                policy_name: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            policy_name_checks(&mut c, r.policy_name.as_deref());
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let policy = kms.key_policy(&key, r.policy_name.as_deref()).await?;
+            Ok(json!({ "Policy": policy, "PolicyName": "default" }))
+        }
+        O::PutKeyPolicy => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                policy_name: Option<String>,
+                policy: Option<String>,
+                bypass_policy_lockout_safety_check: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("Policy", &r.policy);
+            c.key_id("KeyId", r.key_id.as_deref());
+            policy_name_checks(&mut c, r.policy_name.as_deref());
+            policy_checks(&mut c, r.policy.as_deref());
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            kms.put_key_policy(
+                caller,
+                &key,
+                r.policy_name.as_deref(),
+                r.policy.as_deref().unwrap_or_default(),
+                r.bypass_policy_lockout_safety_check.unwrap_or(false),
+            )
+            .await?;
+            Ok(json!({}))
+        }
+        O::ListKeyPolicies => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                limit: Option<i64>,
+                marker: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.range("Limit", r.limit, 1, 1000);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let names = kms.list_key_policies(&key).await?;
+            Ok(json!({ "PolicyNames": names, "Truncated": false }))
         }
         O::ListResourceTags => {
             #[derive(Deserialize)]

@@ -5,9 +5,11 @@
 
 pub mod audit;
 mod auth;
+mod authorize;
 pub mod error;
 pub mod kms;
 pub mod metrics;
+pub mod query;
 pub mod sigv4;
 mod validate;
 
@@ -20,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use coffer_kms::{Identities, Kms};
+use coffer_kms::{Caller, Iam, Identities, Kms, Principal};
 use http_body_util::BodyExt;
 use serde_json::json;
 
@@ -36,6 +38,7 @@ pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 pub struct AppState {
     pub kms: Arc<Kms>,
     pub identities: Arc<Identities>,
+    pub iam: Arc<Iam>,
     pub metrics: Metrics,
     pub started: Instant,
     /// `None` when the operator turned auditing off.
@@ -47,7 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_coffer/health", get(health))
         .route("/_coffer/metrics", get(metrics_text))
-        .route("/", post(kms_request))
+        .route("/", post(post_root))
         .fallback(not_found)
         .with_state(state)
 }
@@ -147,6 +150,73 @@ fn request_id() -> String {
         .to_string()
 }
 
+/// `POST /`: the KMS JSON protocol (an `X-Amz-Target` header) or the IAM/STS query protocol (a
+/// form-encoded body).
+async fn post_root(state: State<Arc<AppState>>, req: Request) -> Response {
+    let is_form = req.headers().get("x-amz-target").is_none()
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        query_request(state, req).await
+    } else {
+        kms_request(state, req).await
+    }
+}
+
+/// The caller of an authenticated request, with the condition keys of its connection.
+fn caller_of(principal: &Principal, parts: &http::request::Parts) -> Caller {
+    Caller::new(
+        principal.clone(),
+        parts
+            .extensions
+            .get::<audit::ConnInfo>()
+            .map(|c| c.peer.ip()),
+        parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Records the event of one request; `Err` carries the response to send instead when the audit
+/// log cannot take it (fail closed).
+#[allow(clippy::too_many_arguments)]
+async fn record_event(
+    state: &AppState,
+    event_source: &'static str,
+    op_name: &str,
+    request_id: &str,
+    parts: &http::request::Parts,
+    request: Option<&[u8]>,
+    principal: Option<&Principal>,
+    outcome: Result<&serde_json::Value, audit::Failure<'_>>,
+) -> Result<(), ApiError> {
+    let Some(log) = &state.audit else {
+        return Ok(());
+    };
+    let event_id = self::request_id();
+    let event = audit::event(
+        state.kms.config(),
+        &audit::RequestRecord {
+            event_source,
+            operation: op_name,
+            request_id,
+            event_id: &event_id,
+            headers: &parts.headers,
+            conn: parts.extensions.get::<audit::ConnInfo>(),
+            request,
+            principal,
+            outcome,
+        },
+    );
+    log.record(event)
+        .await
+        .map_err(|e| ApiError::AuditUnavailable(e.to_string()))
+}
+
 async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = request_id();
@@ -172,33 +242,30 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
                 .await
                 .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         }
-        kms::dispatch(&state.kms, op, &body).await
+        let caller = caller_of(who.as_ref().expect("set above"), &parts);
+        authorize::authorize(&state.kms, op, &body, caller.clone()).await?;
+        kms::dispatch(&state.kms, op, &body, &caller).await
     }
     .await;
 
-    if let Some(log) = &state.audit {
-        let event_id = self::request_id();
-        let event = audit::event(
-            state.kms.config(),
-            &audit::RequestRecord {
-                event_source: "kms.amazonaws.com",
-                operation: op_name,
-                request_id: &request_id,
-                event_id: &event_id,
-                headers: &parts.headers,
-                conn: parts.extensions.get::<audit::ConnInfo>(),
-                request: bytes.as_deref(),
-                principal: who.as_ref(),
-                outcome: result.as_ref(),
-            },
-        );
-        if let Err(e) = log.record(event).await {
-            let e = ApiError::AuditUnavailable(e.to_string());
-            state
-                .metrics
-                .observe(op_name, e.code().1, started.elapsed().as_secs_f64());
-            return error_response(&e, op_name, &request_id);
-        }
+    if let Err(e) = record_event(
+        &state,
+        "kms.amazonaws.com",
+        op_name,
+        &request_id,
+        &parts,
+        bytes.as_deref(),
+        who.as_ref(),
+        result
+            .as_ref()
+            .map_err(|e| audit::Failure::of(e, &request_id)),
+    )
+    .await
+    {
+        state
+            .metrics
+            .observe(op_name, e.code().1, started.elapsed().as_secs_f64());
+        return error_response(&e, op_name, &request_id);
     }
 
     let elapsed = started.elapsed();
@@ -231,4 +298,151 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
             error_response(&e, op_name, &request_id)
         }
     }
+}
+
+fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// The query error for an error of the shared request path (authentication, body, audit).
+fn query_error(e: &ApiError, request_id: &str) -> query::QueryError {
+    use query::QueryError as Q;
+    use sigv4::AuthError as A;
+    match e {
+        ApiError::Auth(A::Missing) => Q::new(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token",
+        ),
+        ApiError::Auth(A::UnknownAccessKey) => {
+            Q::new(StatusCode::FORBIDDEN, "InvalidClientTokenId", e.to_string())
+        }
+        ApiError::Auth(A::SignatureMismatch) => Q::new(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            e.to_string(),
+        ),
+        ApiError::Auth(A::Expired(_)) => {
+            Q::new(StatusCode::FORBIDDEN, "RequestExpired", e.to_string())
+        }
+        ApiError::Auth(_) => Q::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteSignature",
+            e.to_string(),
+        ),
+        ApiError::TooLarge(_) => Q::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            e.to_string(),
+        ),
+        ApiError::Kms(coffer_kms::KmsError::AccessDenied(m)) => {
+            Q::new(StatusCode::FORBIDDEN, "AccessDenied", m.clone())
+        }
+        other => Q::new(
+            other.code().0,
+            if other.code().0.is_server_error() {
+                "ServiceFailure"
+            } else {
+                "InvalidInput"
+            },
+            other.client_message(request_id),
+        ),
+    }
+}
+
+/// IAM and STS over the query protocol, on the same endpoint and credentials as KMS.
+async fn query_request(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = request_id();
+    let (parts, body) = req.into_parts();
+    // The credential scope names the service; GetCallerIdentity alone is STS.
+    let scoped = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| sigv4::parse_authorization(v).ok())
+        .map(|a| a.service.to_owned());
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let q = query_error(&e, &request_id);
+            return xml_response(
+                q.status,
+                query::error_xml(query::Service::Iam, &q, &request_id),
+                &request_id,
+            );
+        }
+    };
+    let form = query::Form::parse(&body);
+    let service = match scoped.as_deref() {
+        Some("sts") => query::Service::Sts,
+        Some("iam") => query::Service::Iam,
+        _ if form.action() == Some("GetCallerIdentity") => query::Service::Sts,
+        _ => query::Service::Iam,
+    };
+    // A label for metrics and the audit log: a known action name, or "Unknown".
+    let action: &'static str = form
+        .action()
+        .and_then(|a| {
+            query::IAM_ACTIONS
+                .iter()
+                .chain(&["GetCallerIdentity"])
+                .find(|k| **k == a)
+                .copied()
+        })
+        .unwrap_or("Unknown");
+    let mut who = None;
+    let result: Result<query::Outcome, query::QueryError> = async {
+        let principal = auth::authenticate(&state, &parts, &body, service.signing_name())
+            .await
+            .map_err(|e| query_error(&e, &request_id))?;
+        who = Some(principal);
+        if let Some(log) = &state.audit {
+            log.check_writable().await.map_err(|e| {
+                query_error(&ApiError::AuditUnavailable(e.to_string()), &request_id)
+            })?;
+        }
+        let caller = caller_of(who.as_ref().expect("set above"), &parts);
+        match service {
+            query::Service::Iam => query::iam(&state.iam, &caller, &form, &request_id).await,
+            query::Service::Sts => query::sts(&state.iam, &caller, &form, &request_id).await,
+        }
+    }
+    .await;
+    let params = form.audit_params().to_string();
+    let recorded = record_event(
+        &state,
+        service.event_source(),
+        action,
+        &request_id,
+        &parts,
+        Some(params.as_bytes()),
+        who.as_ref(),
+        match &result {
+            Ok(o) => Ok(&o.audit),
+            Err(q) => Err(audit::Failure {
+                code: q.code,
+                message: q.message.clone(),
+            }),
+        },
+    )
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (status, xml, code) = match (recorded, result) {
+        (Err(e), _) => {
+            let q = query_error(&e, &request_id);
+            (q.status, query::error_xml(service, &q, &request_id), q.code)
+        }
+        (Ok(()), Ok(o)) => (StatusCode::OK, o.xml, "ok"),
+        (Ok(()), Err(q)) => (q.status, query::error_xml(service, &q, &request_id), q.code),
+    };
+    state.metrics.observe(action, code, elapsed);
+    xml_response(status, xml, &request_id)
 }

@@ -7,6 +7,11 @@ use thiserror::Error;
 pub enum KmsError {
     #[error("{0}")]
     NotFound(String),
+    /// A policy refused the request; the message names who, what, on which resource and why.
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    MalformedPolicyDocument(String),
     #[error("{0}")]
     Disabled(String),
     #[error("{0}")]

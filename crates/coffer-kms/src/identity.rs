@@ -60,8 +60,9 @@ pub struct Identities {
     cache: RwLock<HashMap<String, Arc<Credential>>>,
 }
 
-const STATUS_ACTIVE: &str = "Active";
-const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+pub const STATUS_ACTIVE: &str = "Active";
+pub const STATUS_INACTIVE: &str = "Inactive";
+pub(crate) const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 fn secret_aad(access_key_id: &str) -> Vec<u8> {
@@ -69,7 +70,7 @@ fn secret_aad(access_key_id: &str) -> Vec<u8> {
 }
 
 /// Draws `n` characters uniformly from `alphabet` (whose length must divide 256).
-fn random_chars(alphabet: &[u8], n: usize) -> Result<SecretBytes> {
+pub(crate) fn random_chars(alphabet: &[u8], n: usize) -> Result<SecretBytes> {
     debug_assert_eq!(256 % alphabet.len(), 0);
     let mut raw = coffer_crypto::random_secret(n).map_err(|e| KmsError::Internal(e.to_string()))?;
     for b in raw.expose_mut() {
@@ -140,6 +141,25 @@ impl Identities {
             .await?;
         self.write_cache().remove(access_key_id);
         Ok(())
+    }
+
+    /// Activates or deactivates an access key; the next request with it sees the change.
+    pub async fn set_status(&self, access_key_id: &str, active: bool) -> Result<()> {
+        let status = if active {
+            STATUS_ACTIVE
+        } else {
+            STATUS_INACTIVE
+        };
+        let r = self.meta.set_access_key_status(access_key_id, status).await;
+        self.write_cache().remove(access_key_id);
+        r.map_err(Into::into)
+    }
+
+    /// Deletes an access key; the next request with it fails.
+    pub async fn delete(&self, access_key_id: &str) -> Result<()> {
+        let r = self.meta.delete_access_key(access_key_id).await;
+        self.write_cache().remove(access_key_id);
+        r.map_err(Into::into)
     }
 
     /// The credential for an access key id, if there is one.

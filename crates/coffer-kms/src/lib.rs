@@ -6,18 +6,24 @@
 //! Key material is unwrapped once and cached in memory (zeroized on eviction); the metadata store is
 //! the source of truth and every change goes through it before it is acknowledged.
 
+pub mod authz;
 mod error;
+pub mod iam;
 pub mod identity;
 mod keyref;
 mod model;
 pub mod root;
 mod service;
 
+pub use authz::Caller;
 pub use error::{KmsError, Result};
+pub use iam::{Iam, IamError};
 pub use identity::{Identities, Principal};
 pub use keyref::{KeyRef, is_key_id};
 pub use model::*;
 pub use service::Kms;
+
+mod key_policy;
 
 /// Where this Coffer says it is: the account id and region that appear in every ARN.
 #[derive(Debug, Clone)]

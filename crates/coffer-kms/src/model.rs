@@ -68,6 +68,11 @@ pub struct CreateKeyInput {
     pub multi_region: bool,
     pub custom_key_store_id: Option<String>,
     pub tags: Vec<(String, String)>,
+    /// The key policy; `None` for the default key policy.
+    pub policy: Option<String>,
+    pub bypass_policy_lockout_safety_check: bool,
+    /// Who creates the key, for the policy lockout safety check (`None`: no check).
+    pub caller: Option<crate::authz::Caller>,
 }
 
 #[derive(Debug)]

@@ -29,8 +29,8 @@ pub const DEFAULT_PENDING_WINDOW_DAYS: i32 = 30;
 
 /// A key with its material unwrapped, as cached in memory.
 #[derive(Debug)]
-struct LoadedKey {
-    record: KeyRecord,
+pub(crate) struct LoadedKey {
+    pub(crate) record: KeyRecord,
     spec: KeySpec,
     /// Index `v - 1` holds material version `v`; `None` for imported material that was deleted or
     /// expired and awaits re-import.
@@ -61,9 +61,10 @@ impl LoadedKey {
 /// The key service.
 #[derive(Debug)]
 pub struct Kms {
-    cfg: KmsConfig,
-    meta: Arc<dyn MetaStore>,
+    pub(crate) cfg: KmsConfig,
+    pub(crate) meta: Arc<dyn MetaStore>,
     root: Arc<dyn RootOfTrust>,
+    pub(crate) policies: crate::authz::PolicyCache,
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     aliases: RwLock<HashMap<String, String>>,
     /// Serialises read-modify-write changes of keys and aliases on this node.
@@ -242,6 +243,7 @@ impl Kms {
             cfg,
             meta,
             root,
+            policies: Default::default(),
             keys: RwLock::new(HashMap::new()),
             aliases: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
@@ -259,7 +261,7 @@ impl Kms {
     // ---- resolution and caching -------------------------------------------------------------
 
     /// Resolves a `KeyId` to a key id, following aliases.
-    async fn resolve(&self, r: &KeyRef) -> Result<String> {
+    pub(crate) async fn resolve(&self, r: &KeyRef) -> Result<String> {
         match r {
             KeyRef::Key(id) => Ok(id.clone()),
             KeyRef::Alias(name) => {
@@ -286,7 +288,7 @@ impl Kms {
     }
 
     /// The key with its material, from the cache or loaded (and unwrapped) from the store.
-    async fn loaded(&self, key_id: &str) -> Result<Arc<LoadedKey>> {
+    pub(crate) async fn loaded(&self, key_id: &str) -> Result<Arc<LoadedKey>> {
         if let Some(k) = crate::read(&self.keys).get(key_id) {
             return Ok(k.clone());
         }
@@ -545,6 +547,23 @@ impl Kms {
             )));
         }
         let key_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let policy = match &input.policy {
+            None => crate::authz::default_key_policy(&self.cfg.account_id),
+            Some(text) => {
+                if let Some(caller) = &input.caller {
+                    crate::authz::check_new_key_policy(
+                        self.meta.as_ref(),
+                        &self.cfg.account_id,
+                        text,
+                        caller,
+                        &self.cfg.key_arn(&key_id),
+                        input.bypass_policy_lockout_safety_check,
+                    )
+                    .await?;
+                }
+                text.clone()
+            }
+        };
         let rec = KeyRecord {
             key_id: key_id.clone(),
             created_ms: now_ms(),
@@ -577,7 +596,9 @@ impl Kms {
         };
         let mut tags: Vec<_> = tags.into_iter().collect();
         tags.sort();
-        self.meta.create_key(&rec, material.as_ref(), &tags).await?;
+        self.meta
+            .create_key(&rec, material.as_ref(), &tags, &policy)
+            .await?;
         info!(key_id = %key_id, "created key");
         Ok(self.metadata(&rec))
     }

@@ -8,7 +8,10 @@
 mod records;
 mod sqlite;
 
-pub use records::{AccessKeyRecord, AliasRecord, ImportTokenRecord, KeyRecord, MaterialRecord};
+pub use records::{
+    AccessKeyRecord, AliasRecord, IamEntityRecord, IamKind, ImportTokenRecord, KeyRecord,
+    MaterialRecord,
+};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -40,14 +43,18 @@ pub struct Page<T> {
 /// it returns `Ok` it survives a crash of the process.
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
-    /// Creates a key with its first material version (none for a key awaiting imported material)
-    /// and its tags.
+    /// Creates a key with its first material version (none for a key awaiting imported material),
+    /// its tags and its key policy.
     async fn create_key(
         &self,
         key: &KeyRecord,
         material: Option<&MaterialRecord>,
         tags: &[(String, String)],
+        policy: &str,
     ) -> Result<()>;
+    /// The key's policy document; `None` for keys created before key policies were stored.
+    async fn key_policy(&self, key_id: &str) -> Result<Option<String>>;
+    async fn put_key_policy(&self, key_id: &str, policy: &str, now_ms: i64) -> Result<()>;
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>>;
     /// Keys ordered by id, starting after `after`.
     async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page<KeyRecord>>;
@@ -103,4 +110,44 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 
     async fn put_access_key(&self, record: &AccessKeyRecord) -> Result<()>;
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>>;
+    /// Access keys of a principal, oldest first.
+    async fn access_keys_of(&self, principal_arn: &str) -> Result<Vec<AccessKeyRecord>>;
+    /// `NotFound` when there is no such key.
+    async fn set_access_key_status(&self, access_key_id: &str, status: &str) -> Result<()>;
+    /// `NotFound` when there is no such key.
+    async fn delete_access_key(&self, access_key_id: &str) -> Result<()>;
+
+    /// `AlreadyExists` when an entity of that kind has the name in any case.
+    async fn create_iam_entity(&self, entity: &IamEntityRecord) -> Result<()>;
+    /// Looks a user or group up by name, without regard to case.
+    async fn iam_entity(&self, kind: IamKind, name: &str) -> Result<Option<IamEntityRecord>>;
+    /// Users or groups ordered by name, starting after `after`.
+    async fn list_iam_entities(
+        &self,
+        kind: IamKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<IamEntityRecord>>;
+    /// Deletes a user or group with its memberships and inline policies.
+    async fn delete_iam_entity(&self, kind: IamKind, name: &str) -> Result<()>;
+    /// Idempotent.
+    async fn add_group_member(&self, group: &str, user: &str) -> Result<()>;
+    /// `NotFound` when the user is not in the group.
+    async fn remove_group_member(&self, group: &str, user: &str) -> Result<()>;
+    /// The groups a user is in, ordered by name.
+    async fn groups_of(&self, user: &str) -> Result<Vec<IamEntityRecord>>;
+    /// The user names in a group.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>>;
+    /// Creates or replaces an inline policy of a user or group.
+    async fn put_iam_policy(
+        &self,
+        kind: IamKind,
+        owner: &str,
+        name: &str,
+        document: &str,
+    ) -> Result<()>;
+    /// `NotFound` when there is no such policy.
+    async fn delete_iam_policy(&self, kind: IamKind, owner: &str, name: &str) -> Result<()>;
+    /// Inline policies of a user or group as (name, document), ordered by name.
+    async fn iam_policies(&self, kind: IamKind, owner: &str) -> Result<Vec<(String, String)>>;
 }

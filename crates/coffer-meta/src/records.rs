@@ -144,3 +144,31 @@ impl std::fmt::Debug for ImportTokenRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// An IAM user or group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamEntityRecord {
+    pub kind: IamKind,
+    /// Unique without regard to case, as in IAM; kept as created.
+    pub name: String,
+    /// `AIDA…` for users, `AGPA…` for groups.
+    pub id: String,
+    pub path: String,
+    pub created_ms: i64,
+}
+
+/// What an IAM entity or an inline policy belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IamKind {
+    User,
+    Group,
+}
+
+impl IamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IamKind::User => "user",
+            IamKind::Group => "group",
+        }
+    }
+}

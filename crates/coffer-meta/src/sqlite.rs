@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    AccessKeyRecord, AliasRecord, ImportTokenRecord, KeyRecord, MaterialRecord, MetaError,
-    MetaStore, Page, Result,
+    AccessKeyRecord, AliasRecord, IamEntityRecord, IamKind, ImportTokenRecord, KeyRecord,
+    MaterialRecord, MetaError, MetaStore, Page, Result,
 };
 
 /// Forward-only schema migrations; the index + 1 is the schema version.
@@ -94,6 +94,37 @@ INSERT INTO kms_key_materials (key_id, version, wrapped, created_ms, rotation_ty
 UPDATE kms_keys SET current_version = 1
     WHERE origin = 'EXTERNAL' AND current_version = 0 AND import_fingerprint IS NOT NULL;
 CREATE INDEX kms_key_materials_by_expiry ON kms_key_materials(valid_to_ms) WHERE valid_to_ms IS NOT NULL;
+"#,
+    // Key policies; IAM users, groups, memberships and inline policies. IAM names are unique
+    // without regard to case, as in AWS.
+    r#"
+CREATE TABLE kms_key_policies (
+    key_id     TEXT PRIMARY KEY REFERENCES kms_keys(key_id) ON DELETE CASCADE,
+    policy     TEXT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE iam_entities (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL COLLATE NOCASE,
+    id         TEXT NOT NULL UNIQUE,
+    path       TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE iam_group_members (
+    group_name TEXT NOT NULL COLLATE NOCASE,
+    user_name  TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (group_name, user_name)
+);
+CREATE INDEX iam_group_members_by_user ON iam_group_members(user_name);
+CREATE TABLE iam_policies (
+    owner_kind  TEXT NOT NULL,
+    owner_name  TEXT NOT NULL COLLATE NOCASE,
+    policy_name TEXT NOT NULL COLLATE NOCASE,
+    document    TEXT NOT NULL,
+    PRIMARY KEY (owner_kind, owner_name, policy_name)
+);
+CREATE INDEX access_keys_by_principal ON access_keys(principal_arn);
 "#,
 ];
 
@@ -317,8 +348,10 @@ impl MetaStore for SqliteStore {
         key: &KeyRecord,
         material: Option<&MaterialRecord>,
         tags: &[(String, String)],
+        policy: &str,
     ) -> Result<()> {
         let (key, material, tags) = (key.clone(), material.cloned(), tags.to_vec());
+        let policy = policy.to_owned();
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             tx.execute(
@@ -347,6 +380,11 @@ impl MetaStore for SqliteStore {
             if let Some(material) = &material {
                 insert_material(&tx, material, false).map_err(backend)?;
             }
+            tx.execute(
+                "INSERT INTO kms_key_policies (key_id, policy, updated_ms) VALUES (?1, ?2, ?3)",
+                params![key.key_id, policy, key.created_ms],
+            )
+            .map_err(backend)?;
             for (k, v) in &tags {
                 tx.execute(
                     "INSERT INTO kms_tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
@@ -717,6 +755,316 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+
+    async fn key_policy(&self, key_id: &str) -> Result<Option<String>> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached("SELECT policy FROM kms_key_policies WHERE key_id = ?1")
+                .map_err(backend)?
+                .query_row([key_id], |r| r.get(0))
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_key_policy(&self, key_id: &str, policy: &str, now_ms: i64) -> Result<()> {
+        let (key_id, policy) = (key_id.to_owned(), policy.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO kms_key_policies (key_id, policy, updated_ms) \
+                     SELECT key_id, ?2, ?3 FROM kms_keys WHERE key_id = ?1 \
+                     ON CONFLICT (key_id) DO UPDATE SET policy = excluded.policy, updated_ms = excluded.updated_ms",
+                    params![key_id, policy, now_ms],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(key_id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn access_keys_of(&self, principal_arn: &str) -> Result<Vec<AccessKeyRecord>> {
+        let arn = principal_arn.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT access_key_id, wrapped_secret, principal_arn, status, created_ms FROM access_keys \
+                     WHERE principal_arn = ?1 ORDER BY created_ms, access_key_id",
+                )
+                .map_err(backend)?;
+            st.query_map([arn], access_key_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_access_key_status(&self, access_key_id: &str, status: &str) -> Result<()> {
+        let (id, status) = (access_key_id.to_owned(), status.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE access_keys SET status = ?2 WHERE access_key_id = ?1",
+                    params![id, status],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_access_key(&self, access_key_id: &str) -> Result<()> {
+        let id = access_key_id.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM access_keys WHERE access_key_id = ?1", [&id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_iam_entity(&self, e: &IamEntityRecord) -> Result<()> {
+        let e = e.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO iam_entities (kind, name, id, path, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.kind.as_str(), e.name, e.id, e.path, e.created_ms],
+            )
+            .map_err(|err| {
+                if is_unique_violation(&err) {
+                    MetaError::AlreadyExists(e.name.clone())
+                } else {
+                    backend(err)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn iam_entity(&self, kind: IamKind, name: &str) -> Result<Option<IamEntityRecord>> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.prepare_cached(
+                "SELECT name, id, path, created_ms FROM iam_entities WHERE kind = ?1 AND name = ?2",
+            )
+            .map_err(backend)?
+            .query_row(params![kind.as_str(), name], |r| entity_row(kind, r))
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_iam_entities(
+        &self,
+        kind: IamKind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<IamEntityRecord>> {
+        let after = after.unwrap_or("").to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT name, id, path, created_ms FROM iam_entities \
+                     WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+                )
+                .map_err(backend)?;
+            let rows = st
+                .query_map(params![kind.as_str(), after, limit as i64 + 1], |r| {
+                    entity_row(kind, r)
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(page(rows, limit))
+        })
+        .await
+    }
+
+    async fn delete_iam_entity(&self, kind: IamKind, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM iam_entities WHERE kind = ?1 AND name = ?2",
+                    params![kind.as_str(), name],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(name));
+            }
+            let member_column = match kind {
+                IamKind::User => "user_name",
+                IamKind::Group => "group_name",
+            };
+            tx.execute(
+                &format!("DELETE FROM iam_group_members WHERE {member_column} = ?1"),
+                [&name],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM iam_policies WHERE owner_kind = ?1 AND owner_name = ?2",
+                params![kind.as_str(), name],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn add_group_member(&self, group: &str, user: &str) -> Result<()> {
+        let (group, user) = (group.to_owned(), user.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO iam_group_members (group_name, user_name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![group, user],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_group_member(&self, group: &str, user: &str) -> Result<()> {
+        let (group, user) = (group.to_owned(), user.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM iam_group_members WHERE group_name = ?1 AND user_name = ?2",
+                    params![group, user],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(user));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn groups_of(&self, user: &str) -> Result<Vec<IamEntityRecord>> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT e.name, e.id, e.path, e.created_ms FROM iam_group_members m \
+                     JOIN iam_entities e ON e.kind = 'group' AND e.name = m.group_name \
+                     WHERE m.user_name = ?1 ORDER BY e.name",
+                )
+                .map_err(backend)?;
+            st.query_map([user], |r| entity_row(IamKind::Group, r))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<String>> {
+        let group = group.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT user_name FROM iam_group_members WHERE group_name = ?1 ORDER BY user_name",
+                )
+                .map_err(backend)?;
+            st.query_map([group], |r| r.get(0))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_iam_policy(
+        &self,
+        kind: IamKind,
+        owner: &str,
+        name: &str,
+        document: &str,
+    ) -> Result<()> {
+        let (owner, name, document) = (owner.to_owned(), name.to_owned(), document.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO iam_policies (owner_kind, owner_name, policy_name, document) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (owner_kind, owner_name, policy_name) DO UPDATE SET document = excluded.document",
+                params![kind.as_str(), owner, name, document],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_iam_policy(&self, kind: IamKind, owner: &str, name: &str) -> Result<()> {
+        let (owner, name) = (owner.to_owned(), name.to_owned());
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM iam_policies WHERE owner_kind = ?1 AND owner_name = ?2 AND policy_name = ?3",
+                    params![kind.as_str(), owner, name],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn iam_policies(&self, kind: IamKind, owner: &str) -> Result<Vec<(String, String)>> {
+        let owner = owner.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT policy_name, document FROM iam_policies \
+                     WHERE owner_kind = ?1 AND owner_name = ?2 ORDER BY policy_name",
+                )
+                .map_err(backend)?;
+            st.query_map(params![kind.as_str(), owner], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)
+        })
+        .await
+    }
+}
+
+fn access_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
+    Ok(AccessKeyRecord {
+        access_key_id: r.get(0)?,
+        wrapped_secret: r.get(1)?,
+        principal_arn: r.get(2)?,
+        status: r.get(3)?,
+        created_ms: r.get(4)?,
+    })
+}
+
+fn entity_row(kind: IamKind, r: &rusqlite::Row<'_>) -> rusqlite::Result<IamEntityRecord> {
+    Ok(IamEntityRecord {
+        kind,
+        name: r.get(0)?,
+        id: r.get(1)?,
+        path: r.get(2)?,
+        created_ms: r.get(3)?,
+    })
 }
 
 #[cfg(test)]
@@ -756,14 +1104,16 @@ mod tests {
             &key("a"),
             Some(&material("a", 1)),
             &[("t".into(), "1".into())],
+            "{}",
         )
         .await
         .expect("create");
         assert!(matches!(
-            s.create_key(&key("a"), Some(&material("a", 1)), &[]).await,
+            s.create_key(&key("a"), Some(&material("a", 1)), &[], "{}")
+                .await,
             Err(MetaError::AlreadyExists(_))
         ));
-        s.create_key(&key("b"), Some(&material("b", 1)), &[])
+        s.create_key(&key("b"), Some(&material("b", 1)), &[], "{}")
             .await
             .expect("create");
         let p = s.list_keys(None, 1).await.expect("list");
@@ -837,7 +1187,7 @@ mod tests {
         let path = dir.path().join("meta.db");
         {
             let s = SqliteStore::open(&path).expect("open");
-            s.create_key(&key("a"), Some(&material("a", 1)), &[])
+            s.create_key(&key("a"), Some(&material("a", 1)), &[], "{}")
                 .await
                 .expect("create");
         }
@@ -910,17 +1260,103 @@ mod tests {
         let s = SqliteStore::in_memory().expect("open");
         let mut k = key("a");
         k.deletion_ms = Some(100);
-        s.create_key(&k, Some(&material("a", 1)), &[])
+        s.create_key(&k, Some(&material("a", 1)), &[], "{}")
             .await
             .expect("create");
         let mut k = key("b");
         k.rotation_enabled = true;
         k.next_rotation_ms = Some(200);
-        s.create_key(&k, Some(&material("b", 1)), &[])
+        s.create_key(&k, Some(&material("b", 1)), &[], "{}")
             .await
             .expect("create");
         assert!(s.keys_due(50).await.expect("due").is_empty());
         assert_eq!(s.keys_due(150).await.expect("due").len(), 1);
         assert_eq!(s.keys_due(250).await.expect("due").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn iam_entities_policies_and_key_policies() {
+        let s = SqliteStore::in_memory().expect("open");
+        let user = |name: &str, id: &str| IamEntityRecord {
+            kind: IamKind::User,
+            name: name.into(),
+            id: id.into(),
+            path: "/".into(),
+            created_ms: 1,
+        };
+        s.create_iam_entity(&user("Alice", "AIDA1"))
+            .await
+            .expect("create");
+        assert!(matches!(
+            s.create_iam_entity(&user("alice", "AIDA2")).await,
+            Err(MetaError::AlreadyExists(_))
+        ));
+        let found = s
+            .iam_entity(IamKind::User, "ALICE")
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(found.name, "Alice");
+        assert!(
+            s.iam_entity(IamKind::Group, "Alice")
+                .await
+                .expect("get")
+                .is_none()
+        );
+        s.create_iam_entity(&IamEntityRecord {
+            kind: IamKind::Group,
+            name: "admins".into(),
+            id: "AGPA1".into(),
+            path: "/".into(),
+            created_ms: 1,
+        })
+        .await
+        .expect("group");
+        s.add_group_member("admins", "Alice").await.expect("add");
+        s.add_group_member("Admins", "alice")
+            .await
+            .expect("idempotent");
+        assert_eq!(s.groups_of("alice").await.expect("groups").len(), 1);
+        s.put_iam_policy(IamKind::User, "Alice", "p1", "{1}")
+            .await
+            .expect("put");
+        s.put_iam_policy(IamKind::User, "alice", "P1", "{2}")
+            .await
+            .expect("replace");
+        assert_eq!(
+            s.iam_policies(IamKind::User, "ALICE").await.expect("list"),
+            vec![("p1".to_owned(), "{2}".to_owned())]
+        );
+        s.delete_iam_entity(IamKind::User, "alice")
+            .await
+            .expect("delete");
+        assert!(s.groups_of("alice").await.expect("groups").is_empty());
+        assert!(
+            s.iam_policies(IamKind::User, "alice")
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert!(matches!(
+            s.remove_group_member("admins", "alice").await,
+            Err(MetaError::NotFound(_))
+        ));
+
+        s.create_key(&key("k"), Some(&material("k", 1)), &[], "{\"a\":1}")
+            .await
+            .expect("key");
+        assert_eq!(
+            s.key_policy("k").await.expect("policy").as_deref(),
+            Some("{\"a\":1}")
+        );
+        s.put_key_policy("k", "{\"b\":2}", 2).await.expect("put");
+        assert_eq!(
+            s.key_policy("k").await.expect("policy").as_deref(),
+            Some("{\"b\":2}")
+        );
+        assert!(matches!(
+            s.put_key_policy("missing", "{}", 2).await,
+            Err(MetaError::NotFound(_))
+        ));
     }
 }

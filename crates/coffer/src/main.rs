@@ -1,9 +1,11 @@
-//! `coffer`: the Coffer binary. `coffer server` runs the service; `coffer bench` measures it.
+//! `coffer`: the Coffer binary. `coffer server` runs the service; `coffer bench` measures it;
+//! `coffer audit` checks the audit log; `coffer iam` imports access keys.
 
 mod audit_cmd;
 mod bench;
 mod config;
 mod credentials;
+mod iam_cmd;
 mod server;
 mod tls;
 
@@ -34,6 +36,9 @@ enum Command {
     /// Check, search and export the tamper-evident audit log.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Identity tasks AWS IAM has no API for (importing an existing access key pair).
+    #[command(subcommand)]
+    Iam(iam_cmd::IamCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => server::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Audit(cmd) => audit_cmd::run(cmd),
+        Command::Iam(cmd) => iam_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

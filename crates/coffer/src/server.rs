@@ -262,9 +262,15 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     })?;
     let local = listener.local_addr().context("listener address")?;
 
+    let iam = Arc::new(coffer_kms::Iam::new(
+        meta.clone(),
+        identities.clone(),
+        &s.account_id,
+    ));
     let state = Arc::new(AppState {
         kms: kms.clone(),
         identities,
+        iam,
         metrics: Metrics::new(),
         started: Instant::now(),
         audit: audit.clone(),
