@@ -324,3 +324,93 @@ def test_iam_import_access_key_and_audit(coffer, iam):
     assert b'"eventSource":"iam.amazonaws.com"' in data and b'"eventName":"CreateAccessKey"' in data
     assert b'"eventSource":"sts.amazonaws.com"' in data
     assert k["SecretAccessKey"].encode() not in data and secret.encode() not in data
+
+
+def test_grants(coffer, kms, iam):
+    iam.create_user(UserName="grantee")
+    iam.create_user(UserName="retirer")
+    grantee_arn = f"arn:aws:iam::{ACCOUNT}:user/grantee"
+    retirer_arn = f"arn:aws:iam::{ACCOUNT}:user/retirer"
+    k = iam.create_access_key(UserName="grantee")["AccessKey"]
+    grantee = coffer.client(access_key=k["AccessKeyId"], secret_key=k["SecretAccessKey"])
+    k = iam.create_access_key(UserName="retirer")["AccessKey"]
+    retirer = coffer.client(access_key=k["AccessKeyId"], secret_key=k["SecretAccessKey"])
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+
+    # No permission before the grant.
+    with pytest.raises(ClientError) as e:
+        grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"Dept": "10"})
+    assert code(e) == "AccessDeniedException"
+
+    g = kms.create_grant(KeyId=key, GranteePrincipal=grantee_arn, RetiringPrincipal=retirer_arn,
+                         Operations=["Encrypt", "Decrypt", "CreateGrant"], Name="app-grant",
+                         Constraints={"EncryptionContextSubset": {"Dept": "10"}})
+    assert len(g["GrantId"]) == 64 and g["GrantToken"]
+    # The token is usable at once; the constraint is enforced (keys without regard to case).
+    blob = grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"dept": "10", "more": "1"},
+                           GrantTokens=[g["GrantToken"]])["CiphertextBlob"]
+    assert grantee.decrypt(CiphertextBlob=blob, EncryptionContext={"dept": "10", "more": "1"})["Plaintext"] == b"x"
+    with pytest.raises(ClientError) as e:
+        grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"Dept": "11"})
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        grantee.generate_data_key(KeyId=key, NumberOfBytes=32, EncryptionContext={"Dept": "10"})
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"Dept": "10"}, GrantTokens=["not-a-token"])
+    assert code(e) == "InvalidGrantTokenException"
+
+    # Same name and parameters: the same grant (a new token); otherwise a new grant.
+    again = kms.create_grant(KeyId=key, GranteePrincipal=grantee_arn, RetiringPrincipal=retirer_arn,
+                             Operations=["Encrypt", "Decrypt", "CreateGrant"], Name="app-grant",
+                             Constraints={"EncryptionContextSubset": {"Dept": "10"}})
+    assert again["GrantId"] == g["GrantId"] and again["GrantToken"] != g["GrantToken"]
+
+    # A grantee with CreateGrant may pass on no more than it has.
+    with pytest.raises(ClientError) as e:
+        grantee.create_grant(KeyId=key, GranteePrincipal=retirer_arn, Operations=["GenerateDataKey"],
+                             Constraints={"EncryptionContextSubset": {"Dept": "10"}})
+    assert code(e) == "AccessDeniedException"
+    sub = grantee.create_grant(KeyId=key, GranteePrincipal=retirer_arn, Operations=["Encrypt"],
+                               Constraints={"EncryptionContextSubset": {"Dept": "10"}})
+
+    listed = kms.list_grants(KeyId=key)["Grants"]
+    assert {x["GrantId"] for x in listed} == {g["GrantId"], sub["GrantId"]}
+    mine = [x for x in listed if x["GrantId"] == g["GrantId"]][0]
+    assert mine["GranteePrincipal"] == grantee_arn and mine["RetiringPrincipal"] == retirer_arn
+    assert mine["Constraints"] == {"EncryptionContextSubset": {"Dept": "10"}}
+    assert mine["KeyId"].endswith(key) and mine["IssuingAccount"] == ROOT
+    assert [x["GrantId"] for x in kms.list_retirable_grants(RetiringPrincipal=retirer_arn)["Grants"]] == [g["GrantId"]]
+
+    # Bad grants.
+    for kw, want in [
+        (dict(Operations=["Sign"]), "ValidationException"),
+        (dict(Operations=["Fly"]), "ValidationException"),
+        (dict(Operations=["Encrypt"], GranteePrincipal=f"arn:aws:iam::{ACCOUNT}:user/nobody"), "ValidationException"),
+    ]:
+        args = dict(KeyId=key, GranteePrincipal=grantee_arn)
+        args.update(kw)
+        with pytest.raises(ClientError) as e:
+            kms.create_grant(**args)
+        assert code(e) == want, (kw, message(e))
+
+    # Retiring: the grantee without RetireGrant may not; the retiring principal may.
+    with pytest.raises(ClientError) as e:
+        grantee.retire_grant(GrantToken=g["GrantToken"])
+    assert code(e) == "AccessDeniedException"
+    retirer.retire_grant(GrantToken=g["GrantToken"])
+    with pytest.raises(ClientError) as e:
+        grantee.encrypt(KeyId=key, Plaintext=b"x", EncryptionContext={"Dept": "10"})
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        retirer.retire_grant(GrantToken=g["GrantToken"])
+    assert code(e) == "NotFoundException"
+    # Revoking needs kms:RevokeGrant on the key: the account root has it, the grantee does not.
+    with pytest.raises(ClientError) as e:
+        grantee.revoke_grant(KeyId=key, GrantId=sub["GrantId"])
+    assert code(e) == "AccessDeniedException"
+    kms.revoke_grant(KeyId=key, GrantId=sub["GrantId"])
+    assert kms.list_grants(KeyId=key)["Grants"] == []
+    with pytest.raises(ClientError) as e:
+        kms.revoke_grant(KeyId=key, GrantId=sub["GrantId"])
+    assert code(e) == "NotFoundException"

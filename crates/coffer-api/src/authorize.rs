@@ -89,6 +89,28 @@ fn add_request_keys(caller: &mut Caller, op: KmsOperation, body: &Map<String, Va
         }
         ctx.set_multi("kms:EncryptionContextKeys", keys);
     }
+    if op == KmsOperation::CreateGrant {
+        if let Some(Value::Array(ops)) = body.get("Operations") {
+            let ops = ops
+                .iter()
+                .filter_map(|o| o.as_str().map(str::to_owned))
+                .collect();
+            ctx.set_multi("kms:GrantOperations", ops);
+        }
+        for (field, key) in [
+            ("GranteePrincipal", "kms:GranteePrincipal"),
+            ("RetiringPrincipal", "kms:RetiringPrincipal"),
+        ] {
+            if let Some(v) = body.get(field).and_then(text) {
+                ctx.set(key, v);
+            }
+        }
+        ctx.set("kms:GrantIsForAWSResource", "false");
+        if let Some(Value::Object(c)) = body.get("Constraints") {
+            let types = c.keys().cloned().collect();
+            ctx.set_multi("kms:GrantConstraintType", types);
+        }
+    }
     if op == KmsOperation::ReEncrypt
         && let (Some(s), Some(d)) = (
             body.get("SourceKeyId").and_then(Value::as_str),
@@ -137,6 +159,17 @@ async fn decide(
     let Ok(Value::Object(b)) = serde_json::from_slice::<Value>(body) else {
         return Ok(());
     };
+    if let Some(Value::Array(tokens)) = b.get("GrantTokens") {
+        let tokens: Vec<String> = tokens
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect();
+        coffer_kms::grants::check_grant_tokens(&tokens)?;
+    }
+    // Who may retire a grant is the grant's to say, not a policy's (as in AWS).
+    if op == KmsOperation::RetireGrant {
+        return Ok(());
+    }
     add_request_keys(&mut caller, op, &b);
     let action = format!("kms:{}", op.name());
     if account_level(op) {

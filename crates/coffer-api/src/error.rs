@@ -48,6 +48,7 @@ impl ApiError {
             ApiError::Kms(e) => match e {
                 KmsError::NotFound(_) => (S::BAD_REQUEST, "NotFoundException"),
                 KmsError::AccessDenied(_) => (S::BAD_REQUEST, "AccessDeniedException"),
+                KmsError::InvalidGrantToken(_) => (S::BAD_REQUEST, "InvalidGrantTokenException"),
                 KmsError::MalformedPolicyDocument(_) => {
                     (S::BAD_REQUEST, "MalformedPolicyDocumentException")
                 }

@@ -79,6 +79,11 @@ operations!(
     GetKeyPolicy,
     PutKeyPolicy,
     ListKeyPolicies,
+    CreateGrant,
+    ListGrants,
+    ListRetirableGrants,
+    RetireGrant,
+    RevokeGrant,
 );
 
 /// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
@@ -86,16 +91,11 @@ operations!(
 const NOT_YET: &[&str] = &[
     "ConnectCustomKeyStore",
     "CreateCustomKeyStore",
-    "CreateGrant",
     "DeleteCustomKeyStore",
     "DescribeCustomKeyStores",
     "DisconnectCustomKeyStore",
     "GetKeyLastUsage",
-    "ListGrants",
-    "ListRetirableGrants",
     "ReplicateKey",
-    "RetireGrant",
-    "RevokeGrant",
     "UpdateCustomKeyStore",
     "UpdatePrimaryRegion",
 ];
@@ -180,6 +180,45 @@ fn key_ref(kms: &Kms, v: &str) -> Result<KeyRef, ApiError> {
 
 fn opt_key_ref(kms: &Kms, v: Option<&str>) -> Result<Option<KeyRef>, ApiError> {
     v.map(|v| key_ref(kms, v)).transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConstraintsIn {
+    encryption_context_subset: Option<Context>,
+    encryption_context_equals: Option<Context>,
+}
+
+fn principal_checks(c: &mut Checks, name: &str, v: Option<&str>) {
+    c.str_len(name, v, 1, 256);
+    c.chars(name, v, "^[\\w+=,.@:/-]+$", |ch| {
+        ch.is_ascii_alphanumeric() || "_+=,.@:/-".contains(ch)
+    });
+}
+
+fn grant_json(g: &coffer_kms::grants::GrantInfo) -> Value {
+    let mut o = Map::new();
+    o.insert("KeyId".into(), json!(g.key_arn));
+    o.insert("GrantId".into(), json!(g.grant_id));
+    if let Some(n) = &g.name {
+        o.insert("Name".into(), json!(n));
+    }
+    o.insert("CreationDate".into(), epoch(g.created_ms));
+    o.insert("GranteePrincipal".into(), json!(g.grantee));
+    if let Some(r) = &g.retiring {
+        o.insert("RetiringPrincipal".into(), json!(r));
+    }
+    o.insert("IssuingAccount".into(), json!(g.issuing_account));
+    o.insert("Operations".into(), json!(g.operations));
+    if let Some(c) = &g.constraint {
+        let (name, pairs) = match c {
+            coffer_kms::grants::Constraint::Equals(p) => ("EncryptionContextEquals", p),
+            coffer_kms::grants::Constraint::Subset(p) => ("EncryptionContextSubset", p),
+        };
+        let m: Map<String, Value> = pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        o.insert("Constraints".into(), json!({ name: m }));
+    }
+    Value::Object(o)
 }
 
 /// The `Policy` parameter's model constraints (the 32 KiB key policy limit is the service's).
@@ -947,6 +986,193 @@ pub async fn dispatch(
                 .await?;
             Ok(json!({}))
         }
+        O::CreateGrant => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                grantee_principal: Option<String>,
+                retiring_principal: Option<String>,
+                operations: Option<Vec<String>>,
+                constraints: Option<ConstraintsIn>,
+                grant_tokens: Option<Vec<String>>,
+                name: Option<String>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("GranteePrincipal", &r.grantee_principal);
+            c.required("Operations", &r.operations);
+            c.key_id("KeyId", r.key_id.as_deref());
+            principal_checks(&mut c, "GranteePrincipal", r.grantee_principal.as_deref());
+            principal_checks(&mut c, "RetiringPrincipal", r.retiring_principal.as_deref());
+            c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
+            if let Some(ops) = &r.operations {
+                for (i, o) in ops.iter().enumerate() {
+                    c.one_of(
+                        &format!("operations.{}.member", i + 1),
+                        Some(o.as_str()),
+                        coffer_kms::grants::GRANT_OPERATIONS,
+                    );
+                }
+            }
+            c.str_len("Name", r.name.as_deref(), 1, 256);
+            c.chars("Name", r.name.as_deref(), "^[a-zA-Z0-9:/_-]+$", |ch| {
+                ch.is_ascii_alphanumeric() || ":/_-".contains(ch)
+            });
+            if let Some(k) = &r.constraints {
+                c.encryption_context(
+                    "Constraints.EncryptionContextSubset",
+                    k.encryption_context_subset.as_ref(),
+                );
+                c.encryption_context(
+                    "Constraints.EncryptionContextEquals",
+                    k.encryption_context_equals.as_ref(),
+                );
+            }
+            c.finish()?;
+            let constraint = match r.constraints {
+                None => None,
+                Some(ConstraintsIn {
+                    encryption_context_equals: Some(_),
+                    encryption_context_subset: Some(_),
+                }) => {
+                    return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
+                        "Specify EncryptionContextEquals or EncryptionContextSubset in Constraints, not both.".into(),
+                    )));
+                }
+                Some(ConstraintsIn {
+                    encryption_context_equals: Some(e),
+                    ..
+                }) => Some(coffer_kms::grants::Constraint::Equals(
+                    e.into_iter().collect(),
+                )),
+                Some(ConstraintsIn {
+                    encryption_context_subset: Some(e),
+                    ..
+                }) => Some(coffer_kms::grants::Constraint::Subset(
+                    e.into_iter().collect(),
+                )),
+                Some(_) => None,
+            };
+            let mut operations = r.operations.unwrap_or_default();
+            operations.dedup();
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            let (grant_id, token) = kms
+                .create_grant(
+                    caller,
+                    &key,
+                    coffer_kms::grants::CreateGrantInput {
+                        grantee: r.grantee_principal.unwrap_or_default(),
+                        retiring: r.retiring_principal,
+                        operations,
+                        constraint,
+                        name: r.name,
+                        dry_run: r.dry_run.unwrap_or(false),
+                    },
+                )
+                .await?;
+            Ok(json!({ "GrantId": grant_id, "GrantToken": token }))
+        }
+        O::ListGrants | O::ListRetirableGrants => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                limit: Option<i64>,
+                marker: Option<String>,
+                grant_id: Option<String>,
+                grantee_principal: Option<String>,
+                retiring_principal: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            if op == O::ListGrants {
+                c.required("KeyId", &r.key_id);
+                c.key_id("KeyId", r.key_id.as_deref());
+                c.str_len("GrantId", r.grant_id.as_deref(), 1, 128);
+                principal_checks(&mut c, "GranteePrincipal", r.grantee_principal.as_deref());
+            } else {
+                c.required("RetiringPrincipal", &r.retiring_principal);
+                principal_checks(&mut c, "RetiringPrincipal", r.retiring_principal.as_deref());
+            }
+            c.range("Limit", r.limit, 1, 100);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            let listing = if op == O::ListGrants {
+                let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+                kms.list_grants(
+                    &key,
+                    limit(r.limit, 50),
+                    r.marker.as_deref(),
+                    r.grant_id.as_deref(),
+                    r.grantee_principal.as_deref(),
+                )
+                .await?
+            } else {
+                kms.list_retirable_grants(
+                    r.retiring_principal.as_deref().unwrap_or_default(),
+                    limit(r.limit, 50),
+                    r.marker.as_deref(),
+                )
+                .await?
+            };
+            let grants: Vec<Value> = listing.items.iter().map(grant_json).collect();
+            let mut o = Map::new();
+            o.insert("Grants".into(), Value::Array(grants));
+            Ok(with_marker(o, listing.next_marker))
+        }
+        O::RetireGrant => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                grant_token: Option<String>,
+                key_id: Option<String>,
+                grant_id: Option<String>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.str_len("GrantToken", r.grant_token.as_deref(), 1, 8192);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.str_len("GrantId", r.grant_id.as_deref(), 1, 128);
+            c.finish()?;
+            let key = opt_key_ref(kms, r.key_id.as_deref())?;
+            kms.retire_grant(
+                caller,
+                r.grant_token.as_deref(),
+                key.as_ref(),
+                r.grant_id.as_deref(),
+                r.dry_run.unwrap_or(false),
+            )
+            .await?;
+            Ok(json!({}))
+        }
+        O::RevokeGrant => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                key_id: Option<String>,
+                grant_id: Option<String>,
+                dry_run: Option<bool>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("KeyId", &r.key_id);
+            c.required("GrantId", &r.grant_id);
+            c.key_id("KeyId", r.key_id.as_deref());
+            c.str_len("GrantId", r.grant_id.as_deref(), 1, 128);
+            c.finish()?;
+            let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
+            kms.revoke_grant(
+                &key,
+                r.grant_id.as_deref().unwrap_or_default(),
+                r.dry_run.unwrap_or(false),
+            )
+            .await?;
+            Ok(json!({}))
+        }
         O::GetKeyPolicy => {
             #[derive(Deserialize)]
             #[serde(rename_all = "PascalCase")]
@@ -1539,7 +1765,7 @@ mod tests {
             Err(ApiError::UnknownOperation(_))
         ));
         assert!(matches!(
-            operation(Some("TrentService.CreateGrant")),
+            operation(Some("TrentService.CreateCustomKeyStore")),
             Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(_)))
         ));
     }

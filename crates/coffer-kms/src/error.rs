@@ -13,6 +13,8 @@ pub enum KmsError {
     #[error("{0}")]
     MalformedPolicyDocument(String),
     #[error("{0}")]
+    InvalidGrantToken(String),
+    #[error("{0}")]
     Disabled(String),
     #[error("{0}")]
     InvalidState(String),

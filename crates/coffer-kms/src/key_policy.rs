@@ -19,6 +19,15 @@ fn check_policy_name(name: Option<&str>) -> Result<()> {
     }
 }
 
+/// What the policies (without grants) say about a request.
+enum PolicyOutcome {
+    Allowed,
+    /// An explicit deny: no grant can override it.
+    Denied(KmsError),
+    /// Nothing allows it; a grant still may.
+    NotAllowed(KmsError),
+}
+
 impl Kms {
     /// The parsed policy of a key (its default policy if it was created before policies were
     /// stored).
@@ -108,6 +117,42 @@ impl Kms {
         key_id: &str,
         request_alias: Option<&str>,
     ) -> Result<()> {
+        match self
+            .policy_decision(caller, action, key_id, request_alias)
+            .await?
+        {
+            PolicyOutcome::Allowed => Ok(()),
+            PolicyOutcome::Denied(e) => Err(e),
+            PolicyOutcome::NotAllowed(e) => {
+                if self.grant_allows(caller, action, key_id).await? {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Whether the key policy and identity policies (not grants) allow the action.
+    pub(crate) async fn policy_allows(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key_id: &str,
+    ) -> Result<bool> {
+        Ok(matches!(
+            self.policy_decision(caller, action, key_id, None).await?,
+            PolicyOutcome::Allowed
+        ))
+    }
+
+    async fn policy_decision(
+        &self,
+        caller: &Caller,
+        action: &str,
+        key_id: &str,
+        request_alias: Option<&str>,
+    ) -> Result<PolicyOutcome> {
         let k = self.loaded(key_id).await?;
         let policy = self.parsed_key_policy(key_id).await?;
         let mut ctx = caller.context.clone();
@@ -129,12 +174,12 @@ impl Kms {
         };
         let kd = policy.evaluate(&req);
         if kd.denied {
-            return Err(denied(
+            return Ok(PolicyOutcome::Denied(denied(
                 &caller.principal.arn,
                 action,
                 &resource,
                 "with an explicit deny in a resource-based policy",
-            ));
+            )));
         }
         // The account root is governed by the key policy alone.
         let ids = if caller.is_account_root() {
@@ -144,22 +189,27 @@ impl Kms {
         };
         let id = identity_decision(&ids, &req);
         if id.denied {
-            return Err(denied(
+            return Ok(PolicyOutcome::Denied(denied(
                 &caller.principal.arn,
                 action,
                 &resource,
                 "with an explicit deny in an identity-based policy",
-            ));
+            )));
         }
         if kd.allowed || (kd.account_allowed && id.allowed) {
-            return Ok(());
+            return Ok(PolicyOutcome::Allowed);
         }
         let why = if kd.account_allowed {
             format!("because no identity-based policy allows the {action} action")
         } else {
             format!("because no resource-based policy allows the {action} action")
         };
-        Err(denied(&caller.principal.arn, action, &resource, &why))
+        Ok(PolicyOutcome::NotAllowed(denied(
+            &caller.principal.arn,
+            action,
+            &resource,
+            &why,
+        )))
     }
 
     /// Decides an action that acts on no key (CreateKey, ListKeys, ListAliases, GenerateRandom):

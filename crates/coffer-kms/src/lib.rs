@@ -8,6 +8,7 @@
 
 pub mod authz;
 mod error;
+pub mod grants;
 pub mod iam;
 pub mod identity;
 mod keyref;

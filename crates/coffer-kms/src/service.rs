@@ -68,7 +68,7 @@ pub struct Kms {
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     aliases: RwLock<HashMap<String, String>>,
     /// Serialises read-modify-write changes of keys and aliases on this node.
-    writes: tokio::sync::Mutex<()>,
+    pub(crate) writes: tokio::sync::Mutex<()>,
 }
 
 fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
@@ -363,7 +363,7 @@ impl Kms {
         Ok(())
     }
 
-    fn usable(&self, rec: &KeyRecord) -> Result<()> {
+    pub(crate) fn usable(&self, rec: &KeyRecord) -> Result<()> {
         // The hot path: no ARN is formatted unless there is an error to report.
         if rec.state == state::ENABLED {
             return Ok(());

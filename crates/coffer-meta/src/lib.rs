@@ -9,8 +9,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AccessKeyRecord, AliasRecord, IamEntityRecord, IamKind, ImportTokenRecord, KeyRecord,
-    MaterialRecord,
+    AccessKeyRecord, AliasRecord, GrantRecord, IamEntityRecord, IamKind, ImportTokenRecord,
+    KeyRecord, MaterialRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -150,4 +150,27 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn delete_iam_policy(&self, kind: IamKind, owner: &str, name: &str) -> Result<()>;
     /// Inline policies of a user or group as (name, document), ordered by name.
     async fn iam_policies(&self, kind: IamKind, owner: &str) -> Result<Vec<(String, String)>>;
+
+    async fn create_grant(&self, grant: &GrantRecord) -> Result<()>;
+    async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>>;
+    /// Grants of a key ordered by grant id, starting after `after`.
+    async fn grants_of_key(
+        &self,
+        key_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>>;
+    /// Grants that `retiring` may retire, ordered by grant id, starting after `after`.
+    async fn grants_retirable_by(
+        &self,
+        retiring: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>>;
+    /// Grants on a key whose grantee is `grantee`.
+    async fn grants_for(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>>;
+    /// How many grants a key has.
+    async fn grant_count(&self, key_id: &str) -> Result<usize>;
+    /// `NotFound` when there is no such grant.
+    async fn delete_grant(&self, grant_id: &str) -> Result<()>;
 }

@@ -172,3 +172,23 @@ impl IamKind {
         }
     }
 }
+
+/// A grant on a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// 64 lowercase hex characters.
+    pub grant_id: String,
+    pub key_id: String,
+    pub name: Option<String>,
+    pub grantee: String,
+    pub retiring: Option<String>,
+    /// Operation names, as given (`Encrypt`, `Decrypt`, …).
+    pub operations: Vec<String>,
+    /// `EncryptionContextEquals` or `EncryptionContextSubset`, with its pairs; `None` without
+    /// constraints.
+    pub constraint: Option<(String, Vec<(String, String)>)>,
+    pub issuing_account: String,
+    /// The principal that created the grant.
+    pub creator: String,
+    pub created_ms: i64,
+}

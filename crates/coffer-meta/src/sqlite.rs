@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    AccessKeyRecord, AliasRecord, IamEntityRecord, IamKind, ImportTokenRecord, KeyRecord,
-    MaterialRecord, MetaError, MetaStore, Page, Result,
+    AccessKeyRecord, AliasRecord, GrantRecord, IamEntityRecord, IamKind, ImportTokenRecord,
+    KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result,
 };
 
 /// Forward-only schema migrations; the index + 1 is the schema version.
@@ -125,6 +125,25 @@ CREATE TABLE iam_policies (
     PRIMARY KEY (owner_kind, owner_name, policy_name)
 );
 CREATE INDEX access_keys_by_principal ON access_keys(principal_arn);
+"#,
+    // Grants: operations as a comma-separated list, the constraint as its type and a JSON object.
+    r#"
+CREATE TABLE kms_grants (
+    grant_id        TEXT PRIMARY KEY,
+    key_id          TEXT NOT NULL REFERENCES kms_keys(key_id) ON DELETE CASCADE,
+    name            TEXT,
+    grantee         TEXT NOT NULL,
+    retiring        TEXT,
+    operations      TEXT NOT NULL,
+    constraint_type TEXT,
+    constraint_ctx  TEXT,
+    issuing_account TEXT NOT NULL,
+    creator         TEXT NOT NULL,
+    created_ms      BIGINT NOT NULL
+);
+CREATE INDEX kms_grants_by_key ON kms_grants(key_id, grant_id);
+CREATE INDEX kms_grants_by_grantee ON kms_grants(key_id, grantee);
+CREATE INDEX kms_grants_by_retiring ON kms_grants(retiring, grant_id) WHERE retiring IS NOT NULL;
 "#,
 ];
 
@@ -1045,6 +1064,180 @@ impl MetaStore for SqliteStore {
         })
         .await
     }
+
+    async fn create_grant(&self, g: &GrantRecord) -> Result<()> {
+        let g = g.clone();
+        self.with(move |c| {
+            let (ctype, cctx) = match &g.constraint {
+                Some((t, pairs)) => (Some(t.clone()), Some(pairs_json(pairs))),
+                None => (None, None),
+            };
+            c.execute(
+                &format!("INSERT INTO kms_grants ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    g.grant_id,
+                    g.key_id,
+                    g.name,
+                    g.grantee,
+                    g.retiring,
+                    g.operations.join(","),
+                    ctype,
+                    cctx,
+                    g.issuing_account,
+                    g.creator,
+                    g.created_ms
+                ],
+            )
+            .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(g.grant_id.clone()) } else { backend(e) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
+        let id = grant_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE grant_id = ?1"
+            ))
+            .map_err(backend)?
+            .query_row([id], grant_row)
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn grants_of_key(
+        &self,
+        key_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>> {
+        let (key_id, after) = (key_id.to_owned(), after.unwrap_or("").to_owned());
+        self.with(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE key_id = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
+                ))
+                .map_err(backend)?
+                .query_map(params![key_id, after, limit as i64 + 1], grant_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(page(rows, limit))
+        })
+        .await
+    }
+
+    async fn grants_retirable_by(
+        &self,
+        retiring: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>> {
+        let (retiring, after) = (retiring.to_owned(), after.unwrap_or("").to_owned());
+        self.with(move |c| {
+            let rows = c
+                .prepare_cached(&format!(
+                    "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE retiring = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
+                ))
+                .map_err(backend)?
+                .query_map(params![retiring, after, limit as i64 + 1], grant_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            Ok(page(rows, limit))
+        })
+        .await
+    }
+
+    async fn grants_for(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>> {
+        let (key_id, grantee) = (key_id.to_owned(), grantee.to_owned());
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE key_id = ?1 AND grantee = ?2 ORDER BY grant_id"
+            ))
+            .map_err(backend)?
+            .query_map(params![key_id, grantee], grant_row)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn grant_count(&self, key_id: &str) -> Result<usize> {
+        let key_id = key_id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached("SELECT COUNT(*) FROM kms_grants WHERE key_id = ?1")
+                .map_err(backend)?
+                .query_row([key_id], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_grant(&self, grant_id: &str) -> Result<()> {
+        let id = grant_id.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM kms_grants WHERE grant_id = ?1", [&id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(id));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+const GRANT_COLUMNS: &str = "grant_id, key_id, name, grantee, retiring, operations, constraint_type, \
+    constraint_ctx, issuing_account, creator, created_ms";
+
+fn pairs_json(pairs: &[(String, String)]) -> String {
+    let m: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(m).to_string()
+}
+
+fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRecord> {
+    let ops: String = r.get(5)?;
+    let ctype: Option<String> = r.get(6)?;
+    let cctx: Option<String> = r.get(7)?;
+    let constraint = ctype.map(|t| {
+        let pairs = cctx
+            .and_then(|j| {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&j).ok()
+            })
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (t, pairs)
+    });
+    Ok(GrantRecord {
+        grant_id: r.get(0)?,
+        key_id: r.get(1)?,
+        name: r.get(2)?,
+        grantee: r.get(3)?,
+        retiring: r.get(4)?,
+        operations: ops
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        constraint,
+        issuing_account: r.get(8)?,
+        creator: r.get(9)?,
+        created_ms: r.get(10)?,
+    })
 }
 
 fn access_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccessKeyRecord> {
