@@ -140,7 +140,7 @@ pub async fn authorize(
     kms: &Kms,
     op: KmsOperation,
     body: &[u8],
-    caller: Caller,
+    caller: &mut Caller,
 ) -> Result<(), ApiError> {
     match decide(kms, op, body, caller).await {
         // A key or alias that does not exist is the operation's to report, after it has
@@ -154,7 +154,7 @@ async fn decide(
     kms: &Kms,
     op: KmsOperation,
     body: &[u8],
-    mut caller: Caller,
+    caller: &mut Caller,
 ) -> Result<(), ApiError> {
     let Ok(Value::Object(b)) = serde_json::from_slice::<Value>(body) else {
         return Ok(());
@@ -170,43 +170,43 @@ async fn decide(
     if op == KmsOperation::RetireGrant {
         return Ok(());
     }
-    add_request_keys(&mut caller, op, &b);
+    add_request_keys(caller, op, &b);
     let action = format!("kms:{}", op.name());
     if account_level(op) {
-        kms.authorize_account(&caller, &action).await?;
+        kms.authorize_account(caller, &action).await?;
         return Ok(());
     }
     match op {
         KmsOperation::Decrypt => {
             if let Some(r) = key_ref_of(kms, b.get("KeyId")) {
-                kms.authorize(&caller, &action, &r).await?;
+                kms.authorize(caller, &action, &r).await?;
             } else if let Some(id) = blob_key(kms, b.get("CiphertextBlob")) {
-                authorize_if_exists(kms, &caller, &action, &id).await?;
+                authorize_if_exists(kms, caller, &action, &id).await?;
             }
         }
         KmsOperation::ReEncrypt => {
             if let Some(r) = key_ref_of(kms, b.get("SourceKeyId")) {
-                kms.authorize(&caller, "kms:ReEncryptFrom", &r).await?;
+                kms.authorize(caller, "kms:ReEncryptFrom", &r).await?;
             } else if let Some(id) = blob_key(kms, b.get("CiphertextBlob")) {
-                authorize_if_exists(kms, &caller, "kms:ReEncryptFrom", &id).await?;
+                authorize_if_exists(kms, caller, "kms:ReEncryptFrom", &id).await?;
             }
             if let Some(r) = key_ref_of(kms, b.get("DestinationKeyId")) {
-                kms.authorize(&caller, "kms:ReEncryptTo", &r).await?;
+                kms.authorize(caller, "kms:ReEncryptTo", &r).await?;
             }
         }
         KmsOperation::CreateAlias | KmsOperation::UpdateAlias => {
             if let Some(r) = key_ref_of(kms, b.get("TargetKeyId")) {
-                kms.authorize(&caller, &action, &r).await?;
+                kms.authorize(caller, &action, &r).await?;
             }
         }
         KmsOperation::DeleteAlias => {
             if let Some(r @ KeyRef::Alias(_)) = key_ref_of(kms, b.get("AliasName")) {
-                kms.authorize(&caller, &action, &r).await?;
+                kms.authorize(caller, &action, &r).await?;
             }
         }
         _ => {
             if let Some(r) = key_ref_of(kms, b.get("KeyId")) {
-                kms.authorize(&caller, &action, &r).await?;
+                kms.authorize(caller, &action, &r).await?;
             }
         }
     }
@@ -217,7 +217,7 @@ async fn decide(
 /// operation, which answers as it answers for a bad ciphertext.
 async fn authorize_if_exists(
     kms: &Kms,
-    caller: &Caller,
+    caller: &mut Caller,
     action: &str,
     key_id: &str,
 ) -> Result<(), ApiError> {

@@ -242,8 +242,8 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
                 .await
                 .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         }
-        let caller = caller_of(who.as_ref().expect("set above"), &parts);
-        authorize::authorize(&state.kms, op, &body, caller.clone()).await?;
+        let mut caller = caller_of(who.as_ref().expect("set above"), &parts);
+        authorize::authorize(&state.kms, op, &body, &mut caller).await?;
         kms::dispatch(&state.kms, op, &body, &caller).await
     }
     .await;

@@ -132,6 +132,14 @@ impl Checker<'_> {
     }
 
     fn segment(&mut self, n: u64, data: &[u8], last: bool) -> Option<Break> {
+        // In the open (last) segment, zeros follow the written data: space the writer
+        // preallocated. Records never contain a zero byte.
+        let end = if last {
+            data.iter().position(|b| *b == 0).unwrap_or(data.len())
+        } else {
+            data.len()
+        };
+        let data = &data[..end];
         let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         if complete < data.len() && !last {
             let line = data[..complete].iter().filter(|b| **b == b'\n').count() as u64 + 1;

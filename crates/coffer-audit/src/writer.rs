@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -168,6 +168,11 @@ fn set_private(dir: &Path) -> Result<()> {
         .map_err(|e| AuditError::io(dir, e))
 }
 
+/// Segments grow by this much at a time (zeros, synced once), so that an ordinary group commit
+/// overwrites allocated space and its `fdatasync` has no metadata to write. Smaller than a
+/// record's maximum line, so a reader of a running segment sees at most one line of zeros.
+const PREALLOCATE: u64 = 256 * 1024;
+
 struct Writer {
     dir: PathBuf,
     signer: Arc<dyn DigestSigner>,
@@ -179,6 +184,9 @@ struct Writer {
     file: Option<File>,
     /// File length after the last successful sync.
     synced_len: u64,
+    /// Bytes of the open segment that exist on disk (written, zeros past `synced_len`): records
+    /// are written over zeros so that `fdatasync` need not also write the inode.
+    allocated_len: u64,
     /// Next record's seq, and the hash of the last record written.
     seq: u64,
     prev: String,
@@ -197,9 +205,15 @@ impl Writer {
         while let Some(&n) = existing.last() {
             let path = dir.join(segment_name(n));
             let (len, last, torn) = scan_tail(&path)?;
+            let on_disk = std::fs::metadata(&path)
+                .map_err(|e| AuditError::io(&path, e))?
+                .len();
+            if on_disk > len {
+                // Preallocated zeros, and any unfinished line before them.
+                truncate(&path, len)?;
+            }
             if torn > 0 {
                 repaired = Some(torn);
-                truncate(&path, len)?;
                 tracing::warn!(
                     segment = n,
                     bytes = torn,
@@ -231,6 +245,7 @@ impl Writer {
             path: dir.to_owned(),
             file: None,
             synced_len: 0,
+            allocated_len: 0,
             seq,
             prev,
             digested_seq: 0,
@@ -242,15 +257,17 @@ impl Writer {
             if !closed {
                 w.file = Some(
                     OpenOptions::new()
-                        .append(true)
+                        .write(true)
                         .open(&path)
                         .map_err(|e| AuditError::io(&path, e))?,
                 );
                 w.path = path;
                 w.segment = n;
                 w.synced_len = len;
+                w.allocated_len = len;
                 w.push_digest("recovery")?;
                 w.commit()?;
+                w.finish_segment()?;
             }
         }
         w.open_segment("startup", repaired)?;
@@ -389,20 +406,48 @@ impl Writer {
         let Some(file) = self.file.as_mut() else {
             return Err(AuditError::Unavailable("no segment is open".into()));
         };
-        let r = file.write_all(&self.buf).and_then(|()| file.sync_data());
+        let end = self.synced_len + self.buf.len() as u64;
+        let mut r = Ok(());
+        if end > self.allocated_len {
+            // Extend with zeros, a chunk at a time; this sync also records the new length.
+            let new_len = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+            let zeros = vec![0u8; (new_len - self.allocated_len) as usize];
+            r = file.write_all_at(&zeros, self.allocated_len);
+            if r.is_ok() {
+                self.allocated_len = new_len;
+            }
+        }
+        let r = r
+            .and_then(|()| file.write_all_at(&self.buf, self.synced_len))
+            .and_then(|()| file.sync_data());
         match r {
             Ok(()) => {
-                self.synced_len += self.buf.len() as u64;
+                self.synced_len = end;
                 self.buf.clear();
                 Ok(())
             }
             Err(e) => {
                 let err = AuditError::io(&self.path, e);
                 let _ = file.set_len(self.synced_len);
+                self.allocated_len = self.synced_len;
                 self.rewind()?;
                 Err(err)
             }
         }
+    }
+
+    /// Cuts the preallocated zeros off a segment that is complete, so that closed segments end
+    /// with their closing digest.
+    fn finish_segment(&mut self) -> Result<()> {
+        if let Some(file) = self.file.as_ref()
+            && self.allocated_len > self.synced_len
+        {
+            file.set_len(self.synced_len)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| AuditError::io(&self.path, e))?;
+            self.allocated_len = self.synced_len;
+        }
+        Ok(())
     }
 
     /// Forgets buffered records: the chain continues from the last synced one.
@@ -419,6 +464,7 @@ impl Writer {
     fn rotate(&mut self) -> Result<()> {
         self.push_digest("close")?;
         self.commit()?;
+        self.finish_segment()?;
         // Closed: nothing more goes into this segment, whether or not the next one opens now.
         self.file = None;
         self.open_segment("rotation", None)
@@ -434,14 +480,15 @@ impl Writer {
 
     fn close(&mut self) -> Result<()> {
         self.push_digest("close")?;
-        self.commit()
+        self.commit()?;
+        self.finish_segment()
     }
 
     fn open_segment(&mut self, reason: &str, repaired: Option<u64>) -> Result<()> {
         let next = self.segment + 1;
         let path = self.dir.join(segment_name(next));
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
@@ -453,6 +500,7 @@ impl Writer {
         self.path = path;
         self.segment = next;
         self.synced_len = 0;
+        self.allocated_len = 0;
         self.push(RecordBody::Start(Start {
             segment: next,
             time: record::now_rfc3339(),
@@ -511,15 +559,22 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
 }
 
 /// Reads a segment: its length up to the last complete line, that line's record and hash, and how
-/// many bytes follow it without a newline (a torn write).
+/// many bytes follow it without a newline (a torn write; preallocated zeros are not counted).
 #[allow(clippy::type_complexity)]
 fn scan_tail(path: &Path) -> Result<(u64, Option<(Record, String)>, u64)> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
         .map_err(|e| AuditError::io(path, e))?;
-    let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let torn = (data.len() - complete) as u64;
+    // Written data ends at the first zero byte (the rest is preallocated space; records never
+    // hold a raw zero byte), and at its last newline (the rest is a write cut short).
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    let complete = data[..end]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    // Everything after it that is not zero was written but never acknowledged.
+    let torn = data[complete..].iter().filter(|b| **b != 0).count() as u64;
     let body = &data[..complete];
     let last_line = body
         .strip_suffix(b"\n")

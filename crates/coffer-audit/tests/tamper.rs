@@ -235,10 +235,16 @@ fn a_crash_leaves_a_log_that_verifies_after_restart() {
         copy_dir(live.path(), snapshot.path());
         log.close().await.expect("close");
     });
-    // Plus half a line, as a crash in the middle of a write leaves.
+    // Plus half a line written over the preallocated zeros, as a crash in the middle of a write
+    // leaves.
     let seg1 = snapshot.path().join(segment_name(1));
     let mut text = std::fs::read(&seg1).expect("read");
-    text.extend_from_slice(br#"{"seq":7,"prev":"00"#);
+    let end = text.iter().position(|b| *b == 0).unwrap_or(text.len());
+    let torn = br#"{"seq":7,"prev":"00"#;
+    if text.len() < end + torn.len() {
+        text.resize(end + torn.len(), 0);
+    }
+    text[end..end + torn.len()].copy_from_slice(torn);
     std::fs::write(&seg1, text).expect("write");
     rt().block_on(async {
         let log = AuditLog::open(snapshot.path(), signer.clone(), AuditOptions::default())

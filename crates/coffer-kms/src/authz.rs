@@ -52,13 +52,9 @@ impl Caller {
             c.set("aws:SourceIp", ip.to_string());
         }
         c.set("aws:SecureTransport", "true");
-        let now = time::OffsetDateTime::now_utc();
-        c.set(
-            "aws:CurrentTime",
-            now.format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-        );
-        c.set("aws:EpochTime", now.unix_timestamp().to_string());
+        let (current, epoch) = now_keys();
+        c.set("aws:CurrentTime", current);
+        c.set("aws:EpochTime", epoch);
         if let Some(ua) = user_agent {
             c.set("aws:UserAgent", ua);
         }
@@ -71,6 +67,29 @@ impl Caller {
     pub fn is_account_root(&self) -> bool {
         self.principal.arn.ends_with(":root")
     }
+}
+
+/// `aws:CurrentTime` and `aws:EpochTime` for now, formatted once per second per thread (the
+/// request path is hot; the values only change each second).
+fn now_keys() -> (String, String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(i64, String, String)> = const { RefCell::new((i64::MIN, String::new(), String::new())) };
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let secs = now.unix_timestamp();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let t = now.replace_nanosecond(0).unwrap_or(now);
+            c.1 = t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            c.2 = secs.to_string();
+            c.0 = secs;
+        }
+        (c.1.clone(), c.2.clone())
+    })
 }
 
 /// The user name in `arn:aws:iam::<account>:user/<path/>name`.

@@ -102,7 +102,7 @@ impl Kms {
 
     /// Decides whether `caller` may perform `action` (`kms:Encrypt`) on the key `r` names, with
     /// the key's policy and the caller's identity policies. Returns the key id.
-    pub async fn authorize(&self, caller: &Caller, action: &str, r: &KeyRef) -> Result<String> {
+    pub async fn authorize(&self, caller: &mut Caller, action: &str, r: &KeyRef) -> Result<String> {
         let id = self.resolve(r).await?;
         self.authorize_key(caller, action, &id, authz::request_alias(r))
             .await?;
@@ -112,7 +112,7 @@ impl Kms {
     /// As [`Kms::authorize`], for a key known by id (the key a ciphertext names).
     pub async fn authorize_key(
         &self,
-        caller: &Caller,
+        caller: &mut Caller,
         action: &str,
         key_id: &str,
         request_alias: Option<&str>,
@@ -141,27 +141,33 @@ impl Kms {
         key_id: &str,
     ) -> Result<bool> {
         Ok(matches!(
-            self.policy_decision(caller, action, key_id, None).await?,
+            self.policy_decision(&mut caller.clone(), action, key_id, None)
+                .await?,
             PolicyOutcome::Allowed
         ))
     }
 
+    /// Decides with the key policy and identity policies. The key's own condition keys
+    /// (`kms:KeySpec`, …) are set in the caller's context, which is not copied per decision.
     async fn policy_decision(
         &self,
-        caller: &Caller,
+        caller: &mut Caller,
         action: &str,
         key_id: &str,
         request_alias: Option<&str>,
     ) -> Result<PolicyOutcome> {
         let k = self.loaded(key_id).await?;
         let policy = self.parsed_key_policy(key_id).await?;
-        let mut ctx = caller.context.clone();
+        let ctx = &mut caller.context;
         ctx.set("kms:KeySpec", k.record.key_spec.clone());
         ctx.set("kms:KeyUsage", k.record.key_usage.clone());
         ctx.set("kms:KeyOrigin", k.record.origin.clone());
-        if let Some(alias) = request_alias {
-            ctx.set("kms:RequestAlias", alias);
+        match request_alias {
+            Some(alias) => ctx.set("kms:RequestAlias", alias),
+            None => ctx.remove("kms:RequestAlias"),
         }
+        let caller = &*caller;
+        let ctx = &caller.context;
         let resource = self.cfg.key_arn(key_id);
         let req = Request {
             caller: PolicyCaller {
@@ -170,7 +176,7 @@ impl Kms {
             },
             action,
             resource: &resource,
-            context: &ctx,
+            context: ctx,
         };
         let kd = policy.evaluate(&req);
         if kd.denied {

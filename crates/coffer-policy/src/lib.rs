@@ -126,6 +126,11 @@ impl Context {
             .or_insert_with(|| ContextValue::Single(value.into()));
     }
 
+    /// Removes `key` (any case).
+    pub fn remove(&mut self, key: &str) {
+        self.values.remove(&key.to_ascii_lowercase());
+    }
+
     pub fn get(&self, key: &str) -> Option<&ContextValue> {
         if key.bytes().any(|b| b.is_ascii_uppercase()) {
             self.values.get(&key.to_ascii_lowercase())
