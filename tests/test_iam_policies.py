@@ -414,3 +414,27 @@ def test_grants(coffer, kms, iam):
     with pytest.raises(ClientError) as e:
         kms.revoke_grant(KeyId=key, GrantId=sub["GrantId"])
     assert code(e) == "NotFoundException"
+
+
+def test_iam_actions_need_identity_permissions(coffer, iam):
+    iam.create_user(UserName="helpdesk")
+    iam.put_user_policy(UserName="helpdesk", PolicyName="manage-interns", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["iam:CreateUser", "iam:GetUser", "iam:CreateAccessKey"],
+             "Resource": f"arn:aws:iam::{ACCOUNT}:user/intern-*"},
+            {"Effect": "Allow", "Action": "iam:ListUsers", "Resource": "*"}]}))
+    k = iam.create_access_key(UserName="helpdesk")["AccessKey"]
+    helpdesk = coffer.client("iam", access_key=k["AccessKeyId"], secret_key=k["SecretAccessKey"])
+    helpdesk.create_user(UserName="intern-1")
+    assert helpdesk.get_user(UserName="intern-1")["User"]["UserName"] == "intern-1"
+    assert "intern-1" in [u["UserName"] for u in helpdesk.list_users()["Users"]]
+    with pytest.raises(ClientError) as e:
+        helpdesk.create_user(UserName="admin-2")
+    assert code(e) == "AccessDenied" and e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "user/helpdesk is not authorized to perform: iam:CreateUser" in message(e)
+    with pytest.raises(ClientError) as e:
+        helpdesk.put_user_policy(UserName="intern-1", PolicyName="x", PolicyDocument="{}")
+    assert code(e) == "AccessDenied"
+    with pytest.raises(ClientError) as e:
+        helpdesk.delete_user(UserName="intern-1")
+    assert code(e) == "AccessDenied"
