@@ -438,3 +438,28 @@ def test_iam_actions_need_identity_permissions(coffer, iam):
     with pytest.raises(ClientError) as e:
         helpdesk.delete_user(UserName="intern-1")
     assert code(e) == "AccessDenied"
+
+
+def test_group_changes_take_effect_on_the_next_request(coffer, kms, iam):
+    iam.create_user(UserName="member")
+    iam.create_group(GroupName="encryptors")
+    iam.put_group_policy(GroupName="encryptors", PolicyName="enc", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:Encrypt", "Resource": "*"}]}))
+    k = iam.create_access_key(UserName="member")["AccessKey"]
+    member = coffer.client(access_key=k["AccessKeyId"], secret_key=k["SecretAccessKey"])
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as e:
+        member.encrypt(KeyId=key, Plaintext=b"x")
+    assert code(e) == "AccessDeniedException" and "no identity-based policy allows" in message(e)
+    iam.add_user_to_group(GroupName="encryptors", UserName="member")
+    member.encrypt(KeyId=key, Plaintext=b"x")
+    iam.remove_user_from_group(GroupName="encryptors", UserName="member")
+    with pytest.raises(ClientError) as e:
+        member.encrypt(KeyId=key, Plaintext=b"x")
+    assert code(e) == "AccessDeniedException"
+    iam.add_user_to_group(GroupName="encryptors", UserName="member")
+    member.encrypt(KeyId=key, Plaintext=b"x")
+    iam.delete_group_policy(GroupName="encryptors", PolicyName="enc")
+    with pytest.raises(ClientError) as e:
+        member.encrypt(KeyId=key, Plaintext=b"x")
+    assert code(e) == "AccessDeniedException"

@@ -130,6 +130,44 @@ pub async fn identity_policies(meta: &dyn MetaStore, principal_arn: &str) -> Res
     Ok(out)
 }
 
+/// Parsed identity policies by user, so that a user's requests do not read the store each time.
+/// Any change to users, groups, memberships or inline policies clears it (this node's IAM goes
+/// through [`crate::Iam`]); a generation counter keeps a load that raced a change from being kept.
+#[derive(Debug, Default)]
+pub struct IdentityPolicyCache {
+    by_user: RwLock<HashMap<String, Arc<Vec<Policy>>>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl IdentityPolicyCache {
+    /// The identity policies of a principal (none for the account root).
+    pub async fn get(&self, meta: &dyn MetaStore, principal_arn: &str) -> Result<Arc<Vec<Policy>>> {
+        use std::sync::atomic::Ordering;
+        let Some(user) = user_name(principal_arn) else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        let key = user.to_ascii_lowercase();
+        if let Some(p) = crate::read(&self.by_user).get(&key) {
+            return Ok(p.clone());
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let loaded = Arc::new(identity_policies(meta, principal_arn).await?);
+        let mut map = crate::write(&self.by_user);
+        if self.generation.load(Ordering::Acquire) == generation {
+            map.insert(key, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Forgets everything (after any IAM change).
+    pub fn clear(&self) {
+        use std::sync::atomic::Ordering;
+        let mut map = crate::write(&self.by_user);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
+    }
+}
+
 /// Combines identity policy decisions: any deny denies, any allow allows.
 pub fn identity_decision(policies: &[Policy], req: &Request<'_>) -> Decision {
     let mut d = Decision::default();
@@ -172,6 +210,7 @@ impl PolicyCache {
 /// exist, and (unless bypassed) that the caller could change the policy again afterwards.
 pub(crate) async fn check_new_key_policy(
     meta: &dyn MetaStore,
+    cache: &IdentityPolicyCache,
     account_id: &str,
     text: &str,
     caller: &Caller,
@@ -225,7 +264,7 @@ pub(crate) async fn check_new_key_policy(
         let ok = !kd.denied
             && (kd.allowed || {
                 kd.account_allowed && {
-                    let ids = identity_policies(meta, &caller.principal.arn).await?;
+                    let ids = cache.get(meta, &caller.principal.arn).await?;
                     let id = identity_decision(&ids, &req);
                     id.allowed && !id.denied
                 }

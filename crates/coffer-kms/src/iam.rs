@@ -7,7 +7,7 @@ use std::sync::Arc;
 use coffer_meta::{IamEntityRecord, IamKind, MetaError, MetaStore};
 use coffer_policy::{Caller as PolicyCaller, Policy, PolicyKind, Request};
 
-use crate::authz::{self, Caller, identity_decision, identity_policies, user_arn};
+use crate::authz::{self, Caller, IdentityPolicyCache, identity_decision, user_arn};
 use crate::identity::{ACCESS_KEY_ALPHABET, Identities, STATUS_ACTIVE, random_chars};
 use crate::{KmsError, now_ms};
 
@@ -83,6 +83,7 @@ pub struct Iam {
     meta: Arc<dyn MetaStore>,
     identities: Arc<Identities>,
     account_id: String,
+    cache: Arc<IdentityPolicyCache>,
 }
 
 fn validate_name(what: &str, name: &str, max: usize) -> IamResult<()> {
@@ -128,11 +129,19 @@ fn policy_chars(doc: &str) -> usize {
 }
 
 impl Iam {
-    pub fn new(meta: Arc<dyn MetaStore>, identities: Arc<Identities>, account_id: &str) -> Self {
+    /// `cache` is the key service's identity-policy cache ([`crate::Kms::identity_cache`]);
+    /// every change made here clears it.
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        identities: Arc<Identities>,
+        account_id: &str,
+        cache: Arc<IdentityPolicyCache>,
+    ) -> Self {
         Self {
             meta,
             identities,
             account_id: account_id.to_owned(),
+            cache,
         }
     }
 
@@ -160,7 +169,10 @@ impl Iam {
         if caller.is_account_root() {
             return Ok(());
         }
-        let ids = identity_policies(self.meta.as_ref(), &caller.principal.arn).await?;
+        let ids = self
+            .cache
+            .get(self.meta.as_ref(), &caller.principal.arn)
+            .await?;
         let req = Request {
             caller: PolicyCaller {
                 arn: &caller.principal.arn,
@@ -284,6 +296,7 @@ impl Iam {
             ));
         }
         self.meta.delete_iam_entity(IamKind::User, &u.name).await?;
+        self.cache.clear();
         Ok(())
     }
 
@@ -490,6 +503,7 @@ impl Iam {
             ));
         }
         self.meta.delete_iam_entity(IamKind::Group, &g.name).await?;
+        self.cache.clear();
         Ok(())
     }
 
@@ -497,22 +511,22 @@ impl Iam {
         let g = self.group_record(group).await?;
         let u = self.user_record(user).await?;
         self.meta.add_group_member(&g.name, &u.name).await?;
+        self.cache.clear();
         Ok(())
     }
 
     pub async fn remove_user_from_group(&self, group: &str, user: &str) -> IamResult<()> {
         let g = self.group_record(group).await?;
         let u = self.user_record(user).await?;
-        self.meta
-            .remove_group_member(&g.name, &u.name)
-            .await
-            .map_err(|e| match e {
-                MetaError::NotFound(_) => IamError::NoSuchEntity(format!(
-                    "The user with name {} cannot be found in group {}.",
-                    u.name, g.name
-                )),
-                other => other.into(),
-            })
+        let r = self.meta.remove_group_member(&g.name, &u.name).await;
+        self.cache.clear();
+        r.map_err(|e| match e {
+            MetaError::NotFound(_) => IamError::NoSuchEntity(format!(
+                "The user with name {} cannot be found in group {}.",
+                u.name, g.name
+            )),
+            other => other.into(),
+        })
     }
 
     pub async fn groups_for_user(&self, user: &str) -> IamResult<Vec<Entity>> {
@@ -566,6 +580,7 @@ impl Iam {
         self.meta
             .put_iam_policy(kind, &o.name, policy_name, document)
             .await?;
+        self.cache.clear();
         Ok(())
     }
 
@@ -597,16 +612,18 @@ impl Iam {
         policy_name: &str,
     ) -> IamResult<()> {
         let o = self.owner(kind, owner).await?;
-        self.meta
+        let r = self
+            .meta
             .delete_iam_policy(kind, &o.name, policy_name)
-            .await
-            .map_err(|e| match e {
-                MetaError::NotFound(_) => IamError::NoSuchEntity(format!(
-                    "The {} policy with name {policy_name} cannot be found.",
-                    kind.as_str()
-                )),
-                other => other.into(),
-            })
+            .await;
+        self.cache.clear();
+        r.map_err(|e| match e {
+            MetaError::NotFound(_) => IamError::NoSuchEntity(format!(
+                "The {} policy with name {policy_name} cannot be found.",
+                kind.as_str()
+            )),
+            other => other.into(),
+        })
     }
 
     pub async fn list_policies(&self, kind: IamKind, owner: &str) -> IamResult<Vec<String>> {

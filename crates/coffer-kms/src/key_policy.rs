@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use coffer_policy::{Caller as PolicyCaller, Policy, PolicyKind, Request};
 
-use crate::authz::{self, Caller, denied, identity_decision, identity_policies};
+use crate::authz::{self, Caller, denied, identity_decision};
 use crate::{KeyRef, Kms, KmsError, Result, now_ms};
 
 /// The only key policy name AWS KMS has.
@@ -88,6 +88,7 @@ impl Kms {
         }
         authz::check_new_key_policy(
             self.meta.as_ref(),
+            &self.identity_cache,
             &self.cfg.account_id,
             text,
             caller,
@@ -189,9 +190,11 @@ impl Kms {
         }
         // The account root is governed by the key policy alone.
         let ids = if caller.is_account_root() {
-            Vec::new()
+            Default::default()
         } else {
-            identity_policies(self.meta.as_ref(), &caller.principal.arn).await?
+            self.identity_cache
+                .get(self.meta.as_ref(), &caller.principal.arn)
+                .await?
         };
         let id = identity_decision(&ids, &req);
         if id.denied {
@@ -224,7 +227,10 @@ impl Kms {
         if caller.is_account_root() {
             return Ok(());
         }
-        let ids = identity_policies(self.meta.as_ref(), &caller.principal.arn).await?;
+        let ids = self
+            .identity_cache
+            .get(self.meta.as_ref(), &caller.principal.arn)
+            .await?;
         let resource = "*";
         let req = Request {
             caller: PolicyCaller {

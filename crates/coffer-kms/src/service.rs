@@ -65,6 +65,7 @@ pub struct Kms {
     pub(crate) meta: Arc<dyn MetaStore>,
     root: Arc<dyn RootOfTrust>,
     pub(crate) policies: crate::authz::PolicyCache,
+    pub(crate) identity_cache: Arc<crate::authz::IdentityPolicyCache>,
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     aliases: RwLock<HashMap<String, String>>,
     /// Serialises read-modify-write changes of keys and aliases on this node.
@@ -244,10 +245,16 @@ impl Kms {
             meta,
             root,
             policies: Default::default(),
+            identity_cache: Default::default(),
             keys: RwLock::new(HashMap::new()),
             aliases: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The identity-policy cache, shared with [`crate::Iam`] so that IAM changes clear it.
+    pub fn identity_cache(&self) -> Arc<crate::authz::IdentityPolicyCache> {
+        self.identity_cache.clone()
     }
 
     pub fn config(&self) -> &KmsConfig {
@@ -553,6 +560,7 @@ impl Kms {
                 if let Some(caller) = &input.caller {
                     crate::authz::check_new_key_policy(
                         self.meta.as_ref(),
+                        &self.identity_cache,
                         &self.cfg.account_id,
                         text,
                         caller,

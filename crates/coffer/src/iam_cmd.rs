@@ -78,7 +78,7 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
     );
     let identities = Arc::new(Identities::new(meta.clone(), root));
-    let iam = Iam::new(meta, identities, &a.account_id);
+    let iam = Iam::new(meta, identities, &a.account_id, Default::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

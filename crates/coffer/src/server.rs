@@ -266,6 +266,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         meta.clone(),
         identities.clone(),
         &s.account_id,
+        kms.identity_cache(),
     ));
     let state = Arc::new(AppState {
         kms: kms.clone(),
