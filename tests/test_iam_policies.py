@@ -244,6 +244,10 @@ def test_separation_of_duties(coffer, kms, iam):
     with pytest.raises(ClientError) as e:
         admin.encrypt(KeyId=key, Plaintext=b"secret", EncryptionContext={"app": "billing"})
     assert code(e) == "AccessDeniedException" and "user/keyadmin" in message(e) and "kms:Encrypt" in message(e)
+    # As in AWS, a malformed request is reported as such before access is decided.
+    with pytest.raises(ClientError) as e:
+        admin.encrypt(KeyId=key)
+    assert code(e) == "ValidationException"
 
     # The user uses but cannot manage, and only with the encryption context the policy names.
     blob = user.encrypt(KeyId=key, Plaintext=b"secret", EncryptionContext={"app": "billing"})["CiphertextBlob"]

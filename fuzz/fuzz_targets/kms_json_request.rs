@@ -46,5 +46,5 @@ fuzz_target!(|data: &[u8]| {
         None,
         None,
     );
-    let _ = w.runtime.block_on(dispatch(&w.kms, op, body, &caller));
+    let _ = w.runtime.block_on(dispatch(&w.kms, op, body, &caller, &mut coffer_api::kms::Gate::open()));
 });

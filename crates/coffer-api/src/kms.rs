@@ -411,12 +411,38 @@ fn tags(c: &mut Checks, tags: Option<Vec<TagIn>>) -> Vec<(String, String)> {
     out
 }
 
-/// Runs one KMS operation on a JSON body and returns the JSON response.
+/// The authorization decision for a request, applied by [`dispatch`] once the request has passed
+/// its validation: AWS reports a malformed request as such before it reports access denied.
+#[derive(Debug, Default)]
+pub struct Gate(Option<ApiError>);
+
+impl Gate {
+    /// The caller may proceed.
+    pub fn open() -> Self {
+        Gate(None)
+    }
+
+    /// The request is refused with `e` once it is known to be well-formed.
+    pub fn refused(e: ApiError) -> Self {
+        Gate(Some(e))
+    }
+
+    fn pass(&mut self) -> Result<(), ApiError> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs one KMS operation on a JSON body and returns the JSON response. Every operation checks
+/// `gate` right after validating its input, before it acts.
 pub async fn dispatch(
     kms: &Kms,
     op: KmsOperation,
     body: &[u8],
     caller: &coffer_kms::Caller,
+    gate: &mut Gate,
 ) -> Result<Value, ApiError> {
     use KmsOperation as O;
     match op {
@@ -452,6 +478,7 @@ pub async fn dispatch(
             c.str_len("XksKeyId", r.xks_key_id.as_deref(), 1, 128);
             let tags = tags(&mut c, r.tags);
             c.finish()?;
+            gate.pass()?;
             if r.key_spec.is_some() && r.customer_master_key_spec.is_some() {
                 return Err(ApiError::Kms(coffer_kms::KmsError::Validation(
                     "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec parameter is deprecated. Use KeySpec.".into(),
@@ -488,6 +515,7 @@ pub async fn dispatch(
             c.required("KeyId", &r.key_id);
             c.key_id("KeyId", r.key_id.as_deref());
             c.finish()?;
+            gate.pass()?;
             let md = kms
                 .describe_key(&key_ref(kms, r.key_id.as_deref().unwrap_or_default())?)
                 .await?;
@@ -505,6 +533,7 @@ pub async fn dispatch(
             c.range("Limit", r.limit, 1, 1000);
             c.marker(r.marker.as_deref());
             c.finish()?;
+            gate.pass()?;
             let page = kms
                 .list_keys(limit(r.limit, 100), r.marker.as_deref())
                 .await?;
@@ -547,6 +576,7 @@ pub async fn dispatch(
                 ENCRYPTION_ALGORITHMS,
             );
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let plaintext = r
                 .plaintext
@@ -597,6 +627,7 @@ pub async fn dispatch(
                 ENCRYPTION_ALGORITHMS,
             );
             c.finish()?;
+            gate.pass()?;
             if r.recipient.is_some() {
                 return Err(recipient_unsupported());
             }
@@ -664,6 +695,7 @@ pub async fn dispatch(
             );
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             let source = opt_key_ref(kms, r.source_key_id.as_deref())?;
             let destination = key_ref(kms, r.destination_key_id.as_deref().unwrap_or_default())?;
             let blob = r.ciphertext_blob.map(|b| b.0).unwrap_or_default();
@@ -710,6 +742,7 @@ pub async fn dispatch(
             c.one_of("KeySpec", r.key_spec.as_deref(), &["AES_256", "AES_128"]);
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             if r.recipient.is_some() {
                 return Err(recipient_unsupported());
             }
@@ -756,6 +789,7 @@ pub async fn dispatch(
             c.range("NumberOfBytes", r.number_of_bytes, 1, 1024);
             c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
             c.finish()?;
+            gate.pass()?;
             if r.custom_key_store_id.is_some() || r.recipient.is_some() {
                 return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
                     "Coffer does not support custom key stores or Recipient for GenerateRandom yet.".into(),
@@ -783,6 +817,7 @@ pub async fn dispatch(
             c.alias_name(r.alias_name.as_deref());
             c.key_id("TargetKeyId", r.target_key_id.as_deref());
             c.finish()?;
+            gate.pass()?;
             let name = r.alias_name.unwrap_or_default();
             let target = key_ref(kms, r.target_key_id.as_deref().unwrap_or_default())?;
             if op == O::CreateAlias {
@@ -803,6 +838,7 @@ pub async fn dispatch(
             c.required("AliasName", &r.alias_name);
             c.alias_name(r.alias_name.as_deref());
             c.finish()?;
+            gate.pass()?;
             kms.delete_alias(r.alias_name.as_deref().unwrap_or_default())
                 .await?;
             Ok(json!({}))
@@ -821,6 +857,7 @@ pub async fn dispatch(
             c.range("Limit", r.limit, 1, 1000);
             c.marker(r.marker.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = opt_key_ref(kms, r.key_id.as_deref())?;
             let page = kms
                 .list_aliases(key.as_ref(), limit(r.limit, 50), r.marker.as_deref())
@@ -858,6 +895,7 @@ pub async fn dispatch(
             c.required("KeyId", &r.key_id);
             c.key_id("KeyId", r.key_id.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             match op {
                 O::EnableKey => kms.enable_key(&key).await.map(|_| json!({})),
@@ -899,6 +937,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.range("RotationPeriodInDays", r.rotation_period_in_days, 90, 2560);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             kms.enable_key_rotation(&key, r.rotation_period_in_days.map(|d| d as i32))
                 .await?;
@@ -917,6 +956,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.range("PendingWindowInDays", r.pending_window_in_days, 7, 30);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let s = kms
                 .schedule_key_deletion(&key, r.pending_window_in_days.map(|d| d as i32))
@@ -942,6 +982,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.str_len("Description", r.description.as_deref(), 0, 8192);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             kms.update_key_description(&key, r.description.unwrap_or_default())
                 .await?;
@@ -961,6 +1002,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             let tags = tags(&mut c, r.tags);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             kms.tag_resource(&key, tags).await?;
             Ok(json!({}))
@@ -981,6 +1023,7 @@ pub async fn dispatch(
                 c.str_len(&format!("tagKeys.{}.member", i + 1), Some(k), 1, 128);
             }
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             kms.untag_resource(&key, r.tag_keys.unwrap_or_default())
                 .await?;
@@ -1032,6 +1075,7 @@ pub async fn dispatch(
                 );
             }
             c.finish()?;
+            gate.pass()?;
             let constraint = match r.constraints {
                 None => None,
                 Some(ConstraintsIn {
@@ -1100,6 +1144,7 @@ pub async fn dispatch(
             c.range("Limit", r.limit, 1, 100);
             c.marker(r.marker.as_deref());
             c.finish()?;
+            gate.pass()?;
             let listing = if op == O::ListGrants {
                 let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
                 kms.list_grants(
@@ -1138,6 +1183,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.str_len("GrantId", r.grant_id.as_deref(), 1, 128);
             c.finish()?;
+            gate.pass()?;
             let key = opt_key_ref(kms, r.key_id.as_deref())?;
             kms.retire_grant(
                 caller,
@@ -1164,6 +1210,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.str_len("GrantId", r.grant_id.as_deref(), 1, 128);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             kms.revoke_grant(
                 &key,
@@ -1186,6 +1233,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             policy_name_checks(&mut c, r.policy_name.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let policy = kms.key_policy(&key, r.policy_name.as_deref()).await?;
             Ok(json!({ "Policy": policy, "PolicyName": "default" }))
@@ -1207,6 +1255,7 @@ pub async fn dispatch(
             policy_name_checks(&mut c, r.policy_name.as_deref());
             policy_checks(&mut c, r.policy.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             kms.put_key_policy(
                 caller,
@@ -1233,6 +1282,7 @@ pub async fn dispatch(
             c.range("Limit", r.limit, 1, 1000);
             c.marker(r.marker.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let names = kms.list_key_policies(&key).await?;
             Ok(json!({ "PolicyNames": names, "Truncated": false }))
@@ -1252,6 +1302,7 @@ pub async fn dispatch(
             c.range("Limit", r.limit, 1, 50);
             c.marker(r.marker.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let page = kms
                 .list_resource_tags(&key, limit(r.limit, 50), r.marker.as_deref())
@@ -1278,6 +1329,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let out = kms.public_key(&key).await?;
             let mut o = Map::new();
@@ -1343,6 +1395,7 @@ pub async fn dispatch(
             );
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let message = r
                 .message
@@ -1400,6 +1453,7 @@ pub async fn dispatch(
             c.one_of("MacAlgorithm", r.mac_algorithm.as_deref(), MAC_ALGORITHMS);
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let message = r
                 .message
@@ -1450,6 +1504,7 @@ pub async fn dispatch(
             );
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             if r.recipient.is_some() {
                 return Err(recipient_unsupported());
             }
@@ -1485,6 +1540,7 @@ pub async fn dispatch(
             c.encryption_context("EncryptionContext", r.encryption_context.as_ref());
             c.list_len("GrantTokens", r.grant_tokens.as_ref(), 0, 10);
             c.finish()?;
+            gate.pass()?;
             if r.recipient.is_some() {
                 return Err(recipient_unsupported());
             }
@@ -1544,6 +1600,7 @@ pub async fn dispatch(
                 &["RSA_2048", "RSA_3072", "RSA_4096", "SM2"],
             );
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let p = kms
                 .parameters_for_import(
@@ -1608,6 +1665,7 @@ pub async fn dispatch(
             );
             c.str_len("KeyMaterialId", r.key_material_id.as_deref(), 64, 64);
             c.finish()?;
+            gate.pass()?;
             let invalid = |m: &str| ApiError::Kms(coffer_kms::KmsError::Validation(m.into()));
             let expires_ms = match (r.expiration_model.as_deref(), r.valid_to) {
                 (Some("KEY_MATERIAL_EXPIRES"), None) => {
@@ -1663,6 +1721,7 @@ pub async fn dispatch(
             c.key_id("KeyId", r.key_id.as_deref());
             c.str_len("KeyMaterialId", r.key_material_id.as_deref(), 64, 64);
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let (arn, material_id) = kms
                 .delete_imported_key_material(&key, r.key_material_id.as_deref())
@@ -1690,6 +1749,7 @@ pub async fn dispatch(
             c.range("Limit", r.limit, 1, 1000);
             c.marker(r.marker.as_deref());
             c.finish()?;
+            gate.pass()?;
             let key = key_ref(kms, r.key_id.as_deref().unwrap_or_default())?;
             let all = r.include_key_material.as_deref() == Some("ALL_KEY_MATERIAL");
             let page = kms
@@ -1741,6 +1801,64 @@ pub async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No operation acts on a refused request: each either rejects the input or reports the
+    /// refusal, whatever it is given.
+    #[test]
+    fn every_operation_checks_the_gate() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (root, _) = coffer_kms::root::DevFileRoot::load_or_create(&dir.path().join("root.key"))
+            .expect("root");
+        let meta = std::sync::Arc::new(coffer_meta::SqliteStore::in_memory().expect("db"));
+        let kms = Kms::new(
+            coffer_kms::KmsConfig {
+                account_id: "111122223333".into(),
+                region: "us-east-1".into(),
+            },
+            meta,
+            std::sync::Arc::new(root),
+        );
+        let caller = coffer_kms::Caller::new(
+            coffer_kms::Principal {
+                arn: "arn:aws:iam::111122223333:user/x".into(),
+                account_id: "111122223333".into(),
+                access_key_id: "AKIAEXAMPLEEXAMPLE12".into(),
+            },
+            None,
+            None,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let key = "1234abcd-12ab-34cd-56ef-1234567890ab";
+        let bodies = [
+            "{}".to_owned(),
+            format!(
+                r#"{{"KeyId":"{key}","Plaintext":"eA==","CiphertextBlob":"eA==","NumberOfBytes":32,"KeySpec":"AES_256","Message":"eA==","Signature":"eA==","SigningAlgorithm":"ECDSA_SHA_256","MacAlgorithm":"HMAC_SHA_256","Mac":"eA==","GranteePrincipal":"arn:aws:iam::111122223333:root","Operations":["Encrypt"],"AliasName":"alias/a","TargetKeyId":"{key}","Policy":"{{}}","PolicyName":"default","Tags":[{{"TagKey":"a","TagValue":"b"}}],"TagKeys":["a"],"Description":"d","DestinationKeyId":"{key}","KeyPairSpec":"RSA_2048","WrappingAlgorithm":"RSAES_OAEP_SHA_256","WrappingKeySpec":"RSA_2048","ImportToken":"eA==","EncryptedKeyMaterial":"eA==","KeyAgreementAlgorithm":"ECDH","PublicKey":"eA==","GrantId":"g","GrantToken":"t","RetiringPrincipal":"arn:aws:iam::111122223333:root","PendingWindowInDays":7}}"#
+            ),
+        ];
+        for op in KmsOperation::ALL {
+            for body in &bodies {
+                let mut gate = Gate::refused(ApiError::Kms(coffer_kms::KmsError::AccessDenied(
+                    "refused".into(),
+                )));
+                let r = rt.block_on(dispatch(&kms, *op, body.as_bytes(), &caller, &mut gate));
+                assert!(
+                    r.is_err(),
+                    "{} acted on a refused request with {body}",
+                    op.name()
+                );
+                if gate.0.is_none() {
+                    assert!(
+                        matches!(r, Err(ApiError::Kms(coffer_kms::KmsError::AccessDenied(_)))),
+                        "{} passed the gate but did not report the refusal: {r:?}",
+                        op.name()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn operations_by_name() {

@@ -243,8 +243,11 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
                 .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         }
         let mut caller = caller_of(who.as_ref().expect("set above"), &parts);
-        authorize::authorize(&state.kms, op, &body, &mut caller).await?;
-        kms::dispatch(&state.kms, op, &body, &caller).await
+        let mut gate = match authorize::authorize(&state.kms, op, &body, &mut caller).await {
+            Ok(()) => kms::Gate::open(),
+            Err(e) => kms::Gate::refused(e),
+        };
+        kms::dispatch(&state.kms, op, &body, &caller, &mut gate).await
     }
     .await;
 
