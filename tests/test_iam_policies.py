@@ -467,3 +467,41 @@ def test_group_changes_take_effect_on_the_next_request(coffer, kms, iam):
     with pytest.raises(ClientError) as e:
         member.encrypt(KeyId=key, Plaintext=b"x")
     assert code(e) == "AccessDeniedException"
+
+
+def test_no_way_around_the_decision(coffer, kms, iam):
+    """Requests shaped to slip past authorization are still decided: an empty body (which KMS
+    reads as `{}`), and UpdateAlias onto a key one may use, away from a key one may not."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+    import urllib3
+
+    iam.create_user(UserName="sneaky")
+    k = iam.create_access_key(UserName="sneaky")["AccessKey"]
+
+    def raw(target, body):
+        req = botocore.awsrequest.AWSRequest(method="POST", url=coffer.endpoint + "/", data=body, headers={
+            "Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": target})
+        botocore.auth.SigV4Auth(botocore.credentials.Credentials(k["AccessKeyId"], k["SecretAccessKey"]),
+                                "kms", "us-east-1").add_auth(req)
+        r = urllib3.PoolManager(ca_certs=coffer.ca).request("POST", req.url, body=body, headers=dict(req.headers.items()))
+        return r.status, json.loads(r.data or b"{}")
+
+    before = len(kms.list_keys(Limit=1000)["Keys"])
+    for target in ["TrentService.CreateKey", "TrentService.ListKeys", "TrentService.ListAliases"]:
+        status, body = raw(target, b"")
+        assert status == 400 and body["__type"] == "AccessDeniedException", (target, body)
+    assert len(kms.list_keys(Limit=1000)["Keys"]) == before
+
+    theirs = kms.create_key()["KeyMetadata"]["KeyId"]
+    sneaky_arn = f"arn:aws:iam::{ACCOUNT}:user/sneaky"
+    mine = kms.create_key(Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "kms:*", "Resource": "*"},
+        {"Effect": "Allow", "Principal": {"AWS": sneaky_arn}, "Action": "kms:UpdateAlias", "Resource": "*"}]}))
+    kms.create_alias(AliasName="alias/payroll", TargetKeyId=theirs)
+    sneaky = coffer.client(access_key=k["AccessKeyId"], secret_key=k["SecretAccessKey"])
+    with pytest.raises(ClientError) as e:
+        sneaky.update_alias(AliasName="alias/payroll", TargetKeyId=mine["KeyMetadata"]["KeyId"])
+    assert code(e) == "AccessDeniedException"
+    assert kms.describe_key(KeyId="alias/payroll")["KeyMetadata"]["KeyId"] == theirs

@@ -156,8 +156,11 @@ async fn decide(
     body: &[u8],
     caller: &mut Caller,
 ) -> Result<(), ApiError> {
-    let Ok(Value::Object(b)) = serde_json::from_slice::<Value>(body) else {
-        return Ok(());
+    // A body that is not a JSON object is decided as an empty request: the operation rejects
+    // it (or, for an empty body, treats it as `{}` — which must not skip the decision).
+    let b = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(b)) => b,
+        _ => Map::new(),
     };
     if let Some(Value::Array(tokens)) = b.get("GrantTokens") {
         let tokens: Vec<String> = tokens
@@ -196,6 +199,12 @@ async fn decide(
         }
         KmsOperation::CreateAlias | KmsOperation::UpdateAlias => {
             if let Some(r) = key_ref_of(kms, b.get("TargetKeyId")) {
+                kms.authorize(caller, &action, &r).await?;
+            }
+            // Moving an alias needs the permission on the key it points to now, too.
+            if op == KmsOperation::UpdateAlias
+                && let Some(r @ KeyRef::Alias(_)) = key_ref_of(kms, b.get("AliasName"))
+            {
                 kms.authorize(caller, &action, &r).await?;
             }
         }
