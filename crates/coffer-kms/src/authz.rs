@@ -28,7 +28,7 @@ pub struct Caller {
 
 impl Caller {
     /// A caller with the global condition keys set: `aws:PrincipalArn`, `aws:PrincipalAccount`,
-    /// `aws:PrincipalType`, `aws:username` and `aws:userid` (users), `kms:CallerAccount`,
+    /// `aws:PrincipalType`, `aws:username` (users), `aws:userid` (the account root), `kms:CallerAccount`,
     /// `aws:SourceIp`, `aws:SecureTransport` (always true: Coffer serves only TLS),
     /// `aws:CurrentTime`, `aws:EpochTime` and `aws:UserAgent`.
     pub fn new(principal: Principal, source_ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
@@ -39,7 +39,6 @@ impl Caller {
         if let Some(name) = user_name(&principal.arn) {
             c.set("aws:PrincipalType", "User");
             c.set("aws:username", name);
-            c.set("aws:userid", principal.access_key_id.clone());
         } else {
             c.set("aws:PrincipalType", "Account");
             c.set("aws:userid", principal.account_id.clone());
