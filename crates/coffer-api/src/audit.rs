@@ -356,7 +356,7 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
         }
         Err(f) => (Some(f.code), Some(f.message.clone()), None),
     };
-    let time = now_text();
+    let time = coffer_audit::record::now_rfc3339();
     let mut e = Event {
         event_version: "1.11",
         user_identity: user_identity(cfg, r.principal, claimed_key),
@@ -398,19 +398,6 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
         let _ = serde_json::to_writer(&mut out, &e);
     }
     out
-}
-
-fn now_text() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 #[cfg(test)]

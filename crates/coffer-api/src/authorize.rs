@@ -174,17 +174,17 @@ async fn decide(
         return Ok(());
     }
     add_request_keys(caller, op, &b);
-    let action = format!("kms:{}", op.name());
+    let action = op.action();
     if account_level(op) {
-        kms.authorize_account(caller, &action).await?;
+        kms.authorize_account(caller, action).await?;
         return Ok(());
     }
     match op {
         KmsOperation::Decrypt => {
             if let Some(r) = key_ref_of(kms, b.get("KeyId")) {
-                kms.authorize(caller, &action, &r).await?;
+                kms.authorize(caller, action, &r).await?;
             } else if let Some(id) = blob_key(kms, b.get("CiphertextBlob")) {
-                authorize_if_exists(kms, caller, &action, &id).await?;
+                authorize_if_exists(kms, caller, action, &id).await?;
             }
         }
         KmsOperation::ReEncrypt => {
@@ -199,23 +199,23 @@ async fn decide(
         }
         KmsOperation::CreateAlias | KmsOperation::UpdateAlias => {
             if let Some(r) = key_ref_of(kms, b.get("TargetKeyId")) {
-                kms.authorize(caller, &action, &r).await?;
+                kms.authorize(caller, action, &r).await?;
             }
             // Moving an alias needs the permission on the key it points to now, too.
             if op == KmsOperation::UpdateAlias
                 && let Some(r @ KeyRef::Alias(_)) = key_ref_of(kms, b.get("AliasName"))
             {
-                kms.authorize(caller, &action, &r).await?;
+                kms.authorize(caller, action, &r).await?;
             }
         }
         KmsOperation::DeleteAlias => {
             if let Some(r @ KeyRef::Alias(_)) = key_ref_of(kms, b.get("AliasName")) {
-                kms.authorize(caller, &action, &r).await?;
+                kms.authorize(caller, action, &r).await?;
             }
         }
         _ => {
             if let Some(r) = key_ref_of(kms, b.get("KeyId")) {
-                kms.authorize(caller, &action, &r).await?;
+                kms.authorize(caller, action, &r).await?;
             }
         }
     }

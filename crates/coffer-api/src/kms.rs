@@ -31,6 +31,11 @@ macro_rules! operations {
                 match self { $(KmsOperation::$op => stringify!($op)),* }
             }
 
+            /// The IAM action that authorizes it (`kms:Encrypt`).
+            pub fn action(self) -> &'static str {
+                match self { $(KmsOperation::$op => concat!("kms:", stringify!($op))),* }
+            }
+
             pub fn from_name(s: &str) -> Option<Self> {
                 match s { $(stringify!($op) => Some(KmsOperation::$op),)* _ => None }
             }

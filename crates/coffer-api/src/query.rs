@@ -168,26 +168,24 @@ fn date(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn user_xml(u: &Entity) -> String {
+/// A user or group element's children; `kind` is `User` or `Group`.
+fn entity_xml(kind: &str, e: &Entity) -> String {
     format!(
-        "<Path>{}</Path><UserName>{}</UserName><UserId>{}</UserId><Arn>{}</Arn><CreateDate>{}</CreateDate>",
-        esc(&u.path),
-        esc(&u.name),
-        u.id,
-        esc(&u.arn),
-        date(u.created_ms)
+        "<Path>{}</Path><{kind}Name>{}</{kind}Name><{kind}Id>{}</{kind}Id><Arn>{}</Arn><CreateDate>{}</CreateDate>",
+        esc(&e.path),
+        esc(&e.name),
+        e.id,
+        esc(&e.arn),
+        date(e.created_ms)
     )
 }
 
+fn user_xml(u: &Entity) -> String {
+    entity_xml("User", u)
+}
+
 fn group_xml(g: &Entity) -> String {
-    format!(
-        "<Path>{}</Path><GroupName>{}</GroupName><GroupId>{}</GroupId><Arn>{}</Arn><CreateDate>{}</CreateDate>",
-        esc(&g.path),
-        esc(&g.name),
-        g.id,
-        esc(&g.arn),
-        date(g.created_ms)
-    )
+    entity_xml("Group", g)
 }
 
 fn key_xml(k: &AccessKeyInfo) -> String {

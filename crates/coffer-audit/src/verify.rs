@@ -80,7 +80,7 @@ fn brk(segment: u64, line: u64, message: impl Into<String>) -> Break {
     }
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
     fn check_digest(
         &self,
         d: &Digest,
@@ -129,6 +129,19 @@ impl Checker<'_> {
             ));
         }
         None
+    }
+
+    fn new(public_key: &'a [u8]) -> Self {
+        Checker {
+            public_key,
+            key: record::key_fingerprint(public_key),
+            report: VerifyReport::default(),
+            expect_seq: 1,
+            prev: GENESIS.to_owned(),
+            head: None,
+            head_hash_seen: None,
+            any_digest: false,
+        }
     }
 
     fn segment(&mut self, n: u64, data: &[u8], last: bool) -> Option<Break> {
@@ -282,16 +295,7 @@ pub fn verify(dir: &Path, public_key_der: &[u8]) -> Result<VerifyReport> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(AuditError::io(&head_path, e)),
     };
-    let mut c = Checker {
-        public_key: public_key_der,
-        key: record::key_fingerprint(public_key_der),
-        report: VerifyReport::default(),
-        expect_seq: 1,
-        prev: GENESIS.to_owned(),
-        head: None,
-        head_hash_seen: None,
-        any_digest: false,
-    };
+    let mut c = Checker::new(public_key_der);
     match head {
         Some(Ok(h)) => c.head = Some(h),
         Some(Err(e)) => {
@@ -392,15 +396,6 @@ impl Checker<'_> {
 
 /// Verifies one segment's bytes in isolation, as segment 1 of a log (for fuzzing the reader).
 pub fn verify_segment_bytes(data: &[u8], public_key_der: &[u8]) -> Option<Break> {
-    let mut c = Checker {
-        public_key: public_key_der,
-        key: record::key_fingerprint(public_key_der),
-        report: VerifyReport::default(),
-        expect_seq: 1,
-        prev: GENESIS.to_owned(),
-        head: None,
-        head_hash_seen: None,
-        any_digest: false,
-    };
+    let mut c = Checker::new(public_key_der);
     c.segment(1, data, true)
 }

@@ -257,13 +257,20 @@ impl Iam {
         marker: Option<&str>,
         max_items: usize,
     ) -> IamResult<(Vec<Entity>, Option<String>)> {
-        let page = self
-            .meta
-            .list_iam_entities(IamKind::User, marker, max_items)
-            .await?;
+        self.list(IamKind::User, marker, max_items).await
+    }
+
+    /// One page of users or groups by name, and the marker of the next page.
+    async fn list(
+        &self,
+        kind: IamKind,
+        marker: Option<&str>,
+        max_items: usize,
+    ) -> IamResult<(Vec<Entity>, Option<String>)> {
+        let page = self.meta.list_iam_entities(kind, marker, max_items).await?;
         let next = page
             .truncated
-            .then(|| page.items.last().map(|u| u.name.clone()))
+            .then(|| page.items.last().map(|e| e.name.clone()))
             .flatten();
         Ok((
             page.items.into_iter().map(|r| self.entity(r)).collect(),
@@ -470,18 +477,7 @@ impl Iam {
         marker: Option<&str>,
         max_items: usize,
     ) -> IamResult<(Vec<Entity>, Option<String>)> {
-        let page = self
-            .meta
-            .list_iam_entities(IamKind::Group, marker, max_items)
-            .await?;
-        let next = page
-            .truncated
-            .then(|| page.items.last().map(|u| u.name.clone()))
-            .flatten();
-        Ok((
-            page.items.into_iter().map(|r| self.entity(r)).collect(),
-            next,
-        ))
+        self.list(IamKind::Group, marker, max_items).await
     }
 
     /// DeleteGroup: refused while the group has members or inline policies, as in AWS.

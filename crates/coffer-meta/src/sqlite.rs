@@ -1115,19 +1115,8 @@ impl MetaStore for SqliteStore {
         limit: usize,
     ) -> Result<Page<GrantRecord>> {
         let (key_id, after) = (key_id.to_owned(), after.unwrap_or("").to_owned());
-        self.with(move |c| {
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE key_id = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
-                ))
-                .map_err(backend)?
-                .query_map(params![key_id, after, limit as i64 + 1], grant_row)
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
-            Ok(page(rows, limit))
-        })
-        .await
+        self.with(move |c| grant_page(c, "key_id", &key_id, &after, limit))
+            .await
     }
 
     async fn grants_retirable_by(
@@ -1137,19 +1126,8 @@ impl MetaStore for SqliteStore {
         limit: usize,
     ) -> Result<Page<GrantRecord>> {
         let (retiring, after) = (retiring.to_owned(), after.unwrap_or("").to_owned());
-        self.with(move |c| {
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE retiring = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
-                ))
-                .map_err(backend)?
-                .query_map(params![retiring, after, limit as i64 + 1], grant_row)
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
-            Ok(page(rows, limit))
-        })
-        .await
+        self.with(move |c| grant_page(c, "retiring", &retiring, &after, limit))
+            .await
     }
 
     async fn grants_for(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>> {
@@ -1203,6 +1181,26 @@ fn pairs_json(pairs: &[(String, String)]) -> String {
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
     serde_json::Value::Object(m).to_string()
+}
+
+/// Grants whose `column` equals `value`, by grant id after `after`.
+fn grant_page(
+    c: &mut Connection,
+    column: &str,
+    value: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Page<GrantRecord>> {
+    let rows = c
+        .prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE {column} = ?1 AND grant_id > ?2 ORDER BY grant_id LIMIT ?3"
+        ))
+        .map_err(backend)?
+        .query_map(params![value, after, limit as i64 + 1], grant_row)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    Ok(page(rows, limit))
 }
 
 fn grant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GrantRecord> {
