@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Runs every Coffer test on a fresh machine: installs what the tests need (a Python virtualenv with
-# boto3, the aws CLI and pytest), builds the workspace, runs the Rust unit and integration tests
+# Runs every Coffer test on a fresh machine: installs what the tests need (SoftHSM2 from Debian for
+# the PKCS#11 root of trust, a Python virtualenv with boto3, the aws CLI and pytest), builds the
+# workspace, runs the Rust unit and integration tests
 # (the latter drive the real binary with aws-sdk-kms), then the Python suites (boto3, aws CLI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "SoftHSM2 (a PKCS#11 token for the pkcs11 root of trust tests)"
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends softhsm2
+fi
 
 step "Python test environment (.venv)"
 if [ ! -x .venv/bin/python ]; then

@@ -48,6 +48,7 @@ class Coffer:
         self.endpoint = None
         self.banner = []
         self.stderr_path = self.data_dir.parent / (self.data_dir.name + ".stderr.log")
+        self.sealed = False
 
     def start(self, timeout=30):
         env = dict(os.environ)
@@ -71,7 +72,11 @@ class Coffer:
                 banner.append(line.rstrip("\n"))
                 if " is ready at " in line:
                     self.endpoint = line.split(" is ready at ")[1].split()[0]
-                if line.strip().startswith("aws kms"):
+                    self.sealed = False
+                if " is sealed at " in line:
+                    self.endpoint = line.split(" is sealed at ")[1].split()[0]
+                    self.sealed = True
+                if line.strip().startswith(("aws kms", "coffer operator unseal")):
                     ready.set()
             ready.set()
 
@@ -92,7 +97,7 @@ class Coffer:
         return read_credentials(self.data_dir / "credentials")
 
     def client(self, service="kms", access_key=None, secret_key=None, region="us-east-1", retries=0):
-        ident, secret = self.credentials()
+        ident, secret = (access_key, secret_key) if access_key and secret_key else self.credentials()
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
@@ -130,6 +135,18 @@ class Coffer:
                 self.proc.wait()
                 raise
         return self.proc.returncode
+
+    def operator(self, *args, input=None, check=True):
+        """Runs `coffer operator <args>` against this server."""
+        cmd = [coffer_bin(), "operator", *args]
+        if args and args[0] != "init":
+            cmd += ["--endpoint", self.endpoint, "--data-dir", str(self.data_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COFFER_"))}
+        env.update(self.extra_env)
+        r = subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"coffer operator {args} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

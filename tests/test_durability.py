@@ -110,12 +110,24 @@ def test_graceful_shutdown_finishes_in_flight_requests(data_dir):
     assert set(results) <= {"ok", "refused"}, results
 
 
-def unwrap_material(root_key: bytes, key_id: str, version: int, wrapped: bytes) -> bytes:
-    """Opens a wrapped key-material record as docs/formats.md describes it."""
-    assert wrapped[0] == 1
-    nonce, sealed = wrapped[1:13], wrapped[13:]
-    aad = f"coffer/kms/key-material/v1/{key_id}/{version}".encode()
-    return AESGCM(root_key).decrypt(nonce, sealed, aad)
+def unwrap_material(root_keys: dict, key_id: str, version: int, wrapped: bytes) -> bytes:
+    """Opens a wrapped key-material record (version 2) as docs/formats.md describes it."""
+    assert wrapped[0] == 2
+    header, nonce, sealed = wrapped[:5], wrapped[5:17], wrapped[17:]
+    generation = int.from_bytes(wrapped[1:5], "big")
+    aad = header + f"coffer/kms/key-material/v1/{key_id}/{version}".encode()
+    return AESGCM(root_keys[generation]).decrypt(nonce, sealed, aad)
+
+
+def read_dev_keyring(root_file: bytes) -> dict:
+    """The dev key file (version 2) as docs/formats.md describes it: generation -> key."""
+    assert root_file[:5] == b"CFRK\x02" and root_file[5] == 1
+    count = int.from_bytes(root_file[10:12], "big")
+    entries = root_file[12:]
+    assert len(entries) == 36 * count
+    return {
+        int.from_bytes(entries[i : i + 4], "big"): entries[i + 4 : i + 36] for i in range(0, len(entries), 36)
+    }
 
 
 def all_files(d: pathlib.Path):
@@ -137,13 +149,13 @@ def test_no_key_material_or_plaintext_on_disk(data_dir):
     ident, secret = c.credentials()
     assert c.stop() == 0
 
-    root_file = (data_dir / "root.key").read_bytes()
-    assert root_file[:5] == b"CFRK\x01" and len(root_file) == 37
-    root_key = root_file[5:]
+    root_keys = read_dev_keyring((data_dir / "root.key").read_bytes())
+    assert list(root_keys) == [1]
+    root_key = root_keys[1]
     db = sqlite3.connect(data_dir / "meta.db")
     materials = []
     for kid, version, wrapped in db.execute("SELECT key_id, version, wrapped FROM kms_key_materials"):
-        raw = unwrap_material(root_key, kid, version, wrapped)
+        raw = unwrap_material(root_keys, kid, version, wrapped)
         assert len(raw) == 32
         materials.append(raw)
     db.close()

@@ -9,6 +9,7 @@ mod authorize;
 pub mod error;
 pub mod kms;
 pub mod metrics;
+pub mod operator;
 pub mod query;
 pub mod sigv4;
 mod validate;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub started: Instant,
     /// `None` when the operator turned auditing off.
     pub audit: Option<Arc<coffer_audit::AuditLog>>,
+    /// Performs operator actions (seal, rotate-root); `None` refuses them.
+    pub operator: Option<Arc<dyn operator::Operator>>,
 }
 
 /// The router for every endpoint Coffer serves.
@@ -64,16 +67,21 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             Some(why) => ("degraded", format!("failing: {why}")),
         },
     };
-    let body = json!({
+    let root = state.kms.root();
+    let mut body = json!({
         "status": status,
         "audit": audit,
         "version": env!("CARGO_PKG_VERSION"),
         "root_of_trust": state.kms.root_mode(),
+        "root_generation": root.current_generation(),
         "sealed": false,
         "region": cfg.region,
         "account_id": cfg.account_id,
         "uptime_seconds": state.started.elapsed().as_secs(),
     });
+    if let Some(protected) = root.hardware_protected() {
+        body["root_keys_non_extractable"] = json!(protected);
+    }
     state.metrics.observe("Health", "ok", 0.0);
     axum::Json(body).into_response()
 }
@@ -217,6 +225,12 @@ async fn record_event(
         .map_err(|e| ApiError::AuditUnavailable(e.to_string()))
 }
 
+/// What an `X-Amz-Target` names.
+enum Resolved {
+    Kms(kms::KmsOperation),
+    Operator(operator::Action),
+}
+
 async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = request_id();
@@ -225,8 +239,21 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
-    let op = kms::operation(target);
-    let op_name = op.as_ref().map(|o| o.name()).unwrap_or("Unknown");
+    let operator_action = operator::Action::from_target(target);
+    let event_source = if operator_action.is_some() {
+        "coffer.operator"
+    } else {
+        "kms.amazonaws.com"
+    };
+    let resolved = match operator_action {
+        Some(a) => a.map(Resolved::Operator),
+        None => kms::operation(target).map(Resolved::Kms),
+    };
+    let op_name = match &resolved {
+        Ok(Resolved::Kms(o)) => o.name(),
+        Ok(Resolved::Operator(a)) => a.name(),
+        Err(_) => "Unknown",
+    };
 
     let mut bytes = None;
     let mut who = None;
@@ -235,7 +262,7 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
         bytes = Some(body.clone());
         let principal = auth::authenticate(&state, &parts, &body, "kms").await?;
         who = Some(principal);
-        let op = op?;
+        let resolved = resolved?;
         // Fail closed: while the audit log cannot be written, nothing is done unrecorded.
         if let Some(log) = &state.audit {
             log.check_writable()
@@ -243,6 +270,10 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
                 .map_err(|e| ApiError::AuditUnavailable(e.to_string()))?;
         }
         let mut caller = caller_of(who.as_ref().expect("set above"), &parts);
+        let op = match resolved {
+            Resolved::Kms(op) => op,
+            Resolved::Operator(action) => return operator::run(&state, action, &caller).await,
+        };
         let mut gate = match authorize::authorize(&state.kms, op, &body, &mut caller).await {
             Ok(()) => kms::Gate::open(),
             Err(e) => kms::Gate::refused(e),
@@ -253,7 +284,7 @@ async fn kms_request(State(state): State<Arc<AppState>>, req: Request) -> Respon
 
     if let Err(e) = record_event(
         &state,
-        "kms.amazonaws.com",
+        event_source,
         op_name,
         &request_id,
         &parts,

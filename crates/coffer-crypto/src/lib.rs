@@ -11,6 +11,7 @@ pub mod digest;
 mod error;
 pub mod keys;
 mod secret;
+pub mod shamir;
 pub mod wrap;
 
 pub use error::CryptoError;

@@ -65,7 +65,7 @@ pub const STATUS_INACTIVE: &str = "Inactive";
 pub(crate) const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-fn secret_aad(access_key_id: &str) -> Vec<u8> {
+pub(crate) fn secret_aad(access_key_id: &str) -> Vec<u8> {
     format!("coffer/iam/secret-access-key/v1/{access_key_id}").into_bytes()
 }
 

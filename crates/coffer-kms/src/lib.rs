@@ -14,6 +14,7 @@ pub mod identity;
 mod keyref;
 mod model;
 pub mod root;
+mod root_rotation;
 mod service;
 
 pub use authz::Caller;
@@ -22,6 +23,7 @@ pub use iam::{Iam, IamError};
 pub use identity::{Identities, Principal};
 pub use keyref::{KeyRef, is_key_id};
 pub use model::*;
+pub use root_rotation::{RotationReport, failpoint};
 pub use service::Kms;
 
 mod key_policy;

@@ -72,7 +72,7 @@ pub struct Kms {
     pub(crate) writes: tokio::sync::Mutex<()>,
 }
 
-fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
+pub(crate) fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
     format!("coffer/kms/key-material/v1/{key_id}/{version}").into_bytes()
 }
 
@@ -124,7 +124,7 @@ impl EncryptionMode {
 const IMPORT_TOKEN_VERSION: u8 = 1;
 const IMPORT_TOKEN_VALIDITY_MS: i64 = 24 * 3_600_000;
 
-fn import_key_aad(key_id: &str, token_hash: &[u8]) -> Vec<u8> {
+pub(crate) fn import_key_aad(key_id: &str, token_hash: &[u8]) -> Vec<u8> {
     format!(
         "coffer/kms/import-wrapping-key/v1/{key_id}/{}",
         coffer_crypto::digest::hex(token_hash)
@@ -263,6 +263,11 @@ impl Kms {
 
     pub fn root_mode(&self) -> &'static str {
         self.root.mode()
+    }
+
+    /// The root of trust this service wraps under.
+    pub fn root(&self) -> &Arc<dyn RootOfTrust> {
+        &self.root
     }
 
     // ---- resolution and caching -------------------------------------------------------------

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use records::{
     AccessKeyRecord, AliasRecord, GrantRecord, IamEntityRecord, IamKind, ImportTokenRecord,
-    KeyRecord, MaterialRecord,
+    KeyRecord, MaterialRecord, WrappedKind, WrappedSecret,
 };
 pub use sqlite::SqliteStore;
 
@@ -173,4 +173,11 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn grant_count(&self, key_id: &str) -> Result<usize>;
     /// `NotFound` when there is no such grant.
     async fn delete_grant(&self, grant_id: &str) -> Result<()>;
+
+    /// Every secret stored wrapped under the root of trust (key material, secret access keys,
+    /// import wrapping keys), for root rotation. Deleted material (an empty value) is left out.
+    async fn wrapped_secrets(&self) -> Result<Vec<WrappedSecret>>;
+    /// Replaces one wrapped secret if it still holds `old.wrapped`; `false` when it changed or went
+    /// away meanwhile.
+    async fn replace_wrapped(&self, old: &WrappedSecret, new_wrapped: &[u8]) -> Result<bool>;
 }

@@ -192,3 +192,18 @@ pub struct GrantRecord {
     pub creator: String,
     pub created_ms: i64,
 }
+
+/// What a wrapped secret is, which names the row it lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WrappedKind {
+    KeyMaterial { key_id: String, version: u32 },
+    SecretAccessKey { access_key_id: String },
+    ImportWrappingKey { key_id: String, token_hash: Vec<u8> },
+}
+
+/// A secret stored wrapped under the root of trust.
+#[derive(Debug, Clone)]
+pub struct WrappedSecret {
+    pub kind: WrappedKind,
+    pub wrapped: Vec<u8>,
+}

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
     AccessKeyRecord, AliasRecord, GrantRecord, IamEntityRecord, IamKind, ImportTokenRecord,
-    KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result,
+    KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result, WrappedKind, WrappedSecret,
 };
 
 /// Forward-only schema migrations; the index + 1 is the schema version.
@@ -1167,6 +1167,94 @@ impl MetaStore for SqliteStore {
                 return Err(MetaError::NotFound(id));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn wrapped_secrets(&self) -> Result<Vec<WrappedSecret>> {
+        self.with(|c| {
+            let tx = c.transaction().map_err(backend)?;
+            let mut out = Vec::new();
+            {
+                let mut q = tx
+                    .prepare(
+                        "SELECT key_id, version, wrapped FROM kms_key_materials WHERE length(wrapped) > 0 ORDER BY key_id, version",
+                    )
+                    .map_err(backend)?;
+                let rows = q
+                    .query_map([], |r| {
+                        Ok(WrappedSecret {
+                            kind: WrappedKind::KeyMaterial {
+                                key_id: r.get(0)?,
+                                version: r.get(1)?,
+                            },
+                            wrapped: r.get(2)?,
+                        })
+                    })
+                    .map_err(backend)?;
+                for r in rows {
+                    out.push(r.map_err(backend)?);
+                }
+                let mut q = tx
+                    .prepare("SELECT access_key_id, wrapped_secret FROM access_keys ORDER BY access_key_id")
+                    .map_err(backend)?;
+                let rows = q
+                    .query_map([], |r| {
+                        Ok(WrappedSecret {
+                            kind: WrappedKind::SecretAccessKey {
+                                access_key_id: r.get(0)?,
+                            },
+                            wrapped: r.get(1)?,
+                        })
+                    })
+                    .map_err(backend)?;
+                for r in rows {
+                    out.push(r.map_err(backend)?);
+                }
+                let mut q = tx
+                    .prepare("SELECT key_id, token_hash, wrapped_private FROM kms_import_tokens ORDER BY token_hash")
+                    .map_err(backend)?;
+                let rows = q
+                    .query_map([], |r| {
+                        Ok(WrappedSecret {
+                            kind: WrappedKind::ImportWrappingKey {
+                                key_id: r.get(0)?,
+                                token_hash: r.get(1)?,
+                            },
+                            wrapped: r.get(2)?,
+                        })
+                    })
+                    .map_err(backend)?;
+                for r in rows {
+                    out.push(r.map_err(backend)?);
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn replace_wrapped(&self, old: &WrappedSecret, new_wrapped: &[u8]) -> Result<bool> {
+        let old = old.clone();
+        let new_wrapped = new_wrapped.to_vec();
+        self.with(move |c| {
+            let n = match &old.kind {
+                WrappedKind::KeyMaterial { key_id, version } => c.execute(
+                    "UPDATE kms_key_materials SET wrapped = ?1 WHERE key_id = ?2 AND version = ?3 AND wrapped = ?4",
+                    params![new_wrapped, key_id, version, old.wrapped],
+                ),
+                WrappedKind::SecretAccessKey { access_key_id } => c.execute(
+                    "UPDATE access_keys SET wrapped_secret = ?1 WHERE access_key_id = ?2 AND wrapped_secret = ?3",
+                    params![new_wrapped, access_key_id, old.wrapped],
+                ),
+                WrappedKind::ImportWrappingKey { token_hash, .. } => c.execute(
+                    "UPDATE kms_import_tokens SET wrapped_private = ?1 WHERE token_hash = ?2 AND wrapped_private = ?3",
+                    params![new_wrapped, token_hash, old.wrapped],
+                ),
+            }
+            .map_err(backend)?;
+            Ok(n == 1)
         })
         .await
     }

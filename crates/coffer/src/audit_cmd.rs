@@ -86,6 +86,31 @@ pub fn load_or_create_signer(
     Ok(Arc::new(RootSigner { key, public }))
 }
 
+/// Rewraps the audit signing key file under the root's current generation (after a root rotation
+/// added one). The file is replaced atomically: a crash leaves the old or the new wrapping, both
+/// of which the root still opens.
+pub fn rewrap_signer(wrapped_path: &Path, root: &Arc<dyn RootOfTrust>) -> anyhow::Result<()> {
+    let wrapped = match std::fs::read(wrapped_path) {
+        Ok(w) => w,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", wrapped_path.display())),
+    };
+    let generation = coffer_crypto::wrap::parse(&wrapped)
+        .map(|p| p.generation)
+        .map_err(|e| anyhow::anyhow!("{} is malformed: {e}", wrapped_path.display()))?;
+    if generation == root.current_generation() {
+        return Ok(());
+    }
+    let private = root
+        .unwrap(KEY_AAD, &wrapped)
+        .context("cannot unwrap the audit signing key")?;
+    let rewrapped = root
+        .wrap(KEY_AAD, private.expose())
+        .context("cannot wrap the audit signing key")?;
+    write_private_atomically(wrapped_path, &rewrapped)
+        .with_context(|| format!("cannot write {}", wrapped_path.display()))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the whole log: every record's hash chain, every signed digest, every segment, and the

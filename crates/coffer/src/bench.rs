@@ -3,25 +3,21 @@
 //! next to the throughput of `/_coffer/health` on the same server, the ceiling for this machine.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::client::{KmsBody, Target, call, connect, kms_call, kms_request, target};
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
-use coffer_api::sigv4;
 use coffer_crypto::keys::{self, KeyMaterial, KeySpec, MacAlgorithm, MessageType};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use serde_json::{Value, json};
-use tokio_rustls::TlsConnector;
-use zeroize::Zeroizing;
+use http_body_util::Full;
+use serde_json::json;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -365,197 +361,6 @@ fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBu
     std::thread::spawn(move || for _ in lines {});
     let data_dir = dir.path().to_owned();
     Ok((OwnServer { child, _dir: dir }, endpoint, data_dir))
-}
-
-/// What a client needs to sign and send.
-struct Target {
-    host: String,
-    addr: String,
-    tls: TlsConnector,
-    server_name: ServerName<'static>,
-    access_key_id: String,
-    secret: Zeroizing<String>,
-    region: String,
-    /// The signing key of the current date, derived once a day as SDKs may.
-    signing_key: std::sync::Mutex<Option<(String, Zeroizing<[u8; 32]>)>>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
-            .field("host", &self.host)
-            .finish_non_exhaustive()
-    }
-}
-
-fn target(endpoint: &str, data_dir: &Path, region: &str) -> anyhow::Result<Target> {
-    let uri: http::Uri = endpoint
-        .parse()
-        .with_context(|| format!("'{endpoint}' is not a URL"))?;
-    if uri.scheme_str() != Some("https") {
-        bail!("the endpoint must be https:// (Coffer serves TLS only)");
-    }
-    let authority = uri.authority().context("the endpoint has no host")?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = authority.port_u16().unwrap_or(443);
-    let ca = data_dir.join("tls").join("ca.pem");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca)
-        .with_context(|| format!("cannot read the CA {}", ca.display()))?
-    {
-        roots.add(cert?).context("bad CA certificate")?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let (access_key_id, secret) = match (std::env::var("AWS_ACCESS_KEY_ID"), std::env::var("AWS_SECRET_ACCESS_KEY")) {
-        (Ok(id), Ok(secret)) => (id, Zeroizing::new(secret)),
-        _ => crate::credentials::read(&data_dir.join("credentials"))?.with_context(|| {
-            format!(
-                "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or give --data-dir with a credentials file (looked in {})",
-                data_dir.display()
-            )
-        })?,
-    };
-    Ok(Target {
-        addr: format!("{host}:{port}"),
-        server_name: ServerName::try_from(host.clone()).context("server name")?,
-        host: authority.as_str().to_owned(),
-        tls: TlsConnector::from(Arc::new(config)),
-        access_key_id,
-        secret,
-        region: region.to_owned(),
-        signing_key: std::sync::Mutex::new(None),
-    })
-}
-
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-async fn connect(t: &Target) -> anyhow::Result<Sender> {
-    let tcp = tokio::net::TcpStream::connect(&t.addr)
-        .await
-        .with_context(|| format!("cannot connect to {}", t.addr))?;
-    tcp.set_nodelay(true)?;
-    let tls = t
-        .tls
-        .connect(t.server_name.clone(), tcp)
-        .await
-        .context("TLS handshake")?;
-    let (sender, conn) = http1::handshake(TokioIo::new(tls))
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// A KMS request body, serialised and hashed once; every send is still signed afresh.
-#[derive(Clone)]
-struct KmsBody {
-    target: http::HeaderValue,
-    body: Bytes,
-    payload_hash: String,
-}
-
-impl KmsBody {
-    fn new(operation: &str, body: &Value) -> anyhow::Result<Self> {
-        let body = Bytes::from(serde_json::to_vec(body)?);
-        Ok(Self {
-            target: http::HeaderValue::from_str(&format!("TrentService.{operation}"))?,
-            payload_hash: coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(&body)),
-            body,
-        })
-    }
-}
-
-/// Builds a SigV4-signed KMS request, as an SDK would.
-fn kms_request(t: &Target, b: &KmsBody) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
-    let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
-    let date = &amz_date[..8];
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "content-type",
-        http::HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
-    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
-    headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date)?);
-    headers.insert("x-amz-target", b.target.clone());
-    let signed = ["content-type", "host", "x-amz-date", "x-amz-target"];
-    let canonical = sigv4::canonical_request(
-        &sigv4::RequestParts {
-            method: "POST",
-            raw_path: "/",
-            raw_query: None,
-            headers: &headers,
-            authority: None,
-            payload_hash: &b.payload_hash,
-            double_encode_path: true,
-        },
-        &signed,
-    )?;
-    let scope = sigv4::scope(date, &t.region, "kms");
-    let key = {
-        let mut cached = t.signing_key.lock().unwrap_or_else(|p| p.into_inner());
-        match cached.as_ref() {
-            Some((d, k)) if d == date => k.clone(),
-            _ => {
-                let k = Zeroizing::new(sigv4::signing_key(
-                    t.secret.as_bytes(),
-                    date,
-                    &t.region,
-                    "kms",
-                ));
-                *cached = Some((date.to_owned(), k.clone()));
-                k
-            }
-        }
-    };
-    let signature = sigv4::sign_with_key(&key, &scope, &amz_date, &canonical);
-    let auth = format!(
-        "{} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
-        sigv4::ALGORITHM,
-        t.access_key_id,
-        signed.join(";")
-    );
-    let mut req = hyper::Request::post("/").body(Full::new(b.body.clone()))?;
-    *req.headers_mut() = headers;
-    req.headers_mut()
-        .insert("authorization", http::HeaderValue::from_str(&auth)?);
-    Ok(req)
-}
-
-async fn call(
-    sender: &mut Sender,
-    req: hyper::Request<Full<Bytes>>,
-) -> anyhow::Result<(u16, Bytes)> {
-    sender.ready().await.context("connection closed")?;
-    let resp = sender.send_request(req).await.context("request failed")?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-async fn kms_call(
-    t: &Target,
-    sender: &mut Sender,
-    operation: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let (status, bytes) = call(sender, kms_request(t, &KmsBody::new(operation, &body)?)?).await?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{operation}: response is not JSON"))?;
-    if status != 200 {
-        bail!("{operation} failed with HTTP {status}: {v}");
-    }
-    Ok(v)
 }
 
 /// The request one operation sends, prepared once.

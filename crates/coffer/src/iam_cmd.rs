@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use coffer_kms::root::{DevFileRoot, RootOfTrust};
+use coffer_kms::root::{self, RootOfTrust};
 use coffer_kms::{Iam, Identities};
 use coffer_meta::{MetaStore, SqliteStore};
 
@@ -63,15 +63,20 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
             "no secret access key on standard input; pipe it in, e.g. `printf %s \"$SECRET\" | coffer iam import-access-key …`"
         );
     }
-    let root_path = a.data_dir.join("root.key");
-    if !root_path.exists() {
+    if !a.data_dir.join("meta.db").exists() {
         bail!(
-            "{} has no root key: point --data-dir at a Coffer data dir (start `coffer server` once to create one)",
+            "{} is not a Coffer data dir: point --data-dir at one (start `coffer server` once to create one)",
             a.data_dir.display()
         );
     }
-    let (root, _) = DevFileRoot::load_or_create(&root_path)?;
-    let root: Arc<dyn RootOfTrust> = Arc::new(root);
+    let root: Arc<dyn RootOfTrust> = match root::open(&a.data_dir)? {
+        root::Opened::Ready { root, .. } => root,
+        root::Opened::Sealed(_) => bail!(
+            "the root of trust of {} is sealed behind Shamir shares, so this command cannot wrap the secret; \
+             create the key through the running server instead (`aws iam create-access-key`)",
+            a.data_dir.display()
+        ),
+    };
     let meta_path = a.data_dir.join("meta.db");
     let meta: Arc<dyn MetaStore> = Arc::new(
         SqliteStore::open(&meta_path)

@@ -3,9 +3,12 @@
 
 mod audit_cmd;
 mod bench;
+mod client;
 mod config;
 mod credentials;
+mod front;
 mod iam_cmd;
+mod operator_cmd;
 mod server;
 mod tls;
 
@@ -39,6 +42,9 @@ enum Command {
     /// Identity tasks AWS IAM has no API for (importing an existing access key pair).
     #[command(subcommand)]
     Iam(iam_cmd::IamCommand),
+    /// The root of trust: choose it (init), unseal, seal, rotate.
+    #[command(subcommand)]
+    Operator(operator_cmd::OperatorCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Iam(cmd) => iam_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Operator(cmd) => operator_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

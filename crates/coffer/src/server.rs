@@ -4,22 +4,21 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use coffer_api::{AppState, Metrics};
-use coffer_kms::root::{DevFileRoot, RootOfTrust};
-use coffer_kms::{Identities, Kms, KmsConfig};
+use coffer_kms::Identities;
+use coffer_kms::root;
 use coffer_meta::{MetaStore, SqliteStore};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 use zeroize::Zeroizing;
 
 use crate::config::{LogFormat, ServerArgs, Settings};
+use crate::front::Front;
 use crate::{credentials, tls};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,12 +60,12 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// How clients get the administrator's credentials.
-enum AdminCredentials {
+pub(crate) enum AdminCredentials {
     File(PathBuf),
     Environment(String),
 }
 
-async fn ensure_admin(
+pub(crate) async fn ensure_admin(
     identities: &Identities,
     data_dir: &Path,
     account_id: &str,
@@ -141,7 +140,7 @@ fn endpoint_for(addr: SocketAddr) -> String {
     }
 }
 
-fn print_ready(
+pub(crate) fn print_ready(
     endpoint: &str,
     ca: Option<&Path>,
     admin: &AdminCredentials,
@@ -200,45 +199,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&s.data_dir)
         .with_context(|| format!("cannot resolve the data dir {}", s.data_dir.display()))?;
 
-    let root_path = data_dir.join("root.key");
-    let (root, created) = DevFileRoot::load_or_create(&root_path)?;
-    if created {
-        info!(path = %root_path.display(), "generated a new root key");
-    }
-    warn_dev_root(&root_path);
-    let root: Arc<dyn RootOfTrust> = Arc::new(root);
+    let opened = root::open(&data_dir).context("cannot open the root of trust")?;
 
     let meta_path = data_dir.join("meta.db");
     let meta: Arc<dyn MetaStore> = Arc::new(
         SqliteStore::open(&meta_path)
             .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
     );
-    let cfg = KmsConfig {
-        account_id: s.account_id.clone(),
-        region: s.region.clone(),
-    };
-    let kms = Arc::new(Kms::new(cfg, meta.clone(), root.clone()));
-    let identities = Arc::new(Identities::new(meta.clone(), root.clone()));
-    let admin = ensure_admin(&identities, &data_dir, &s.account_id).await?;
-
-    let audit = if s.audit {
-        let dir = data_dir.join("audit");
-        let signer = crate::audit_cmd::load_or_create_signer(&dir, root.as_ref())?;
-        let log = coffer_audit::AuditLog::open(
-            &dir,
-            signer,
-            coffer_audit::AuditOptions {
-                segment_bytes: s.audit_segment_bytes,
-                digest_interval: s.audit_digest_interval,
-            },
-        )
-        .with_context(|| format!("cannot open the audit log in {}", dir.display()))?;
-        info!(dir = %dir.display(), "audit log open");
-        Some(Arc::new(log))
-    } else {
-        warn!("the audit log is OFF (--audit off): requests are not recorded");
-        None
-    };
 
     let (tls_config, ca_path) = match &s.tls_files {
         Some((cert, key)) => (tls::server_config(cert, key)?, None),
@@ -262,22 +229,6 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     })?;
     let local = listener.local_addr().context("listener address")?;
 
-    let iam = Arc::new(coffer_kms::Iam::new(
-        meta.clone(),
-        identities.clone(),
-        &s.account_id,
-        kms.identity_cache(),
-    ));
-    let state = Arc::new(AppState {
-        kms: kms.clone(),
-        identities,
-        iam,
-        metrics: Metrics::new(),
-        started: Instant::now(),
-        audit: audit.clone(),
-    });
-    let app = coffer_api::router(state);
-
     if !s.lifecycle_clock_offset.is_zero() {
         warn!(
             offset_seconds = s.lifecycle_clock_offset.as_secs(),
@@ -285,19 +236,34 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
              scheduled deletions, rotations and expiries happen early; for testing only"
         );
     }
-    let sweeper = tokio::spawn(lifecycle_clock(
-        kms.clone(),
-        s.lifecycle_interval,
-        s.lifecycle_clock_offset,
-    ));
-    info!(listen = %local, "serving HTTPS");
-    print_ready(
-        &endpoint_for(local),
-        ca_path.as_deref(),
-        &admin,
-        &s.region,
-        root.mode(),
+    let settings = Arc::new(s);
+    let s = settings.clone();
+    let mode = match &opened {
+        root::Opened::Ready { root, .. } => root.mode(),
+        root::Opened::Sealed(_) => "shamir",
+    };
+    let front = Front::new(
+        settings,
+        data_dir.clone(),
+        meta,
+        endpoint_for(local),
+        ca_path,
+        mode,
     );
+    info!(listen = %local, root_of_trust = mode, "serving HTTPS");
+    match opened {
+        root::Opened::Ready { root, created } => {
+            if root.mode() == "dev-file" {
+                let root_path = data_dir.join(root::DEV_KEY_FILE);
+                if created {
+                    info!(path = %root_path.display(), "generated a new root key");
+                }
+                warn_dev_root(&root_path);
+            }
+            front.open(root).await?;
+        }
+        root::Opened::Sealed(unsealer) => front.wait_for_unseal(*unsealer),
+    }
 
     let acceptor = TlsAcceptor::from(tls_config);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -316,7 +282,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
-                let app = app.clone();
+                let front = front.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -331,13 +297,12 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                         }
                     };
                     let info = connection_info(peer, tls.get_ref().1);
-                    let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-                        app,
+                    let service = hyper::service::service_fn(
                         move |mut req: http::Request<hyper::body::Incoming>| {
                             req.extensions_mut().insert(info.clone());
-                            req
+                            front.clone().handle(req)
                         },
-                    ));
+                    );
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection(TokioIo::new(tls), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -357,15 +322,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         _ = graceful.shutdown() => info!("all connections closed"),
         _ = tokio::time::sleep(s.shutdown_grace) => warn!("grace period over; closing the remaining connections"),
     }
-    sweeper.abort();
-    if let Some(log) = &audit {
-        match log.close().await {
-            Ok(()) => info!("audit log closed with a signed digest"),
-            Err(e) => {
-                error!(error = %e, "could not close the audit log cleanly; the next start repairs it")
-            }
-        }
-    }
+    front.shutdown().await;
     info!("stopped");
     Ok(())
 }
@@ -394,7 +351,11 @@ fn connection_info(
 
 /// Runs the key lifecycle on the clock: deletions at the end of their waiting period, automatic
 /// rotations and the expiry of imported key material.
-async fn lifecycle_clock(kms: Arc<Kms>, interval: Duration, offset: Duration) {
+pub(crate) async fn lifecycle_clock(
+    kms: Arc<coffer_kms::Kms>,
+    interval: Duration,
+    offset: Duration,
+) {
     let offset_ms = i64::try_from(offset.as_millis()).unwrap_or(i64::MAX / 2);
     loop {
         match kms
