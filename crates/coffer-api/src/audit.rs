@@ -45,6 +45,7 @@ const WITHHELD: &[&str] = &[
     "Recipient",
     "GrantTokens",
     "GrantToken",
+    "Archive",
 ];
 
 /// Operations that change nothing (CloudTrail's `readOnly`).

@@ -21,6 +21,9 @@ pub enum Action {
     Seal,
     /// Add a root generation and rewrap every stored secret under it.
     RotateRoot,
+    /// Return an encrypted archive of the metadata, wrapped key material, root configuration and
+    /// audit chain head, consistent at one instant.
+    CreateBackup,
 }
 
 impl Action {
@@ -28,6 +31,7 @@ impl Action {
         match self {
             Action::Seal => "Seal",
             Action::RotateRoot => "RotateRoot",
+            Action::CreateBackup => "CreateBackup",
         }
     }
 
@@ -35,6 +39,7 @@ impl Action {
         match self {
             Action::Seal => "coffer:Seal",
             Action::RotateRoot => "coffer:RotateRoot",
+            Action::CreateBackup => "coffer:CreateBackup",
         }
     }
 
@@ -44,8 +49,9 @@ impl Action {
         Some(match name {
             "Seal" => Ok(Action::Seal),
             "RotateRoot" => Ok(Action::RotateRoot),
+            "CreateBackup" => Ok(Action::CreateBackup),
             other => Err(ApiError::UnknownOperation(format!(
-                "Coffer has no operator action {other:?}; the actions are Seal and RotateRoot."
+                "Coffer has no operator action {other:?}; the actions are Seal, RotateRoot and CreateBackup."
             ))),
         })
     }

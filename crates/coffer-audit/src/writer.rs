@@ -136,6 +136,16 @@ impl AuditLog {
             .map_err(|e| AuditError::Unavailable(e.to_string()))
     }
 
+    /// Signs the head of the chain now (a digest committed to the log and to `head.json`), so that
+    /// `head.json` covers every event acknowledged before the call.
+    pub async fn sign_head(&self) -> Result<()> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.send(Cmd::Probe(ack))?;
+        done.await
+            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
+            .map_err(|e| AuditError::Unavailable(e.to_string()))
+    }
+
     /// Why the last write failed, while writes are failing.
     pub fn failure(&self) -> Option<String> {
         if !self.failed.load(Ordering::Acquire) {

@@ -12,6 +12,7 @@ mod error;
 pub mod keys;
 mod secret;
 pub mod shamir;
+pub mod stream;
 pub mod wrap;
 
 pub use error::CryptoError;

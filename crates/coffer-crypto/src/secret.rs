@@ -64,6 +64,18 @@ impl SecretBytes {
         self.0.is_empty()
     }
 
+    /// Appends bytes. Growing past the capacity moves the secret; the old buffer is zeroized first.
+    pub fn extend_from_slice(&mut self, more: &[u8]) {
+        if self.0.len() + more.len() > self.0.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(
+                (self.0.len() + more.len()).max(2 * self.0.capacity()),
+            ));
+            bigger.extend_from_slice(&self.0);
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(more);
+    }
+
     /// Shortens the secret to `len` bytes, zeroizing the bytes cut off.
     pub fn truncate(&mut self, len: usize) {
         if len < self.0.len() {

@@ -7,6 +7,7 @@
 //! the source of truth and every change goes through it before it is acknowledged.
 
 pub mod authz;
+pub mod backup;
 mod error;
 pub mod grants;
 pub mod iam;

@@ -174,6 +174,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// `NotFound` when there is no such grant.
     async fn delete_grant(&self, grant_id: &str) -> Result<()>;
 
+    /// Writes a consistent copy of the whole store, as of one instant, to the new file `path`
+    /// (while other calls go on).
+    async fn snapshot_to(&self, path: &std::path::Path) -> Result<()>;
+
     /// Every secret stored wrapped under the root of trust (key material, secret access keys,
     /// import wrapping keys), for root rotation. Deleted material (an empty value) is left out.
     async fn wrapped_secrets(&self) -> Result<Vec<WrappedSecret>>;

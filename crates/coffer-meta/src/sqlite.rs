@@ -1171,6 +1171,19 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn snapshot_to(&self, path: &Path) -> Result<()> {
+        let path = path
+            .to_str()
+            .ok_or_else(|| MetaError::Backend("the snapshot path is not UTF-8".into()))?
+            .to_owned();
+        // VACUUM INTO reads in one transaction: a copy as of one instant, compacted.
+        self.with(move |c| {
+            c.execute("VACUUM INTO ?1", [path]).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn wrapped_secrets(&self) -> Result<Vec<WrappedSecret>> {
         self.with(|c| {
             let tx = c.transaction().map_err(backend)?;

@@ -3,7 +3,7 @@
 //! next to the throughput of `/_coffer/health` on the same server, the ceiling for this machine.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,26 @@ pub enum BenchCommand {
     /// The cost of the audit log: Encrypt throughput of two Coffers started here, one with the
     /// audit log on and one with it off, measured in alternating rounds.
     Audit(AuditBenchArgs),
+    /// The cost of the root of trust: Encrypt throughput of Coffers started here in dev-file,
+    /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
+    /// rate measured in the same run.
+    Root(RootBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RootBenchArgs {
+    #[command(flatten)]
+    rounds: AuditBenchArgs,
+    /// PKCS#11 module for the pkcs11 side (e.g. /usr/lib/softhsm/libsofthsm2.so); without it only
+    /// dev-file and shamir are measured.
+    #[arg(long, value_name = "PATH", requires_all = ["token_label", "pin_file"])]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of an initialised token in that module (the bench adds and removes its own keys).
+    #[arg(long, value_name = "LABEL")]
+    token_label: Option<String>,
+    /// File holding the token's user PIN.
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -195,60 +215,74 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(audit_bench(args))
         }
+        BenchCommand::Root(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(root_bench(args))
+        }
     }
 }
 
-/// Encrypt on two servers, audit off and on, in alternating rounds.
-async fn audit_bench(args: AuditBenchArgs) -> anyhow::Result<()> {
-    if args.clients == 0 || args.duration <= 0.0 || args.rounds == 0 {
-        bail!("--clients, --duration and --rounds must be positive");
-    }
-    let (_off_server, off_endpoint, off_dir) = start_own_server(&["--audit", "off"])?;
-    let (_on_server, on_endpoint, on_dir) = start_own_server(&["--audit", "on"])?;
-    let mut sides = Vec::new();
-    for (label, endpoint, dir) in [
-        ("audit off", &off_endpoint, &off_dir),
-        ("audit on", &on_endpoint, &on_dir),
-    ] {
-        let t = Arc::new(target(endpoint, dir, "us-east-1")?);
-        let mut setup = connect(&t).await?;
-        let key = kms_call(
-            &t,
-            &mut setup,
-            "CreateKey",
-            json!({ "Description": "coffer bench audit" }),
-        )
-        .await?;
-        let key_id = key["KeyMetadata"]["KeyId"]
-            .as_str()
-            .context("CreateKey returned no KeyId")?
-            .to_owned();
-        let body = KmsBody::new(
-            "Encrypt",
-            &json!({ "KeyId": key_id, "Plaintext": B64.encode([0x42u8; 256]), "EncryptionContext": { "purpose": "bench" } }),
-        )?;
-        sides.push((label, t, body));
-    }
-    if !args.json {
-        eprintln!(
-            "coffer bench audit: Encrypt, {} clients, {} rounds of {:.1}s per side (after {:.1}s warm-up)",
-            args.clients, args.rounds, args.duration, args.warmup
-        );
-    }
+/// One server of a comparison, with the Encrypt request it is measured with.
+struct Side {
+    label: String,
+    target: Arc<Target>,
+    body: KmsBody,
+}
+
+/// A key on `endpoint` and the Encrypt request the benches measure with.
+async fn encrypt_side(label: &str, endpoint: &str, dir: &Path) -> anyhow::Result<Side> {
+    let t = Arc::new(target(endpoint, dir, "us-east-1")?);
+    let mut setup = connect(&t).await?;
+    let key = kms_call(
+        &t,
+        &mut setup,
+        "CreateKey",
+        json!({ "Description": format!("coffer bench {label}") }),
+    )
+    .await?;
+    let key_id = key["KeyMetadata"]["KeyId"]
+        .as_str()
+        .context("CreateKey returned no KeyId")?
+        .to_owned();
+    let body = KmsBody::new(
+        "Encrypt",
+        &json!({ "KeyId": key_id, "Plaintext": B64.encode([0x42u8; 256]), "EncryptionContext": { "purpose": "bench" } }),
+    )?;
+    Ok(Side {
+        label: label.to_owned(),
+        target: t,
+        body,
+    })
+}
+
+/// Per side: median ops/s and p99 over rounds; and per side after the first, the median of its
+/// per-round ratio to the first side, with the range. The order rotates every round.
+struct Compared {
+    rates: Vec<f64>,
+    p99: Vec<f64>,
+    ratios: Vec<Vec<f64>>,
+    errors: u64,
+}
+
+async fn compare(sides: &[Side], args: &AuditBenchArgs) -> anyhow::Result<Compared> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
-    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut p99: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let n = sides.len();
+    let mut rates = vec![Vec::new(); n];
+    let mut p99 = vec![Vec::new(); n];
+    let mut ratios = vec![Vec::new(); n];
     let mut errors = 0u64;
-    let mut ratios = Vec::new();
     for round in 0..args.rounds {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        let mut this = [0.0f64; 2];
-        for i in order {
-            let (_, t, body) = &sides[i];
+        let mut this = vec![0.0f64; n];
+        for k in 0..n {
+            let i = (round + k) % n;
+            let s = &sides[i];
             let (ok, err, secs, lat) = measure(
-                t.clone(),
-                Prepared::Kms(body.clone()),
+                s.target.clone(),
+                Prepared::Kms(s.body.clone()),
                 args.clients,
                 warmup,
                 duration,
@@ -259,16 +293,53 @@ async fn audit_bench(args: AuditBenchArgs) -> anyhow::Result<()> {
             rates[i].push(this[i]);
             p99[i].push(percentile(&lat, 0.99));
         }
-        if this[0] > 0.0 {
-            ratios.push(this[1] / this[0]);
+        for i in 1..n {
+            if this[0] > 0.0 {
+                ratios[i].push(this[i] / this[0]);
+            }
         }
     }
-    let off = median(rates[0].clone()).unwrap_or(0.0);
-    let on = median(rates[1].clone()).unwrap_or(0.0);
-    let ratio = median(ratios.clone()).unwrap_or(0.0);
-    let (lo, hi) = ratios
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    Ok(Compared {
+        rates: rates
+            .into_iter()
+            .map(|r| median(r).unwrap_or(0.0))
+            .collect(),
+        p99: p99.into_iter().map(|r| median(r).unwrap_or(0.0)).collect(),
+        ratios,
+        errors,
+    })
+}
+
+fn range(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)))
+}
+
+fn check_rounds(args: &AuditBenchArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.duration <= 0.0 || args.rounds == 0 {
+        bail!("--clients, --duration and --rounds must be positive");
+    }
+    Ok(())
+}
+
+/// Encrypt on two servers, audit off and on, in alternating rounds.
+async fn audit_bench(args: AuditBenchArgs) -> anyhow::Result<()> {
+    check_rounds(&args)?;
+    let (_off_server, off_endpoint, off_dir) = start_own_server(&["--audit", "off"])?;
+    let (_on_server, on_endpoint, on_dir) = start_own_server(&["--audit", "on"])?;
+    let sides = vec![
+        encrypt_side("audit off", &off_endpoint, &off_dir).await?,
+        encrypt_side("audit on", &on_endpoint, &on_dir).await?,
+    ];
+    if !args.json {
+        eprintln!(
+            "coffer bench audit: Encrypt, {} clients, {} rounds of {:.1}s per side (after {:.1}s warm-up)",
+            args.clients, args.rounds, args.duration, args.warmup
+        );
+    }
+    let c = compare(&sides, &args).await?;
+    let ratio = median(c.ratios[1].clone()).unwrap_or(0.0);
+    let (lo, hi) = range(&c.ratios[1]);
     if args.json {
         println!(
             "{}",
@@ -277,25 +348,17 @@ async fn audit_bench(args: AuditBenchArgs) -> anyhow::Result<()> {
                 "clients": args.clients,
                 "rounds": args.rounds,
                 "duration_seconds": args.duration,
-                "audit_off_ops_per_sec": off,
-                "audit_on_ops_per_sec": on,
-                "audit_off_p99_ms": median(p99[0].clone()),
-                "audit_on_p99_ms": median(p99[1].clone()),
+                "audit_off_ops_per_sec": c.rates[0],
+                "audit_on_ops_per_sec": c.rates[1],
+                "audit_off_p99_ms": c.p99[0],
+                "audit_on_p99_ms": c.p99[1],
                 "on_vs_off": ratio,
-                "on_vs_off_per_round": ratios,
-                "errors": errors,
+                "on_vs_off_per_round": c.ratios[1],
+                "errors": c.errors,
             }))?
         );
     } else {
-        println!("{:<12} {:>12} {:>9}", "Encrypt", "ops/s", "p99 ms");
-        for (i, (label, _, _)) in sides.iter().enumerate() {
-            println!(
-                "{:<12} {:>12.0} {:>9.2}",
-                label,
-                median(rates[i].clone()).unwrap_or(0.0),
-                median(p99[i].clone()).unwrap_or(0.0)
-            );
-        }
+        print_sides(&sides, &c);
         println!(
             "audit on keeps {:.0}% of the audit-off throughput (median of per-round ratios; range {:.0}–{:.0}%)",
             ratio * 100.0,
@@ -303,16 +366,169 @@ async fn audit_bench(args: AuditBenchArgs) -> anyhow::Result<()> {
             hi * 100.0
         );
     }
-    if errors > 0 {
-        bail!("{errors} requests failed during the measurement");
+    if c.errors > 0 {
+        bail!("{} requests failed during the measurement", c.errors);
     }
     Ok(())
+}
+
+fn print_sides(sides: &[Side], c: &Compared) {
+    println!(
+        "{:<12} {:>12} {:>9} {:>16}",
+        "Encrypt", "ops/s", "p99 ms", "vs first"
+    );
+    for (i, s) in sides.iter().enumerate() {
+        let vs = if i == 0 {
+            "1.00".to_owned()
+        } else {
+            let (lo, hi) = range(&c.ratios[i]);
+            format!(
+                "{:.2} ({:.2}–{:.2})",
+                median(c.ratios[i].clone()).unwrap_or(0.0),
+                lo,
+                hi
+            )
+        };
+        println!(
+            "{:<12} {:>12.0} {:>9.2} {:>16}",
+            s.label, c.rates[i], c.p99[i], vs
+        );
+    }
+}
+
+/// Encrypt in dev-file, shamir and pkcs11 mode; and the token's raw AES-GCM rate.
+async fn root_bench(a: RootBenchArgs) -> anyhow::Result<()> {
+    let args = &a.rounds;
+    check_rounds(args)?;
+    let mut servers = Vec::new();
+    let mut sides = Vec::new();
+
+    let (dev, endpoint, dir) = start_own_server(&[])?;
+    sides.push(encrypt_side("dev-file", &endpoint, &dir).await?);
+    servers.push(dev);
+
+    let shamir_dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
+    let (_, shares) = coffer_kms::root::init_shamir(shamir_dir.path(), 3, 2)?;
+    let (server, endpoint) = start_server_in(shamir_dir, &[])?;
+    let dir = server.dir().to_owned();
+    let t = crate::client::tls_target(
+        &endpoint,
+        &dir.join("tls").join("ca.pem"),
+        None,
+        "us-east-1",
+    )?;
+    for share in shares.iter().take(2) {
+        let mut sender = connect(&t).await?;
+        let req = crate::client::plain_request(
+            &t,
+            http::Method::POST,
+            "/_coffer/unseal",
+            Some(&json!({ "share": share.as_str() })),
+        )?;
+        let (status, body) = call(&mut sender, req).await?;
+        if status != 200 {
+            bail!(
+                "unsealing the shamir bench server failed: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    sides.push(encrypt_side("shamir", &endpoint, &dir).await?);
+    servers.push(server);
+
+    let mut raw = None;
+    if let (Some(module), Some(label), Some(pin_file)) =
+        (&a.pkcs11_module, &a.token_label, &a.pin_file)
+    {
+        let pin_file = std::path::absolute(pin_file)?;
+        let hsm_dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
+        coffer_kms::root::init_pkcs11(
+            hsm_dir.path(),
+            module,
+            label,
+            coffer_kms::root::PinSource::File(pin_file.clone()),
+        )?;
+        let (server, endpoint) = start_server_in(hsm_dir, &[])?;
+        let dir = server.dir().to_owned();
+        sides.push(encrypt_side("pkcs11", &endpoint, &dir).await?);
+        servers.push(server);
+        let pin = zeroize::Zeroizing::new(std::fs::read_to_string(&pin_file)?);
+        raw = Some(raw_token_gcm(module, label, pin.trim(), args.duration)?);
+    }
+
+    if !args.json {
+        eprintln!(
+            "coffer bench root: Encrypt, {} clients, {} rounds of {:.1}s per side (after {:.1}s warm-up)",
+            args.clients, args.rounds, args.duration, args.warmup
+        );
+    }
+    let c = compare(&sides, args).await?;
+    if args.json {
+        let per: Vec<_> = sides
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({ "root_of_trust": s.label, "ops_per_sec": c.rates[i], "p99_ms": c.p99[i],
+                        "vs_dev_file": if i == 0 { Some(1.0) } else { median(c.ratios[i].clone()) },
+                        "vs_dev_file_per_round": c.ratios[i] })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "operation": "Encrypt", "clients": args.clients, "rounds": args.rounds,
+                "duration_seconds": args.duration, "sides": per,
+                "token_raw_aes_gcm_ops_per_sec": raw, "errors": c.errors,
+            }))?
+        );
+    } else {
+        print_sides(&sides, &c);
+        if let Some(r) = raw {
+            println!("token AES-256-GCM (256 B, one session, one thread): {r:.0} ops/s");
+        }
+        println!(
+            "key material is unwrapped once and cached: the root's cost falls on first use, not on each Encrypt"
+        );
+    }
+    drop(servers);
+    if c.errors > 0 {
+        bail!("{} requests failed during the measurement", c.errors);
+    }
+    Ok(())
+}
+
+/// The token's own AES-256-GCM encryption rate for 256-byte messages, one thread.
+fn raw_token_gcm(module: &Path, label: &str, pin: &str, seconds: f64) -> anyhow::Result<f64> {
+    let token = coffer_hsm::Token::open(module, label, pin)?;
+    let key = format!("coffer-bench-{}", uuid::Uuid::new_v4().simple());
+    token.generate_aes256(&key)?;
+    let result = (|| {
+        let data = [0x42u8; 256];
+        let mut n = 0u64;
+        let start = Instant::now();
+        let until = Duration::from_secs_f64(seconds);
+        let mut nonce = [0u8; 12];
+        while start.elapsed() < until {
+            nonce[4..].copy_from_slice(&n.to_be_bytes());
+            token.gcm_seal(&key, &nonce, b"bench", &data)?;
+            n += 1;
+        }
+        Ok::<f64, anyhow::Error>(n as f64 / start.elapsed().as_secs_f64())
+    })();
+    token.destroy_key(&key)?;
+    result
 }
 
 /// A `coffer server` started for the bench; killed when dropped.
 struct OwnServer {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl OwnServer {
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 impl Drop for OwnServer {
@@ -324,6 +540,13 @@ impl Drop for OwnServer {
 
 fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBuf)> {
     let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
+    let (server, endpoint) = start_server_in(dir, extra)?;
+    let data_dir = server.dir().to_owned();
+    Ok((server, endpoint, data_dir))
+}
+
+/// Starts a server on `dir`; returns once it is ready or sealed (waiting for shares).
+fn start_server_in(dir: tempfile::TempDir, extra: &[&str]) -> anyhow::Result<(OwnServer, String)> {
     let exe = std::env::current_exe().context("cannot find the coffer binary")?;
     let mut child = Command::new(exe)
         .args([
@@ -349,7 +572,10 @@ fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBu
             bail!("coffer server exited before it was ready");
         };
         let line = line?;
-        if let Some(rest) = line.split_once(" is ready at ").map(|(_, r)| r) {
+        let found = line
+            .split_once(" is ready at ")
+            .or_else(|| line.split_once(" is sealed at "));
+        if let Some((_, rest)) = found {
             break rest
                 .split_whitespace()
                 .next()
@@ -359,8 +585,7 @@ fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBu
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    let data_dir = dir.path().to_owned();
-    Ok((OwnServer { child, _dir: dir }, endpoint, data_dir))
+    Ok((OwnServer { child, dir }, endpoint))
 }
 
 /// The request one operation sends, prepared once.

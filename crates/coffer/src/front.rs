@@ -94,6 +94,7 @@ impl Operator for OperatorHandle {
             match action {
                 Action::Seal => front.seal().await,
                 Action::RotateRoot => front.rotate_root().await,
+                Action::CreateBackup => front.create_backup().await,
             }
         })
     }
@@ -459,6 +460,33 @@ impl Front {
             });
         }
         Ok(json!({ "Sealed": true }))
+    }
+
+    async fn create_backup(&self) -> Result<Value, KmsError> {
+        let _transition = self.transitions.lock().await;
+        let app = self
+            .app
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| KmsError::InvalidState("Coffer is sealed".into()))?;
+        let archive = crate::backup_cmd::make_archive(
+            &self.data_dir,
+            self.meta.as_ref(),
+            app.state.kms.root().as_ref(),
+            app.state.audit.as_deref(),
+        )
+        .await
+        .map_err(|e| KmsError::Internal(format!("{e:#}")))?;
+        info!(backup_id = %archive.header.backup_id, bytes = archive.bytes.len(), "backup made");
+        use base64::Engine;
+        Ok(json!({
+            "BackupId": archive.header.backup_id,
+            "RootMode": archive.header.root_mode,
+            "RootGeneration": archive.header.root_generation,
+            "AuditHead": archive.header.audit_head,
+            "Archive": base64::engine::general_purpose::STANDARD.encode(&archive.bytes),
+        }))
     }
 
     async fn rotate_root(&self) -> Result<Value, KmsError> {

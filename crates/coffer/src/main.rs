@@ -2,6 +2,7 @@
 //! `coffer audit` checks the audit log; `coffer iam` imports access keys.
 
 mod audit_cmd;
+mod backup_cmd;
 mod bench;
 mod client;
 mod config;
@@ -42,6 +43,9 @@ enum Command {
     /// Identity tasks AWS IAM has no API for (importing an existing access key pair).
     #[command(subcommand)]
     Iam(iam_cmd::IamCommand),
+    /// Back up a running server into one encrypted archive; restore an archive into a new data dir.
+    #[command(subcommand)]
+    Backup(backup_cmd::BackupCommand),
     /// The root of trust: choose it (init), unseal, seal, rotate.
     #[command(subcommand)]
     Operator(operator_cmd::OperatorCommand),
@@ -55,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Iam(cmd) => iam_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Operator(cmd) => operator_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Backup(cmd) => backup_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

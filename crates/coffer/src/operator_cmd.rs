@@ -86,7 +86,7 @@ pub struct ConnectArgs {
         value_name = "URL",
         default_value = "https://127.0.0.1:8443"
     )]
-    endpoint: String,
+    pub endpoint: String,
     /// The server's data dir, for its CA certificate and the administrator's credentials file.
     #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -98,7 +98,7 @@ pub struct ConnectArgs {
     region: String,
     /// Print the result as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -244,7 +244,7 @@ fn write_share_files(dir: &Path, texts: &[Zeroizing<String>]) -> anyhow::Result<
     Ok(out)
 }
 
-fn connect_target(c: &ConnectArgs, signed: bool) -> anyhow::Result<Target> {
+pub fn connect_target(c: &ConnectArgs, signed: bool) -> anyhow::Result<Target> {
     let ca = c
         .ca_bundle
         .clone()
