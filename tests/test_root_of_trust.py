@@ -369,3 +369,105 @@ def test_rotation_in_shamir_mode_keeps_the_same_shares(shamir_dir):
         assert health(c)[1]["root_generation"] == 2
     finally:
         c.stop()
+
+
+# ---- migrate-root ---------------------------------------------------------------------------------
+
+
+def migrate(data_dir, *args, env=None, input=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COFFER_"))}
+    e.update(env or {})
+    return subprocess.run(
+        [coffer_bin(), "operator", "migrate-root", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, env=e, input=input, timeout=120,
+    )
+
+
+def populate_for_migration(c):
+    kms = c.client()
+    keys = [kms.create_key()["KeyMetadata"]["KeyId"] for _ in range(2)]
+    imported = import_known_material(kms, os.urandom(32))
+    blobs = {k: kms.encrypt(KeyId=k, Plaintext=k.encode())["CiphertextBlob"] for k in keys + [imported]}
+    iam = c.client("iam")
+    iam.create_user(UserName="mig")
+    ak = iam.create_access_key(UserName="mig")["AccessKey"]
+    return blobs, ak
+
+
+def check_after_migration(c, blobs, ak):
+    kms = c.client()
+    for k, b in blobs.items():
+        assert kms.decrypt(CiphertextBlob=b)["Plaintext"] == k.encode()
+    sts = c.client("sts", access_key=ak["AccessKeyId"], secret_key=ak["SecretAccessKey"])
+    assert sts.get_caller_identity()["Arn"].endswith(":user/mig")
+
+
+def test_migrate_dev_file_to_shamir_to_pkcs11(data_dir, tmp_path, softhsm):
+    env, pin, _ = softhsm
+    c = Coffer(data_dir, extra_env=env).start()
+    blobs, ak = populate_for_migration(c)
+    r = migrate(data_dir, "--to", "shamir", "--shares", "3", "--threshold", "2", "--share-dir", str(tmp_path / "s"))
+    assert r.returncode != 0 and "stop it first" in r.stderr
+    c.stop()
+    r = migrate(data_dir, "--to", "shamir", "--shares", "3", "--threshold", "2", "--share-dir", str(tmp_path / "s"), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["from"] == "dev-file" and out["to"] == "shamir" and out["root_generation"] == 2 and out["rewrapped"] >= 4
+    assert not (data_dir / "root.key").exists(), "the dev key file is gone"
+    shares = [(tmp_path / "s" / f"share-{i}.txt").read_text().strip() for i in (1, 2, 3)]
+    c.start()
+    assert c.sealed
+    c.operator("unseal", "--stdin", input="\n".join(shares[1:]) + "\n")
+    check_after_migration(c, blobs, ak)
+    c.stop()
+
+    # shamir to pkcs11: the current root needs its shares.
+    base = ["--to", "pkcs11", "--pkcs11-module", SOFTHSM_MODULE, "--token-label", "coffer-test", "--pin-file", str(pin)]
+    r = migrate(data_dir, *base, env=env)
+    assert r.returncode != 0 and "unseal shares" in r.stderr
+    r = migrate(data_dir, *base, "--current-shares-stdin", "--json", env=env, input=shares[0] + "\n" + shares[2] + "\n")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["root_generation"] == 3
+    c.start()
+    assert not c.sealed and health(c)[1]["root_of_trust"] == "pkcs11"
+    check_after_migration(c, blobs, ak)
+    c.stop()
+    events = subprocess.run(
+        [coffer_bin(), "audit", "query", "--data-dir", str(data_dir), "--event", "MigrateRoot", "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    moves = [(json.loads(l)["requestParameters"]["from"], json.loads(l)["requestParameters"]["to"]) for l in events]
+    assert moves == [("dev-file", "shamir"), ("shamir", "pkcs11")]
+    r = subprocess.run([coffer_bin(), "audit", "verify", "--data-dir", str(data_dir)], capture_output=True, text=True, env={**os.environ, **env})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "failpoint,finished",
+    [
+        ("migrate-root:after-prepare", False),
+        ("migrate-root:before-commit", False),
+        ("migrate-root:after-commit", True),
+        ("migrate-root:during-install", True),
+    ],
+)
+def test_killed_migration_is_finished_or_rolled_back_at_start(data_dir, tmp_path, failpoint, finished):
+    c = Coffer(data_dir).start()
+    blobs, ak = populate_for_migration(c)
+    c.stop()
+    r = migrate(
+        data_dir, "--to", "shamir", "--shares", "3", "--threshold", "2", "--share-dir", str(tmp_path / "s"),
+        env={"COFFER_TEST_FAILPOINT": failpoint},
+    )
+    assert r.returncode != 0 and f"failpoint {failpoint} reached" in r.stderr
+    assert (data_dir / "root-migration.json").exists()
+    c.start()
+    assert not (data_dir / "root-migration.json").exists()
+    if finished:
+        assert c.sealed and not (data_dir / "root.key").exists()
+        shares = [(tmp_path / "s" / f"share-{i}.txt").read_text().strip() for i in (1, 3)]
+        c.operator("unseal", "--stdin", input="\n".join(shares) + "\n")
+    else:
+        assert not c.sealed and (data_dir / "root.key").exists() and not (data_dir / "root.json").exists()
+    check_after_migration(c, blobs, ak)
+    c.stop()

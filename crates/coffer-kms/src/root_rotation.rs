@@ -30,7 +30,7 @@ pub fn failpoint(name: &str) {
     }
 }
 
-fn aad_of(kind: &WrappedKind) -> Vec<u8> {
+pub(crate) fn aad_of(kind: &WrappedKind) -> Vec<u8> {
     match kind {
         WrappedKind::KeyMaterial { key_id, version } => material_aad(key_id, *version),
         WrappedKind::SecretAccessKey { access_key_id } => {

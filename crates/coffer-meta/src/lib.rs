@@ -184,4 +184,7 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Replaces one wrapped secret if it still holds `old.wrapped`; `false` when it changed or went
     /// away meanwhile.
     async fn replace_wrapped(&self, old: &WrappedSecret, new_wrapped: &[u8]) -> Result<bool>;
+    /// Replaces many wrapped secrets in one transaction: all of them, or (when any changed
+    /// meanwhile) none. Returns how many were replaced.
+    async fn replace_wrapped_all(&self, changes: Vec<(WrappedSecret, Vec<u8>)>) -> Result<usize>;
 }

@@ -279,6 +279,26 @@ impl SqliteStore {
     }
 }
 
+/// Replaces one wrapped secret if it still holds the old value.
+fn replace_one(c: &Connection, old: &WrappedSecret, new_wrapped: &[u8]) -> Result<bool> {
+    let n = match &old.kind {
+        WrappedKind::KeyMaterial { key_id, version } => c.execute(
+            "UPDATE kms_key_materials SET wrapped = ?1 WHERE key_id = ?2 AND version = ?3 AND wrapped = ?4",
+            params![new_wrapped, key_id, version, old.wrapped],
+        ),
+        WrappedKind::SecretAccessKey { access_key_id } => c.execute(
+            "UPDATE access_keys SET wrapped_secret = ?1 WHERE access_key_id = ?2 AND wrapped_secret = ?3",
+            params![new_wrapped, access_key_id, old.wrapped],
+        ),
+        WrappedKind::ImportWrappingKey { token_hash, .. } => c.execute(
+            "UPDATE kms_import_tokens SET wrapped_private = ?1 WHERE token_hash = ?2 AND wrapped_private = ?3",
+            params![new_wrapped, token_hash, old.wrapped],
+        ),
+    }
+    .map_err(backend)?;
+    Ok(n == 1)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1251,23 +1271,22 @@ impl MetaStore for SqliteStore {
     async fn replace_wrapped(&self, old: &WrappedSecret, new_wrapped: &[u8]) -> Result<bool> {
         let old = old.clone();
         let new_wrapped = new_wrapped.to_vec();
+        self.with(move |c| replace_one(c, &old, &new_wrapped)).await
+    }
+
+    async fn replace_wrapped_all(&self, changes: Vec<(WrappedSecret, Vec<u8>)>) -> Result<usize> {
         self.with(move |c| {
-            let n = match &old.kind {
-                WrappedKind::KeyMaterial { key_id, version } => c.execute(
-                    "UPDATE kms_key_materials SET wrapped = ?1 WHERE key_id = ?2 AND version = ?3 AND wrapped = ?4",
-                    params![new_wrapped, key_id, version, old.wrapped],
-                ),
-                WrappedKind::SecretAccessKey { access_key_id } => c.execute(
-                    "UPDATE access_keys SET wrapped_secret = ?1 WHERE access_key_id = ?2 AND wrapped_secret = ?3",
-                    params![new_wrapped, access_key_id, old.wrapped],
-                ),
-                WrappedKind::ImportWrappingKey { token_hash, .. } => c.execute(
-                    "UPDATE kms_import_tokens SET wrapped_private = ?1 WHERE token_hash = ?2 AND wrapped_private = ?3",
-                    params![new_wrapped, token_hash, old.wrapped],
-                ),
+            let tx = c.transaction().map_err(backend)?;
+            for (old, new) in &changes {
+                if !replace_one(&tx, old, new)? {
+                    return Err(MetaError::Backend(format!(
+                        "{:?} changed while it was being rewrapped; nothing was replaced",
+                        old.kind
+                    )));
+                }
             }
-            .map_err(backend)?;
-            Ok(n == 1)
+            tx.commit().map_err(backend)?;
+            Ok(changes.len())
         })
         .await
     }

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::config::DEFAULT_DATA_DIR;
 
-const WRAPPED_KEY_FILE: &str = "signing-key.wrapped";
-const KEY_AAD: &[u8] = b"coffer/audit/signing-key/v1";
+pub const WRAPPED_KEY_FILE: &str = "signing-key.wrapped";
+pub const KEY_AAD: &[u8] = b"coffer/audit/signing-key/v1";
 
 /// Signs digests with the audit key, unwrapped in memory.
 #[derive(Debug)]

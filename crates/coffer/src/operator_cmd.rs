@@ -35,6 +35,51 @@ pub enum OperatorCommand {
     /// generations. Data keys and ciphertexts are untouched and keep decrypting. Safe to interrupt:
     /// run it again to finish.
     RotateRoot(ConnectArgs),
+    /// Switch a data dir's root of trust to another mode, with the server stopped: a new root
+    /// (new shares, or a new key in the token), every stored secret rewrapped under it in one
+    /// transaction, then the new configuration installed and the old dev key file removed. A crash
+    /// at any point is finished or rolled back at the next start. Recorded in the audit log.
+    MigrateRoot(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The data dir (its server must be stopped).
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// The mode to migrate to.
+    #[arg(long, value_enum)]
+    to: InitMode,
+    /// shamir: how many unseal shares to make.
+    #[arg(long, value_name = "N", required_if_eq("to", "shamir"))]
+    shares: Option<u8>,
+    /// shamir: how many shares unseal.
+    #[arg(long, value_name = "T", required_if_eq("to", "shamir"))]
+    threshold: Option<u8>,
+    /// shamir: write each new share to DIR/share-<n>.txt (mode 0600) instead of printing it.
+    #[arg(long, value_name = "DIR")]
+    share_dir: Option<PathBuf>,
+    /// pkcs11: path of the token's PKCS#11 module.
+    #[arg(long, value_name = "PATH", required_if_eq("to", "pkcs11"))]
+    pkcs11_module: Option<PathBuf>,
+    /// pkcs11: label of the token.
+    #[arg(long, value_name = "LABEL", required_if_eq("to", "pkcs11"))]
+    token_label: Option<String>,
+    /// pkcs11: file holding the token's user PIN.
+    #[arg(long, value_name = "FILE", conflicts_with = "pin_env")]
+    pin_file: Option<PathBuf>,
+    /// pkcs11: environment variable holding the PIN.
+    #[arg(long, value_name = "VAR")]
+    pin_env: Option<String>,
+    /// When the current root is shamir: a file holding one of its unseal shares (repeatable).
+    #[arg(long = "current-share-file", value_name = "FILE")]
+    current_share_files: Vec<PathBuf>,
+    /// When the current root is shamir: read its unseal shares from standard input, one per line.
+    #[arg(long)]
+    current_shares_stdin: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,6 +164,11 @@ pub struct UnsealArgs {
 pub fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
     match cmd {
         OperatorCommand::Init(a) => init(a),
+        OperatorCommand::MigrateRoot(a) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(migrate_root(a)),
         other => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -196,13 +246,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
             );
         }
         InitMode::Pkcs11 => {
-            let pin = match (&a.pin_file, &a.pin_env) {
-                (Some(f), _) => PinSource::File(std::path::absolute(f).unwrap_or(f.clone())),
-                (None, Some(v)) => PinSource::Env(v.clone()),
-                (None, None) => bail!(
-                    "pkcs11 mode needs the token's PIN: give --pin-file FILE or --pin-env VARIABLE"
-                ),
-            };
+            let pin = pin_source(&a.pin_file, &a.pin_env)?;
             let module = a.pkcs11_module.clone().unwrap_or_default();
             let label = a.token_label.clone().unwrap_or_default();
             let cfg = root::init_pkcs11(&a.data_dir, &module, &label, pin)?;
@@ -222,6 +266,247 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn pin_source(file: &Option<PathBuf>, env: &Option<String>) -> anyhow::Result<PinSource> {
+    Ok(match (file, env) {
+        (Some(f), _) => PinSource::File(std::path::absolute(f).unwrap_or(f.clone())),
+        (None, Some(v)) => PinSource::Env(v.clone()),
+        (None, None) => {
+            bail!("pkcs11 mode needs the token's PIN: give --pin-file FILE or --pin-env VARIABLE")
+        }
+    })
+}
+
+/// Shares from files and standard input, trimmed.
+fn read_shares(files: &[PathBuf], stdin: bool) -> anyhow::Result<Vec<Zeroizing<String>>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the share file {}", f.display()))?,
+        );
+        out.push(Zeroizing::new(text.trim().to_owned()));
+    }
+    if stdin {
+        for line in std::io::stdin().lock().lines() {
+            let line = Zeroizing::new(line.context("cannot read standard input")?);
+            if !line.trim().is_empty() {
+                out.push(Zeroizing::new(line.trim().to_owned()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Takes the data dir's lock, which a running server holds: offline work must not race it.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(crate::server::LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "a Coffer server is running on {}; stop it first (this command changes the data dir offline)",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+async fn migrate_root(a: MigrateArgs) -> anyhow::Result<()> {
+    use coffer_kms::root::migrate::{self, Target};
+    use coffer_meta::MetaStore;
+    use std::sync::Arc;
+
+    if !a.data_dir.join("meta.db").exists() {
+        bail!(
+            "{} is not a Coffer data dir (no meta.db)",
+            a.data_dir.display()
+        );
+    }
+    let _lock = lock_data_dir(&a.data_dir)?;
+    let meta: Arc<dyn MetaStore> =
+        Arc::new(coffer_meta::SqliteStore::open(&a.data_dir.join("meta.db"))?);
+    if let Some(r) = migrate::resolve(&a.data_dir, meta.as_ref()).await? {
+        eprintln!("an earlier, interrupted migration was {r:?}");
+    }
+    let current: Arc<dyn root::RootOfTrust> = match root::open(&a.data_dir)? {
+        root::Opened::Ready { root, .. } => root,
+        root::Opened::Sealed(unsealer) => {
+            let shares = read_shares(&a.current_share_files, a.current_shares_stdin)?;
+            if shares.is_empty() {
+                bail!(
+                    "the current root is shamir: give {} of its unseal shares with --current-share-file or --current-shares-stdin",
+                    unsealer.threshold()
+                );
+            }
+            let mut opened = None;
+            for s in &shares {
+                if let root::UnsealProgress::Unsealed(r) =
+                    unsealer.submit(s).map_err(|e| anyhow::anyhow!("{e}"))?
+                {
+                    opened = Some(r);
+                    break;
+                }
+            }
+            Arc::new(opened.with_context(|| {
+                format!(
+                    "{} good share(s) given; the current root needs {}",
+                    unsealer.progress(),
+                    unsealer.threshold()
+                )
+            })?)
+        }
+    };
+    let from_mode = match current.mode() {
+        "dev-file" => root::Mode::DevFile,
+        "shamir" => root::Mode::Shamir,
+        _ => root::Mode::Pkcs11,
+    };
+    if a.json && a.to == InitMode::Shamir && a.share_dir.is_none() {
+        bail!(
+            "with --json, give --share-dir: the new shares must be kept before the rewrap starts"
+        );
+    }
+    let target = match a.to {
+        InitMode::Shamir => Target::Shamir {
+            shares: a.shares.unwrap_or(0),
+            threshold: a.threshold.unwrap_or(0),
+        },
+        InitMode::Pkcs11 => Target::Pkcs11 {
+            module: a.pkcs11_module.clone().unwrap_or_default(),
+            token_label: a.token_label.clone().unwrap_or_default(),
+            pin: pin_source(&a.pin_file, &a.pin_env)?,
+        },
+    };
+    let to_mode = match a.to {
+        InitMode::Shamir => "shamir",
+        InitMode::Pkcs11 => "pkcs11",
+    };
+    if !a.json {
+        eprintln!(
+            "Migrating the root of {} from {} to {to_mode}: rewrapping every stored secret…",
+            a.data_dir.display(),
+            current.mode()
+        );
+    }
+    let files = [migrate::WrappedFile {
+        path: PathBuf::from("audit").join(crate::audit_cmd::WRAPPED_KEY_FILE),
+        aad: crate::audit_cmd::KEY_AAD.to_vec(),
+    }];
+    let prepared = migrate::prepare(&a.data_dir, current.as_ref(), from_mode, target, &files)?;
+    // The new shares go out before anything is rewrapped: once the rewrap commits, only they
+    // open this data dir, even if this command is killed a moment later.
+    let share_files = match (&a.share_dir, prepared.shares.is_empty()) {
+        (Some(dir), false) => Some(write_share_files(dir, &prepared.shares)?),
+        _ => None,
+    };
+    if share_files.is_none() && !prepared.shares.is_empty() && !a.json {
+        println!("The new unseal shares, shown this once (the old ones will no longer unseal):\n");
+        for (i, t) in prepared.shares.iter().enumerate() {
+            println!("  share {}: {}", i + 1, t.as_str());
+        }
+        println!();
+        use std::io::Write;
+        std::io::stdout().flush()?;
+    }
+    let done = migrate::complete(&a.data_dir, meta.as_ref(), current.as_ref(), prepared).await?;
+    drop(current);
+    record_migration(&a.data_dir, from_mode.as_str(), &done).await?;
+
+    let files = share_files;
+    if a.json {
+        let mut out = json!({
+            "data_dir": a.data_dir, "from": from_mode.as_str(), "to": to_mode,
+            "root_id": done.to.root_id, "root_generation": done.first_generation, "rewrapped": done.rewrapped,
+        });
+        match &files {
+            Some(f) => out["share_files"] = json!(f),
+            None if !done.shares.is_empty() => {
+                out["share_values"] =
+                    json!(done.shares.iter().map(|t| t.as_str()).collect::<Vec<_>>())
+            }
+            None => {}
+        }
+        println!("{out}");
+    } else {
+        println!(
+            "The root of {} is now {to_mode} (root id {}, generation {}); {} stored secret(s) rewrapped.",
+            a.data_dir.display(),
+            done.to.root_id,
+            done.first_generation,
+            done.rewrapped
+        );
+        if let Some(f) = &files {
+            println!(
+                "The new unseal shares were written, one per file (the old ones no longer unseal):"
+            );
+            for p in f {
+                println!("  {}", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the migration in the audit log (the server is stopped, so this command writes it).
+async fn record_migration(
+    data_dir: &Path,
+    from: &str,
+    done: &coffer_kms::root::migrate::Migrated,
+) -> anyhow::Result<()> {
+    let audit_dir = data_dir.join("audit");
+    if !audit_dir.join(crate::audit_cmd::WRAPPED_KEY_FILE).exists() {
+        return Ok(());
+    }
+    // The new root opens the rewrapped signing key; shamir roots come unsealed from the migration.
+    let root: std::sync::Arc<dyn root::RootOfTrust> = match root::open(data_dir)? {
+        root::Opened::Ready { root, .. } => root,
+        root::Opened::Sealed(_) => {
+            // A fresh shamir root: unseal it with the new shares we hold.
+            let unsealer = root::Unsealer::load(data_dir)?;
+            let mut opened = None;
+            for s in &done.shares {
+                if let root::UnsealProgress::Unsealed(r) =
+                    unsealer.submit(s).map_err(|e| anyhow::anyhow!("{e}"))?
+                {
+                    opened = Some(r);
+                    break;
+                }
+            }
+            std::sync::Arc::new(opened.context("the new shares do not unseal the new root")?)
+        }
+    };
+    let signer = crate::audit_cmd::load_or_create_signer(&audit_dir, root.as_ref())?;
+    let log =
+        coffer_audit::AuditLog::open(&audit_dir, signer, coffer_audit::AuditOptions::default())?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let event = json!({
+        "eventVersion": "1.11",
+        "eventTime": coffer_audit::record::now_rfc3339(),
+        "eventSource": "coffer.operator",
+        "eventName": "MigrateRoot",
+        "eventType": "AwsServiceEvent",
+        "eventCategory": "Management",
+        "managementEvent": true,
+        "readOnly": false,
+        "eventID": uuid::Uuid::new_v4().to_string(),
+        "sourceIPAddress": "local",
+        "userAgent": "coffer operator migrate-root",
+        "userIdentity": { "type": "Operator", "principalId": user },
+        "requestParameters": { "from": from, "to": done.to.mode.as_str() },
+        "responseElements": { "rootId": done.to.root_id, "rootGeneration": done.first_generation, "rewrapped": done.rewrapped },
+    });
+    log.record(serde_json::to_vec(&event)?).await?;
+    log.close().await?;
     Ok(())
 }
 
@@ -302,7 +587,9 @@ fn describe_status(v: &Value) -> String {
 
 async fn remote(cmd: OperatorCommand) -> anyhow::Result<()> {
     match cmd {
-        OperatorCommand::Init(_) => unreachable!("handled without a runtime"),
+        OperatorCommand::Init(_) | OperatorCommand::MigrateRoot(_) => {
+            unreachable!("handled before")
+        }
         OperatorCommand::Status(c) => {
             let t = connect_target(&c, false)?;
             let (_, v) = plain(&t, http::Method::GET, "/_coffer/unseal", None).await?;

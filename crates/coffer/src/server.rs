@@ -22,6 +22,8 @@ use crate::front::Front;
 use crate::{credentials, tls};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Held (flock) by the server for its life; offline commands take it too.
+pub const LOCK_FILE: &str = ".lock";
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
@@ -199,13 +201,31 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&s.data_dir)
         .with_context(|| format!("cannot resolve the data dir {}", s.data_dir.display()))?;
 
-    let opened = root::open(&data_dir).context("cannot open the root of trust")?;
+    let lock_path = data_dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another Coffer is using the data dir {} (a server, or an offline operator command); stop it first",
+            data_dir.display()
+        );
+    }
 
     let meta_path = data_dir.join("meta.db");
     let meta: Arc<dyn MetaStore> = Arc::new(
         SqliteStore::open(&meta_path)
             .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
     );
+    match root::migrate::resolve(&data_dir, meta.as_ref()).await {
+        Ok(Some(r)) => warn!(resolution = ?r, "an interrupted root migration was resolved"),
+        Ok(None) => {}
+        Err(e) => return Err(e).context("cannot resolve an interrupted root migration"),
+    }
+    let opened = root::open(&data_dir).context("cannot open the root of trust")?;
 
     let (tls_config, ca_path) = match &s.tls_files {
         Some((cert, key)) => (tls::server_config(cert, key)?, None),
@@ -323,6 +343,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         _ = tokio::time::sleep(s.shutdown_grace) => warn!("grace period over; closing the remaining connections"),
     }
     front.shutdown().await;
+    drop(lock);
     info!("stopped");
     Ok(())
 }

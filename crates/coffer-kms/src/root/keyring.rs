@@ -37,9 +37,18 @@ pub(crate) struct Keyring {
 
 impl Keyring {
     pub(crate) fn generate() -> Result<Self, RootError> {
+        Self::generate_at(1)
+    }
+
+    /// A keyring whose one key is generation `generation` (a migrated root continues the numbering
+    /// of the root it replaces, so every record names the root that wrapped it).
+    pub(crate) fn generate_at(generation: u32) -> Result<Self, RootError> {
         let mut keys = BTreeMap::new();
-        keys.insert(1, Key256::generate()?);
-        Ok(Self { current: 1, keys })
+        keys.insert(generation, Key256::generate()?);
+        Ok(Self {
+            current: generation,
+            keys,
+        })
     }
 
     pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {

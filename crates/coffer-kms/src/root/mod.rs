@@ -8,6 +8,7 @@
 
 mod config;
 mod keyring;
+pub mod migrate;
 mod pkcs11;
 mod shamir;
 

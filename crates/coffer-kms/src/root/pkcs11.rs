@@ -39,20 +39,33 @@ pub fn init_pkcs11(
     token_label: &str,
     pin: PinSource,
 ) -> Result<RootConfig, RootError> {
+    create_pkcs11(&root_config_path(data_dir), module, token_label, pin, 1)
+}
+
+/// Generates generation `first_generation` inside the token and writes the configuration to
+/// `config_path`.
+pub(crate) fn create_pkcs11(
+    config_path: &Path,
+    module: &Path,
+    token_label: &str,
+    pin: PinSource,
+    first_generation: u32,
+) -> Result<RootConfig, RootError> {
     let token = Token::open(module, token_label, &pin.read()?)?;
     let mut root_id = [0u8; 16];
     coffer_crypto::fill_random(&mut root_id)?;
     let mut cfg = RootConfig::new(Mode::Pkcs11, &root_id);
-    token.generate_aes256(&key_label(&cfg.root_id, 1))?;
+    let label = key_label(&cfg.root_id, first_generation);
+    token.generate_aes256(&label)?;
     cfg.pkcs11 = Some(Pkcs11Config {
         module: module.to_owned(),
         token_label: token_label.to_owned(),
         pin,
-        current_generation: 1,
-        generations: vec![1],
+        current_generation: first_generation,
+        generations: vec![first_generation],
     });
-    if let Err(e) = cfg.save_to(&root_config_path(data_dir)) {
-        let _ = token.destroy_key(&key_label(&cfg.root_id, 1));
+    if let Err(e) = cfg.save_to(config_path) {
+        let _ = token.destroy_key(&label);
         return Err(e);
     }
     Ok(cfg)
@@ -61,6 +74,11 @@ pub fn init_pkcs11(
 impl Pkcs11Root {
     /// Opens the token `cfg` names and checks that it holds every generation's key.
     pub fn open(data_dir: &Path, cfg: &RootConfig) -> Result<Self, RootError> {
+        Self::open_at(&root_config_path(data_dir), cfg)
+    }
+
+    /// Opens the token `cfg` names; changes of generations are saved to `config_path`.
+    pub(crate) fn open_at(config_path: &Path, cfg: &RootConfig) -> Result<Self, RootError> {
         let p = cfg
             .pkcs11
             .as_ref()
@@ -78,7 +96,7 @@ impl Pkcs11Root {
         Ok(Self {
             token,
             root_id: cfg.root_id.clone(),
-            config_path: root_config_path(data_dir),
+            config_path: config_path.to_owned(),
             gens: RwLock::new(Generations {
                 current: p.current_generation,
                 all: p.generations.clone(),

@@ -144,13 +144,25 @@ pub fn init_shamir(
     shares: u8,
     threshold: u8,
 ) -> Result<(RootConfig, Vec<Zeroizing<String>>), RootError> {
+    let (cfg, texts, _) = create_shamir(&root_config_path(data_dir), shares, threshold, 1)?;
+    Ok((cfg, texts))
+}
+
+/// Makes a shamir root whose first generation is `first_generation`, writes its configuration to
+/// `config_path`, and returns it unsealed with the share texts.
+pub(crate) fn create_shamir(
+    config_path: &Path,
+    shares: u8,
+    threshold: u8,
+    first_generation: u32,
+) -> Result<(RootConfig, Vec<Zeroizing<String>>, KeyringRoot), RootError> {
     if threshold < 2 || threshold > shares {
         return Err(RootError::Config(format!(
             "--threshold must be at least 2 and at most --shares ({shares}); got {threshold}"
         )));
     }
     let unseal_key = Key256::generate()?;
-    let ring = Keyring::generate()?;
+    let ring = Keyring::generate_at(first_generation)?;
     let mut root_id = [0u8; 16];
     coffer_crypto::fill_random(&mut root_id)?;
     let parts = shamir::split(unseal_key.expose(), threshold as usize, shares as usize)?;
@@ -167,8 +179,9 @@ pub fn init_shamir(
         share_digests: digests,
         keyring: wrap_keyring(&cfg.root_id, &unseal_key, &ring)?,
     });
-    cfg.save_to(&root_config_path(data_dir))?;
-    Ok((cfg, texts))
+    cfg.save_to(config_path)?;
+    let root = KeyringRoot::unsealed(ring, config_path.to_owned(), unseal_key);
+    Ok((cfg, texts, root))
 }
 
 fn wrap_keyring(root_id: &str, unseal_key: &Key256, ring: &Keyring) -> Result<String, RootError> {
