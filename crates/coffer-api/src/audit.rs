@@ -46,6 +46,7 @@ const WITHHELD: &[&str] = &[
     "GrantTokens",
     "GrantToken",
     "Archive",
+    "KeyStorePassword",
 ];
 
 /// Operations that change nothing (CloudTrail's `readOnly`).
@@ -410,6 +411,7 @@ mod tests {
         let cfg = KmsConfig {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),
+            ..Default::default()
         };
         let req = serde_json::json!({
             "KeyId": "1234abcd-12ab-34cd-56ef-1234567890ab",

@@ -17,6 +17,12 @@ fn account_level(op: KmsOperation) -> bool {
             | KmsOperation::ListKeys
             | KmsOperation::ListAliases
             | KmsOperation::GenerateRandom
+            | KmsOperation::CreateCustomKeyStore
+            | KmsOperation::DescribeCustomKeyStores
+            | KmsOperation::ConnectCustomKeyStore
+            | KmsOperation::DisconnectCustomKeyStore
+            | KmsOperation::UpdateCustomKeyStore
+            | KmsOperation::DeleteCustomKeyStore
     )
 }
 

@@ -75,6 +75,27 @@ impl ApiError {
                 }
                 KmsError::InvalidSignature(_) => (S::BAD_REQUEST, "KMSInvalidSignatureException"),
                 KmsError::InvalidMac(_) => (S::BAD_REQUEST, "KMSInvalidMacException"),
+                KmsError::CustomKeyStoreNotFound(_) => {
+                    (S::BAD_REQUEST, "CustomKeyStoreNotFoundException")
+                }
+                KmsError::CustomKeyStoreNameInUse(_) => {
+                    (S::BAD_REQUEST, "CustomKeyStoreNameInUseException")
+                }
+                KmsError::CustomKeyStoreInvalidState(_) => {
+                    (S::BAD_REQUEST, "CustomKeyStoreInvalidStateException")
+                }
+                KmsError::CustomKeyStoreHasCmks(_) => {
+                    (S::BAD_REQUEST, "CustomKeyStoreHasCMKsException")
+                }
+                KmsError::CloudHsmClusterNotFound(_) => {
+                    (S::BAD_REQUEST, "CloudHsmClusterNotFoundException")
+                }
+                KmsError::CloudHsmClusterInUse(_) => {
+                    (S::BAD_REQUEST, "CloudHsmClusterInUseException")
+                }
+                KmsError::IncorrectTrustAnchor(_) => {
+                    (S::BAD_REQUEST, "IncorrectTrustAnchorException")
+                }
                 KmsError::DryRun => (S::PRECONDITION_FAILED, "DryRunOperationException"),
                 KmsError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "KMSInternalException"),
             },

@@ -89,21 +89,17 @@ operations!(
     ListRetirableGrants,
     RetireGrant,
     RevokeGrant,
+    CreateCustomKeyStore,
+    DescribeCustomKeyStores,
+    ConnectCustomKeyStore,
+    DisconnectCustomKeyStore,
+    UpdateCustomKeyStore,
+    DeleteCustomKeyStore,
 );
 
 /// AWS KMS operations that Coffer does not serve yet; they get UnsupportedOperationException rather
 /// than UnknownOperationException, so a caller can tell "not yet" from "no such thing".
-const NOT_YET: &[&str] = &[
-    "ConnectCustomKeyStore",
-    "CreateCustomKeyStore",
-    "DeleteCustomKeyStore",
-    "DescribeCustomKeyStores",
-    "DisconnectCustomKeyStore",
-    "GetKeyLastUsage",
-    "ReplicateKey",
-    "UpdateCustomKeyStore",
-    "UpdatePrimaryRegion",
-];
+const NOT_YET: &[&str] = &["GetKeyLastUsage", "ReplicateKey", "UpdatePrimaryRegion"];
 
 /// Reads the operation from an `X-Amz-Target` value.
 pub fn operation(target: Option<&str>) -> Result<KmsOperation, ApiError> {
@@ -370,7 +366,24 @@ fn key_metadata(m: &KeyMetadata) -> Value {
     if let Some(t) = m.valid_to_ms {
         o.insert("ValidTo".into(), epoch(t));
     }
+    if let Some(id) = &m.custom_key_store_id {
+        o.insert("CustomKeyStoreId".into(), json!(id));
+    }
+    if let Some(id) = &m.cloud_hsm_cluster_id {
+        o.insert("CloudHsmClusterId".into(), json!(id));
+    }
     Value::Object(o)
+}
+
+/// `CloudHsmClusterId`: 19–24 characters, `cluster-` and base32-ish letters and digits.
+fn cluster_id_checks(c: &mut Checks, v: Option<&str>) {
+    c.str_len("CloudHsmClusterId", v, 19, 24);
+    c.pattern("CloudHsmClusterId", v, "cluster-[2-7a-zA-Z]{11,16}", |s| {
+        s.strip_prefix("cluster-").is_some_and(|rest| {
+            rest.chars()
+                .all(|ch| ch.is_ascii_alphabetic() || ('2'..='7').contains(&ch))
+        })
+    });
 }
 
 fn with_marker(mut o: Map<String, Value>, next: Option<String>) -> Value {
@@ -1733,6 +1746,165 @@ pub async fn dispatch(
                 .await?;
             Ok(json!({ "KeyId": arn, "KeyMaterialId": material_id }))
         }
+        O::CreateCustomKeyStore => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                custom_key_store_name: Option<String>,
+                cloud_hsm_cluster_id: Option<String>,
+                trust_anchor_certificate: Option<String>,
+                key_store_password: Option<zeroize::Zeroizing<String>>,
+                custom_key_store_type: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("CustomKeyStoreName", &r.custom_key_store_name);
+            c.str_len(
+                "CustomKeyStoreName",
+                r.custom_key_store_name.as_deref(),
+                1,
+                256,
+            );
+            cluster_id_checks(&mut c, r.cloud_hsm_cluster_id.as_deref());
+            c.str_len(
+                "TrustAnchorCertificate",
+                r.trust_anchor_certificate.as_deref(),
+                1,
+                5000,
+            );
+            c.str_len(
+                "KeyStorePassword",
+                r.key_store_password.as_deref().map(String::as_str),
+                7,
+                32,
+            );
+            c.one_of(
+                "CustomKeyStoreType",
+                r.custom_key_store_type.as_deref(),
+                &["AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"],
+            );
+            c.finish()?;
+            gate.pass()?;
+            let id = kms
+                .create_custom_key_store(
+                    r.custom_key_store_name.as_deref().unwrap_or_default(),
+                    r.custom_key_store_type.as_deref(),
+                    r.cloud_hsm_cluster_id.as_deref(),
+                    r.trust_anchor_certificate.as_deref(),
+                    r.key_store_password.as_deref().map(String::as_str),
+                )
+                .await?;
+            Ok(json!({ "CustomKeyStoreId": id }))
+        }
+        O::DescribeCustomKeyStores => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                custom_key_store_id: Option<String>,
+                custom_key_store_name: Option<String>,
+                limit: Option<i64>,
+                marker: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
+            c.str_len(
+                "CustomKeyStoreName",
+                r.custom_key_store_name.as_deref(),
+                1,
+                256,
+            );
+            c.range("Limit", r.limit, 1, 1000);
+            c.marker(r.marker.as_deref());
+            c.finish()?;
+            gate.pass()?;
+            let page = kms
+                .describe_custom_key_stores(
+                    r.custom_key_store_id.as_deref(),
+                    r.custom_key_store_name.as_deref(),
+                    limit(r.limit, 100),
+                    r.marker.as_deref(),
+                )
+                .await?;
+            let stores: Vec<Value> = page
+                .items
+                .iter()
+                .map(|s| {
+                    let mut o = Map::new();
+                    o.insert("CustomKeyStoreId".into(), json!(s.id));
+                    o.insert("CustomKeyStoreName".into(), json!(s.name));
+                    o.insert("CloudHsmClusterId".into(), json!(s.cluster_id));
+                    o.insert("TrustAnchorCertificate".into(), json!(s.trust_anchor));
+                    o.insert("ConnectionState".into(), json!(s.connection_state));
+                    if let Some(e) = &s.connection_error {
+                        o.insert("ConnectionErrorCode".into(), json!(e));
+                    }
+                    o.insert("CreationDate".into(), epoch(s.created_ms));
+                    o.insert("CustomKeyStoreType".into(), json!("AWS_CLOUDHSM"));
+                    Value::Object(o)
+                })
+                .collect();
+            let mut o = Map::new();
+            o.insert("CustomKeyStores".into(), Value::Array(stores));
+            Ok(with_marker(o, page.next_marker))
+        }
+        O::ConnectCustomKeyStore | O::DisconnectCustomKeyStore | O::DeleteCustomKeyStore => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                custom_key_store_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("CustomKeyStoreId", &r.custom_key_store_id);
+            c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
+            c.finish()?;
+            gate.pass()?;
+            let id = r.custom_key_store_id.as_deref().unwrap_or_default();
+            match op {
+                O::ConnectCustomKeyStore => kms.connect_custom_key_store(id).await?,
+                O::DisconnectCustomKeyStore => kms.disconnect_custom_key_store(id).await?,
+                _ => kms.delete_custom_key_store(id).await?,
+            }
+            Ok(json!({}))
+        }
+        O::UpdateCustomKeyStore => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct R {
+                custom_key_store_id: Option<String>,
+                new_custom_key_store_name: Option<String>,
+                key_store_password: Option<zeroize::Zeroizing<String>>,
+                cloud_hsm_cluster_id: Option<String>,
+            }
+            let r: R = parse(body)?;
+            let mut c = Checks::new();
+            c.required("CustomKeyStoreId", &r.custom_key_store_id);
+            c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
+            c.str_len(
+                "NewCustomKeyStoreName",
+                r.new_custom_key_store_name.as_deref(),
+                1,
+                256,
+            );
+            c.str_len(
+                "KeyStorePassword",
+                r.key_store_password.as_deref().map(String::as_str),
+                7,
+                32,
+            );
+            cluster_id_checks(&mut c, r.cloud_hsm_cluster_id.as_deref());
+            c.finish()?;
+            gate.pass()?;
+            kms.update_custom_key_store(
+                r.custom_key_store_id.as_deref().unwrap_or_default(),
+                r.new_custom_key_store_name.as_deref(),
+                r.key_store_password.as_deref().map(String::as_str),
+                r.cloud_hsm_cluster_id.as_deref(),
+            )
+            .await?;
+            Ok(json!({}))
+        }
         O::ListKeyRotations => {
             #[derive(Deserialize)]
             #[serde(rename_all = "PascalCase")]
@@ -1819,6 +1991,7 @@ mod tests {
             coffer_kms::KmsConfig {
                 account_id: "111122223333".into(),
                 region: "us-east-1".into(),
+                ..Default::default()
             },
             meta,
             std::sync::Arc::new(root),

@@ -128,6 +128,25 @@ impl Checks {
         }
     }
 
+    /// A value that must match `pattern`, decided by `ok`.
+    pub fn pattern(
+        &mut self,
+        name: &str,
+        v: Option<&str>,
+        pattern: &str,
+        ok: impl Fn(&str) -> bool,
+    ) {
+        if let Some(v) = v
+            && !ok(v)
+        {
+            self.push(
+                Some(quoted(v)),
+                name,
+                &format!("satisfy regular expression pattern: {pattern}"),
+            );
+        }
+    }
+
     pub fn list_len<T>(&mut self, name: &str, v: Option<&Vec<T>>, min: usize, max: usize) {
         if let Some(v) = v {
             if v.len() < min {

@@ -17,6 +17,10 @@
 //! GCM random-nonce limit applies per message rather than per key version. The whole header (bytes
 //! 0..49) and the encoded encryption context are the associated data: changing any header byte, or
 //! presenting another context, makes the blob fail to open.
+//!
+//! Version 2 is for keys whose material never leaves an HSM, which can run AES-GCM but not derive a
+//! per-message key: `0x02 | key id (16) | material version (4) | nonce (12) | ciphertext | tag`,
+//! AES-256-GCM under the key itself, associated data the 33 header bytes and the encoded context.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
@@ -24,6 +28,9 @@ use aws_lc_rs::hkdf;
 use crate::{CryptoError, Key256, SecretBytes};
 
 pub const BLOB_VERSION: u8 = 1;
+/// Blobs made inside an HSM (see the module docs).
+pub const DIRECT_BLOB_VERSION: u8 = 2;
+pub const DIRECT_HEADER_LEN: usize = 1 + 16 + 4 + NONCE_LEN;
 pub const HEADER_LEN: usize = 1 + 16 + 4 + SALT_LEN + NONCE_LEN;
 const SALT_LEN: usize = 16;
 const TAG_LEN: usize = 16;
@@ -43,13 +50,17 @@ pub fn peek(blob: &[u8]) -> Result<BlobHeader, CryptoError> {
     let Some(&version) = blob.first() else {
         return Err(CryptoError::Malformed("ciphertext blob"));
     };
-    if version != BLOB_VERSION {
-        return Err(CryptoError::UnsupportedVersion {
-            what: "ciphertext blob",
-            version,
-        });
-    }
-    if blob.len() < BLOB_OVERHEAD {
+    let min = match version {
+        BLOB_VERSION => BLOB_OVERHEAD,
+        DIRECT_BLOB_VERSION => DIRECT_HEADER_LEN + TAG_LEN,
+        version => {
+            return Err(CryptoError::UnsupportedVersion {
+                what: "ciphertext blob",
+                version,
+            });
+        }
+    };
+    if blob.len() < min {
         return Err(CryptoError::Malformed("ciphertext blob"));
     }
     let mut key_id = [0u8; 16];
@@ -60,6 +71,32 @@ pub fn peek(blob: &[u8]) -> Result<BlobHeader, CryptoError> {
         key_id,
         material_version: u32::from_be_bytes(v),
     })
+}
+
+/// The header of a version 2 blob.
+pub fn direct_header(header: BlobHeader, nonce: &[u8; NONCE_LEN]) -> [u8; DIRECT_HEADER_LEN] {
+    let mut h = [0u8; DIRECT_HEADER_LEN];
+    h[0] = DIRECT_BLOB_VERSION;
+    h[1..17].copy_from_slice(&header.key_id);
+    h[17..21].copy_from_slice(&header.material_version.to_be_bytes());
+    h[21..].copy_from_slice(nonce);
+    h
+}
+
+/// A version 2 blob's parts: its header (also the start of the associated data), nonce, and
+/// ciphertext followed by the tag. `None` for any other blob.
+pub fn split_direct(blob: &[u8]) -> Option<(&[u8], [u8; NONCE_LEN], &[u8])> {
+    if blob.first() != Some(&DIRECT_BLOB_VERSION) || blob.len() < DIRECT_HEADER_LEN + TAG_LEN {
+        return None;
+    }
+    let (head, sealed) = blob.split_at(DIRECT_HEADER_LEN);
+    let nonce = head[21..].try_into().ok()?;
+    Some((head, nonce, sealed))
+}
+
+/// The associated data of a blob: its header, then the encoded context.
+pub fn associated_data(header: &[u8], context: &[u8]) -> Vec<u8> {
+    aad(header, context)
 }
 
 fn message_key(
@@ -114,6 +151,9 @@ pub fn seal(
 /// or a different context gives [`CryptoError::Decrypt`].
 pub fn open(material: &Key256, blob: &[u8], context: &[u8]) -> Result<SecretBytes, CryptoError> {
     let header = peek(blob)?;
+    if blob[0] != BLOB_VERSION {
+        return Err(CryptoError::Decrypt);
+    }
     let (head, sealed) = blob.split_at(HEADER_LEN);
     let salt = &head[21..21 + SALT_LEN];
     let nonce = Nonce::try_assume_unique_for_key(&head[21 + SALT_LEN..])
@@ -185,12 +225,12 @@ mod tests {
     fn versions_are_checked() {
         let k = Key256::generate().expect("rng");
         let mut b = seal(&k, header(), b"", b"x").expect("seal");
-        b[0] = 2;
+        b[0] = 3;
         assert_eq!(
             peek(&b).unwrap_err(),
             CryptoError::UnsupportedVersion {
                 what: "ciphertext blob",
-                version: 2
+                version: 3
             }
         );
         assert!(peek(&[]).is_err());

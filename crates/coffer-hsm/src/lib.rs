@@ -343,8 +343,13 @@ impl Token {
                 .map_err(HsmError::call("GCM parameters"))?;
             match s.decrypt(&Mechanism::AesGcm(params), h, sealed) {
                 Ok(p) => Ok(Zeroizing::new(p)),
+                // A tag that does not verify: CKR_ENCRYPTED_DATA_INVALID by the standard; SoftHSM2
+                // reports CKR_GENERAL_ERROR (or CKR_FUNCTION_FAILED) for it.
                 Err(CkError::Pkcs11(
-                    RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+                    RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange
+                    | RvError::GeneralError
+                    | RvError::FunctionFailed,
                     _,
                 )) => Err(HsmError::Decrypt),
                 Err(e) => Err(HsmError::call("C_Decrypt")(e)),

@@ -54,6 +54,21 @@ pub enum KmsError {
     /// VerifyMac found the MAC invalid (AWS gives no message).
     #[error("{0}")]
     InvalidMac(String),
+    /// The custom key store errors, by AWS exception name.
+    #[error("{0}")]
+    CustomKeyStoreNotFound(String),
+    #[error("{0}")]
+    CustomKeyStoreNameInUse(String),
+    #[error("{0}")]
+    CustomKeyStoreInvalidState(String),
+    #[error("{0}")]
+    CustomKeyStoreHasCmks(String),
+    #[error("{0}")]
+    CloudHsmClusterNotFound(String),
+    #[error("{0}")]
+    CloudHsmClusterInUse(String),
+    #[error("{0}")]
+    IncorrectTrustAnchor(String),
     #[error("The request would have succeeded, but the DryRun option is set.")]
     DryRun,
     /// A failure inside Coffer (storage, root of trust). The message is for the log only.

@@ -8,6 +8,7 @@
 
 pub mod authz;
 pub mod backup;
+pub mod custom_key_stores;
 mod error;
 pub mod grants;
 pub mod iam;
@@ -29,11 +30,13 @@ pub use service::Kms;
 
 mod key_policy;
 
-/// Where this Coffer says it is: the account id and region that appear in every ARN.
-#[derive(Debug, Clone)]
+/// Where this Coffer says it is: the account id and region that appear in every ARN; and the HSM
+/// clusters (PKCS#11 tokens) custom key stores may use, by cluster id.
+#[derive(Debug, Clone, Default)]
 pub struct KmsConfig {
     pub account_id: String,
     pub region: String,
+    pub hsm_clusters: std::collections::BTreeMap<String, custom_key_stores::HsmCluster>,
 }
 
 impl KmsConfig {

@@ -11,6 +11,7 @@ pub const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 pub const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
 pub const ORIGIN_AWS_KMS: &str = "AWS_KMS";
 pub const ORIGIN_EXTERNAL: &str = "EXTERNAL";
+pub const ORIGIN_AWS_CLOUDHSM: &str = "AWS_CLOUDHSM";
 
 /// The states a key can be in (the subset Coffer produces today).
 pub mod state {
@@ -18,6 +19,8 @@ pub mod state {
     pub const DISABLED: &str = "Disabled";
     pub const PENDING_DELETION: &str = "PendingDeletion";
     pub const PENDING_IMPORT: &str = "PendingImport";
+    /// A key in a custom key store that is not connected (shown, never stored).
+    pub const UNAVAILABLE: &str = "Unavailable";
 }
 
 /// DescribeKey's `KeyMetadata`.
@@ -45,6 +48,8 @@ pub struct KeyMetadata {
     pub current_key_material_id: Option<String>,
     pub expiration_model: Option<String>,
     pub valid_to_ms: Option<i64>,
+    pub custom_key_store_id: Option<String>,
+    pub cloud_hsm_cluster_id: Option<String>,
 }
 
 /// GetParametersForImport's answer.

@@ -37,6 +37,7 @@ pub(crate) fn aad_of(kind: &WrappedKind) -> Vec<u8> {
             crate::identity::secret_aad(access_key_id)
         }
         WrappedKind::ImportWrappingKey { key_id, token_hash } => import_key_aad(key_id, token_hash),
+        WrappedKind::KeyStorePassword { id } => crate::custom_key_stores::password_aad(id),
     }
 }
 

@@ -70,6 +70,8 @@ pub struct Kms {
     aliases: RwLock<HashMap<String, String>>,
     /// Serialises read-modify-write changes of keys and aliases on this node.
     pub(crate) writes: tokio::sync::Mutex<()>,
+    /// Custom key stores' tokens (connected ones) and clusters.
+    pub(crate) connections: crate::custom_key_stores::Connections,
 }
 
 pub(crate) fn material_aad(key_id: &str, version: u32) -> Vec<u8> {
@@ -249,6 +251,7 @@ impl Kms {
             keys: RwLock::new(HashMap::new()),
             aliases: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
+            connections: Default::default(),
         }
     }
 
@@ -311,6 +314,7 @@ impl Kms {
             .ok_or_else(|| self.key_not_found(key_id))?;
         let spec = spec_of(&record)?;
         let mut materials = Vec::new();
+        let in_hsm = record.custom_key_store_id.is_some();
         for m in self.meta.materials(key_id).await? {
             if m.version as usize != materials.len() + 1 {
                 return Err(KmsError::Internal(format!(
@@ -318,7 +322,8 @@ impl Kms {
                     m.version
                 )));
             }
-            if !m.imported {
+            // Keys in a custom key store: the material is a token object, used in place.
+            if !m.imported || in_hsm {
                 materials.push(None);
                 continue;
             }
@@ -377,8 +382,21 @@ impl Kms {
 
     pub(crate) fn usable(&self, rec: &KeyRecord) -> Result<()> {
         // The hot path: no ARN is formatted unless there is an error to report.
-        if rec.state == state::ENABLED {
+        if rec.state == state::ENABLED && rec.custom_key_store_id.is_none() {
             return Ok(());
+        }
+        if let Some(store) = &rec.custom_key_store_id {
+            if matches!(rec.state.as_str(), state::ENABLED | state::DISABLED)
+                && self.connections.token(store).is_none()
+            {
+                return Err(KmsError::InvalidState(format!(
+                    "{} is unavailable: its custom key store {store} is not connected (ConnectCustomKeyStore).",
+                    self.cfg.key_arn(&rec.key_id)
+                )));
+            }
+            if rec.state == state::ENABLED {
+                return Ok(());
+            }
         }
         let arn = self.cfg.key_arn(&rec.key_id);
         match rec.state.as_str() {
@@ -483,7 +501,15 @@ impl Kms {
             enabled: rec.state == state::ENABLED,
             description: rec.description.clone(),
             key_usage: rec.key_usage.clone(),
-            key_state: rec.state.clone(),
+            key_state: match &rec.custom_key_store_id {
+                Some(store)
+                    if matches!(rec.state.as_str(), state::ENABLED | state::DISABLED)
+                        && self.connections.token(store).is_none() =>
+                {
+                    state::UNAVAILABLE.to_owned()
+                }
+                _ => rec.state.clone(),
+            },
             deletion_ms: rec.deletion_ms,
             pending_window_days: rec.pending_window_days,
             origin: rec.origin.clone(),
@@ -498,6 +524,11 @@ impl Kms {
                 .then(|| key_material_id(&rec.key_id, rec.current_version)),
             expiration_model: rec.expiration_model.clone(),
             valid_to_ms: rec.valid_to_ms,
+            custom_key_store_id: rec.custom_key_store_id.clone(),
+            cloud_hsm_cluster_id: rec
+                .custom_key_store_id
+                .as_deref()
+                .and_then(|s| self.connections.cluster_of(s)),
         }
     }
 
@@ -540,11 +571,53 @@ impl Kms {
             )));
         }
         let external = origin == ORIGIN_EXTERNAL;
-        if !(origin == ORIGIN_AWS_KMS || external) || input.custom_key_store_id.is_some() {
+        let in_hsm = origin == ORIGIN_AWS_CLOUDHSM;
+        if !(origin == ORIGIN_AWS_KMS || external || in_hsm) {
             return Err(KmsError::UnsupportedOperation(format!(
-                "Origin {origin} and custom key stores are not supported by this Coffer version yet; use AWS_KMS or EXTERNAL."
+                "Origin {origin} is not supported by Coffer; use AWS_KMS, EXTERNAL or AWS_CLOUDHSM."
             )));
         }
+        let store_token = if in_hsm {
+            let store = input.custom_key_store_id.as_deref().ok_or_else(|| {
+                KmsError::Validation(
+                    "Origin AWS_CLOUDHSM needs the CustomKeyStoreId of the key store to create the key in.".into(),
+                )
+            })?;
+            if spec != KeySpec::SymmetricDefault || usage != ENCRYPT_DECRYPT {
+                return Err(KmsError::UnsupportedOperation(
+                    "Keys in a custom key store are SYMMETRIC_DEFAULT keys for ENCRYPT_DECRYPT."
+                        .into(),
+                ));
+            }
+            let rec = self
+                .meta
+                .custom_key_stores()
+                .await?
+                .into_iter()
+                .find(|s| s.id == store)
+                .ok_or_else(|| {
+                    KmsError::CustomKeyStoreNotFound(format!(
+                        "Custom key store {store} does not exist."
+                    ))
+                })?;
+            let token = self
+                .connections
+                .token(store)
+                .filter(|_| rec.connection_state == "CONNECTED");
+            Some(token.ok_or_else(|| {
+                KmsError::CustomKeyStoreInvalidState(format!(
+                    "Custom key store {store} is {}; keys can be created in it only while it is CONNECTED.",
+                    rec.connection_state
+                ))
+            })?)
+        } else {
+            if input.custom_key_store_id.is_some() {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "A CustomKeyStoreId needs Origin AWS_CLOUDHSM (not {origin})."
+                )));
+            }
+            None
+        };
         if input.multi_region {
             return Err(KmsError::UnsupportedOperation(
                 "Multi-Region keys are not supported by Coffer.".into(),
@@ -600,10 +673,26 @@ impl Kms {
             expiration_model: None,
             valid_to_ms: None,
             import_fingerprint: None,
+            custom_key_store_id: store_token.as_ref().and(input.custom_key_store_id.clone()),
         };
-        // A key with Origin EXTERNAL waits for the material its owner imports.
+        // A key with Origin EXTERNAL waits for the material its owner imports; a key in a custom
+        // key store gets an AES key generated inside the token, which never leaves it.
         let material = if external {
             None
+        } else if let Some(token) = &store_token {
+            let label = crate::custom_key_stores::hsm_key_label(&key_id, 1);
+            let token = token.clone();
+            tokio::task::spawn_blocking(move || token.generate_aes256(&label))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Some(MaterialRecord::generated(
+                &key_id,
+                1,
+                Vec::new(),
+                now_ms(),
+                None,
+            ))
         } else {
             Some(self.new_material(&key_id, spec, 1, None).await?)
         };
@@ -731,6 +820,36 @@ impl Kms {
         plaintext: &[u8],
     ) -> Result<EncryptOutput> {
         let version = k.record.current_version;
+        if let Some(store) = &k.record.custom_key_store_id {
+            let token = self.store_token(store, || self.cfg.key_arn(&k.record.key_id))?;
+            let aad = context::encode(ctx)
+                .map_err(|_| KmsError::Validation("The encryption context is too large.".into()))?;
+            let mut nonce = [0u8; 12];
+            coffer_crypto::fill_random(&mut nonce).map_err(internal)?;
+            let header = blob::direct_header(
+                blob::BlobHeader {
+                    key_id: uuid_bytes(&k.record.key_id)?,
+                    material_version: version,
+                },
+                &nonce,
+            );
+            let sealed = token
+                .gcm_seal(
+                    &crate::custom_key_stores::hsm_key_label(&k.record.key_id, version),
+                    &nonce,
+                    &blob::associated_data(&header, &aad),
+                    plaintext,
+                )
+                .map_err(internal)?;
+            let mut ciphertext = header.to_vec();
+            ciphertext.extend_from_slice(&sealed);
+            return Ok(EncryptOutput {
+                ciphertext,
+                key_arn: self.cfg.key_arn(&k.record.key_id),
+                key_material_id: k.material_id(version),
+                algorithm: mode.name(),
+            });
+        }
         let material = k.current()?;
         let ciphertext = match mode {
             EncryptionMode::Symmetric => {
@@ -832,6 +951,25 @@ impl Kms {
         self.usable(&k.record)?;
         let mode = self.encryption_mode(&k, algorithm, operation)?;
         let version = header.material_version;
+        if let Some(store) = &k.record.custom_key_store_id {
+            let token = self.store_token(store, || self.cfg.key_arn(&k.record.key_id))?;
+            let (head, nonce, sealed) = blob::split_direct(ciphertext)
+                .filter(|_| version == k.record.current_version)
+                .ok_or_else(invalid_ciphertext)?;
+            let aad = context::encode(ctx).map_err(|_| invalid_ciphertext())?;
+            let plain = token
+                .gcm_open(
+                    &crate::custom_key_stores::hsm_key_label(&k.record.key_id, version),
+                    &nonce,
+                    &blob::associated_data(head, &aad),
+                    sealed,
+                )
+                .map_err(|e| match e {
+                    coffer_hsm::HsmError::Decrypt => invalid_ciphertext(),
+                    other => internal(other),
+                })?;
+            return Ok((k, version, SecretBytes::new(plain.to_vec()), mode));
+        }
         // Only material that is or was current: never material still pending rotation.
         let material = version
             .checked_sub(1)
@@ -1869,6 +2007,22 @@ impl Kms {
             };
             if rec.state == state::PENDING_DELETION && rec.deletion_ms.is_some_and(|d| d <= now) {
                 self.meta.delete_key(&rec.key_id).await?;
+                // The key material inside a connected token goes too; a disconnected store keeps
+                // it (as CloudHSM does) until its operator removes it.
+                if let Some(token) = rec
+                    .custom_key_store_id
+                    .as_deref()
+                    .and_then(|s| self.connections.token(s))
+                {
+                    let label = crate::custom_key_stores::hsm_key_label(&rec.key_id, 1);
+                    if let Err(e) = tokio::task::spawn_blocking(move || token.destroy_key(&label))
+                        .await
+                        .map_err(internal)
+                        .and_then(|r| r.map_err(internal))
+                    {
+                        warn!(key_id = %rec.key_id, error = %e, "could not destroy the key in its token");
+                    }
+                }
                 self.evict(&rec.key_id);
                 crate::write(&self.aliases).retain(|_, target| *target != rec.key_id);
                 warn!(key_id = %rec.key_id, "deleted key at the end of its waiting period");
@@ -1922,6 +2076,7 @@ mod tests {
         let cfg = KmsConfig {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),
+            ..Default::default()
         };
         Fixture {
             kms: Kms::new(cfg, meta, Arc::new(root)),

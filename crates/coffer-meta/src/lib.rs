@@ -9,8 +9,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AccessKeyRecord, AliasRecord, GrantRecord, IamEntityRecord, IamKind, ImportTokenRecord,
-    KeyRecord, MaterialRecord, WrappedKind, WrappedSecret,
+    AccessKeyRecord, AliasRecord, CustomKeyStoreRecord, GrantRecord, IamEntityRecord, IamKind,
+    ImportTokenRecord, KeyRecord, MaterialRecord, WrappedKind, WrappedSecret,
 };
 pub use sqlite::SqliteStore;
 
@@ -25,6 +25,9 @@ pub enum MetaError {
     /// The row to change does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The row is still used by others (a custom key store that holds keys).
+    #[error("in use by {0}")]
+    InUse(String),
     /// The engine failed (I/O, corruption, lock). Details are for the log, not for clients.
     #[error("metadata store failure: {0}")]
     Backend(String),
@@ -173,6 +176,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn grant_count(&self, key_id: &str) -> Result<usize>;
     /// `NotFound` when there is no such grant.
     async fn delete_grant(&self, grant_id: &str) -> Result<()>;
+
+    /// `AlreadyExists` (carrying the name) when another store has the name.
+    async fn create_custom_key_store(&self, r: &CustomKeyStoreRecord) -> Result<()>;
+    /// Every custom key store, oldest first.
+    async fn custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>>;
+    /// `NotFound` when there is no such store; `AlreadyExists` when the new name is taken.
+    async fn update_custom_key_store(&self, r: &CustomKeyStoreRecord) -> Result<()>;
+    /// `InUse` while keys are in the store; `NotFound` when there is no such store.
+    async fn delete_custom_key_store(&self, id: &str) -> Result<()>;
 
     /// Writes a consistent copy of the whole store, as of one instant, to the new file `path`
     /// (while other calls go on).

@@ -26,6 +26,8 @@ pub struct KeyRecord {
     /// Unused since schema version 3 (each material row keeps its own fingerprint); kept so the
     /// column keeps its meaning for older rows.
     pub import_fingerprint: Option<Vec<u8>>,
+    /// Keys in a custom key store: its id (the key's material lives in the store's token).
+    pub custom_key_store_id: Option<String>,
 }
 
 /// One version of a key's material, wrapped under the root key.
@@ -199,6 +201,7 @@ pub enum WrappedKind {
     KeyMaterial { key_id: String, version: u32 },
     SecretAccessKey { access_key_id: String },
     ImportWrappingKey { key_id: String, token_hash: Vec<u8> },
+    KeyStorePassword { id: String },
 }
 
 /// A secret stored wrapped under the root of trust.
@@ -206,4 +209,33 @@ pub enum WrappedKind {
 pub struct WrappedSecret {
     pub kind: WrappedKind,
     pub wrapped: Vec<u8>,
+}
+
+/// A custom key store: a PKCS#11 token (named by a configured HSM cluster id) that holds the key
+/// material of the keys created in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CustomKeyStoreRecord {
+    pub id: String,
+    pub name: String,
+    pub cluster_id: String,
+    pub trust_anchor: String,
+    /// The token's user PIN (AWS's `KeyStorePassword`), wrapped under the root.
+    pub wrapped_password: Vec<u8>,
+    /// `CONNECTED`, `DISCONNECTED` or `FAILED` (AWS's connection states).
+    pub connection_state: String,
+    /// With `FAILED`: AWS's connection error code.
+    pub connection_error: Option<String>,
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for CustomKeyStoreRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomKeyStoreRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("cluster_id", &self.cluster_id)
+            .field("connection_state", &self.connection_state)
+            .field("connection_error", &self.connection_error)
+            .finish_non_exhaustive()
+    }
 }

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::{
-    AccessKeyRecord, AliasRecord, GrantRecord, IamEntityRecord, IamKind, ImportTokenRecord,
-    KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result, WrappedKind, WrappedSecret,
+    AccessKeyRecord, AliasRecord, CustomKeyStoreRecord, GrantRecord, IamEntityRecord, IamKind,
+    ImportTokenRecord, KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result, WrappedKind,
+    WrappedSecret,
 };
 
 /// Forward-only schema migrations; the index + 1 is the schema version.
@@ -144,6 +145,21 @@ CREATE TABLE kms_grants (
 CREATE INDEX kms_grants_by_key ON kms_grants(key_id, grant_id);
 CREATE INDEX kms_grants_by_grantee ON kms_grants(key_id, grantee);
 CREATE INDEX kms_grants_by_retiring ON kms_grants(retiring, grant_id) WHERE retiring IS NOT NULL;
+"#,
+    // Custom key stores (PKCS#11 tokens behind AWS's CloudHSM key store API) and the keys in them.
+    r#"
+CREATE TABLE kms_custom_key_stores (
+    id                TEXT PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE,
+    cluster_id        TEXT NOT NULL,
+    trust_anchor      TEXT NOT NULL,
+    wrapped_password  BLOB NOT NULL,
+    connection_state  TEXT NOT NULL,
+    connection_error  TEXT,
+    created_ms        BIGINT NOT NULL
+);
+ALTER TABLE kms_keys ADD COLUMN custom_key_store_id TEXT REFERENCES kms_custom_key_stores(id);
+CREATE INDEX kms_keys_by_custom_key_store ON kms_keys(custom_key_store_id) WHERE custom_key_store_id IS NOT NULL;
 "#,
 ];
 
@@ -294,6 +310,10 @@ fn replace_one(c: &Connection, old: &WrappedSecret, new_wrapped: &[u8]) -> Resul
             "UPDATE kms_import_tokens SET wrapped_private = ?1 WHERE token_hash = ?2 AND wrapped_private = ?3",
             params![new_wrapped, token_hash, old.wrapped],
         ),
+        WrappedKind::KeyStorePassword { id } => c.execute(
+            "UPDATE kms_custom_key_stores SET wrapped_password = ?1 WHERE id = ?2 AND wrapped_password = ?3",
+            params![new_wrapped, id, old.wrapped],
+        ),
     }
     .map_err(backend)?;
     Ok(n == 1)
@@ -308,7 +328,7 @@ fn now_ms() -> i64 {
 
 const KEY_COLUMNS: &str = "key_id, created_ms, description, key_usage, key_spec, origin, key_manager, state, \
      deletion_ms, pending_window_days, rotation_enabled, rotation_period_days, next_rotation_ms, current_version, \
-     expiration_model, valid_to_ms, import_fingerprint";
+     expiration_model, valid_to_ms, import_fingerprint, custom_key_store_id";
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     Ok(KeyRecord {
@@ -329,6 +349,22 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         expiration_model: r.get(14)?,
         valid_to_ms: r.get(15)?,
         import_fingerprint: r.get(16)?,
+        custom_key_store_id: r.get(17)?,
+    })
+}
+
+const CKS_COLUMNS: &str = "id, name, cluster_id, trust_anchor, wrapped_password, connection_state, connection_error, created_ms";
+
+fn cks_row(r: &Row<'_>) -> rusqlite::Result<CustomKeyStoreRecord> {
+    Ok(CustomKeyStoreRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        cluster_id: r.get(2)?,
+        trust_anchor: r.get(3)?,
+        wrapped_password: r.get(4)?,
+        connection_state: r.get(5)?,
+        connection_error: r.get(6)?,
+        created_ms: r.get(7)?,
     })
 }
 
@@ -394,7 +430,7 @@ impl MetaStore for SqliteStore {
         self.with(move |c| {
             let tx = c.transaction().map_err(backend)?;
             tx.execute(
-                &format!("INSERT INTO kms_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+                &format!("INSERT INTO kms_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
                 params![
                     key.key_id,
                     key.created_ms,
@@ -412,7 +448,8 @@ impl MetaStore for SqliteStore {
                     key.current_version,
                     key.expiration_model,
                     key.valid_to_ms,
-                    key.import_fingerprint
+                    key.import_fingerprint,
+                    key.custom_key_store_id
                 ],
             )
             .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(key.key_id.clone()) } else { backend(e) })?;
@@ -1191,6 +1228,75 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn create_custom_key_store(&self, r: &CustomKeyStoreRecord) -> Result<()> {
+        let r = r.clone();
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT INTO kms_custom_key_stores ({CKS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![r.id, r.name, r.cluster_id, r.trust_anchor, r.wrapped_password, r.connection_state, r.connection_error, r.created_ms],
+            )
+            .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(r.name.clone()) } else { backend(e) })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>> {
+        self.with(|c| {
+            let mut q = c
+                .prepare(&format!(
+                    "SELECT {CKS_COLUMNS} FROM kms_custom_key_stores ORDER BY created_ms, id"
+                ))
+                .map_err(backend)?;
+            let rows = q.query_map([], cks_row).map_err(backend)?;
+            rows.map(|r| r.map_err(backend)).collect()
+        })
+        .await
+    }
+
+    async fn update_custom_key_store(&self, r: &CustomKeyStoreRecord) -> Result<()> {
+        let r = r.clone();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE kms_custom_key_stores SET name = ?2, cluster_id = ?3, trust_anchor = ?4, wrapped_password = ?5, \
+                     connection_state = ?6, connection_error = ?7 WHERE id = ?1",
+                    params![r.id, r.name, r.cluster_id, r.trust_anchor, r.wrapped_password, r.connection_state, r.connection_error],
+                )
+                .map_err(|e| if is_unique_violation(&e) { MetaError::AlreadyExists(r.name.clone()) } else { backend(e) })?;
+            if n == 0 {
+                return Err(MetaError::NotFound(r.id.clone()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_custom_key_store(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let keys: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM kms_keys WHERE custom_key_store_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            if keys > 0 {
+                return Err(MetaError::InUse(format!("{keys} key(s)")));
+            }
+            let n = tx
+                .execute("DELETE FROM kms_custom_key_stores WHERE id = ?1", [&id])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(id));
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
     async fn snapshot_to(&self, path: &Path) -> Result<()> {
         let path = path
             .to_str()
@@ -1237,6 +1343,20 @@ impl MetaStore for SqliteStore {
                             kind: WrappedKind::SecretAccessKey {
                                 access_key_id: r.get(0)?,
                             },
+                            wrapped: r.get(1)?,
+                        })
+                    })
+                    .map_err(backend)?;
+                for r in rows {
+                    out.push(r.map_err(backend)?);
+                }
+                let mut q = tx
+                    .prepare("SELECT id, wrapped_password FROM kms_custom_key_stores ORDER BY id")
+                    .map_err(backend)?;
+                let rows = q
+                    .query_map([], |r| {
+                        Ok(WrappedSecret {
+                            kind: WrappedKind::KeyStorePassword { id: r.get(0)? },
                             wrapped: r.get(1)?,
                         })
                     })
@@ -1384,6 +1504,7 @@ mod tests {
 
     fn key(id: &str) -> KeyRecord {
         KeyRecord {
+            custom_key_store_id: None,
             key_id: id.into(),
             created_ms: 1,
             description: String::new(),

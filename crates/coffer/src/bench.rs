@@ -448,12 +448,22 @@ async fn root_bench(a: RootBenchArgs) -> anyhow::Result<()> {
             label,
             coffer_kms::root::PinSource::File(pin_file.clone()),
         )?;
-        let (server, endpoint) = start_server_in(hsm_dir, &[])?;
+        let cluster = format!("{HSM_CLUSTER}={}#{label}", module.display());
+        let (server, endpoint) = start_server_in(hsm_dir, &["--hsm-cluster", &cluster])?;
         let dir = server.dir().to_owned();
         sides.push(encrypt_side("pkcs11", &endpoint, &dir).await?);
-        servers.push(server);
         let pin = zeroize::Zeroizing::new(std::fs::read_to_string(&pin_file)?);
-        raw = Some(raw_token_gcm(module, label, pin.trim(), args.duration)?);
+        let pin = pin.trim();
+        // Keys in a custom key store on the same token: every Encrypt runs in the token.
+        if (7..=32).contains(&pin.len()) {
+            sides.push(hsm_key_side(&endpoint, &dir, pin).await?);
+        } else {
+            eprintln!(
+                "(the PIN is not 7 to 32 characters, AWS's KeyStorePassword length: HSM-resident keys are not measured)"
+            );
+        }
+        servers.push(server);
+        raw = Some(raw_token_gcm(module, label, pin, args.duration)?);
     }
 
     if !args.json {
@@ -485,6 +495,12 @@ async fn root_bench(a: RootBenchArgs) -> anyhow::Result<()> {
         print_sides(&sides, &c);
         if let Some(r) = raw {
             println!("token AES-256-GCM (256 B, one session, one thread): {r:.0} ops/s");
+            if let Some(i) = sides.iter().position(|s| s.label == "HSM key") {
+                println!(
+                    "Encrypt with a key in the HSM runs at {:.2} of the token's raw rate",
+                    c.rates[i] / r
+                );
+            }
         }
         println!(
             "key material is unwrapped once and cached: the root's cost falls on first use, not on each Encrypt"
@@ -495,6 +511,51 @@ async fn root_bench(a: RootBenchArgs) -> anyhow::Result<()> {
         bail!("{} requests failed during the measurement", c.errors);
     }
     Ok(())
+}
+
+const HSM_CLUSTER: &str = "cluster-coffrbenchhsm";
+
+/// A custom key store on the bench token, connected, with one key in it; the Encrypt side for it.
+async fn hsm_key_side(endpoint: &str, dir: &Path, pin: &str) -> anyhow::Result<Side> {
+    let t = Arc::new(target(endpoint, dir, "us-east-1")?);
+    let mut s = connect(&t).await?;
+    let anchor = std::fs::read_to_string(dir.join("tls").join("ca.pem"))?;
+    let store = kms_call(
+        &t,
+        &mut s,
+        "CreateCustomKeyStore",
+        json!({ "CustomKeyStoreName": format!("bench-{}", uuid::Uuid::new_v4().simple()),
+                "CloudHsmClusterId": HSM_CLUSTER, "TrustAnchorCertificate": anchor.trim(),
+                "KeyStorePassword": pin }),
+    )
+    .await?;
+    let id = store["CustomKeyStoreId"]
+        .as_str()
+        .context("no CustomKeyStoreId")?;
+    kms_call(
+        &t,
+        &mut s,
+        "ConnectCustomKeyStore",
+        json!({ "CustomKeyStoreId": id }),
+    )
+    .await?;
+    let key = kms_call(
+        &t,
+        &mut s,
+        "CreateKey",
+        json!({ "Origin": "AWS_CLOUDHSM", "CustomKeyStoreId": id, "Description": "coffer bench hsm key" }),
+    )
+    .await?;
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().context("no KeyId")?;
+    let body = KmsBody::new(
+        "Encrypt",
+        &json!({ "KeyId": key_id, "Plaintext": B64.encode([0x42u8; 256]), "EncryptionContext": { "purpose": "bench" } }),
+    )?;
+    Ok(Side {
+        label: "HSM key".to_owned(),
+        target: t,
+        body,
+    })
 }
 
 /// The token's own AES-256-GCM encryption rate for 256-byte messages, one thread.

@@ -109,6 +109,17 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_AUDIT_DIGEST_INTERVAL", value_name = "SECONDS")]
     pub audit_digest_interval: Option<u64>,
 
+    /// A PKCS#11 token custom key stores may use, as an HSM cluster:
+    /// `cluster-<11 to 16 letters or digits 2-7>=<module path>#<token label>` (repeatable).
+    /// CreateCustomKeyStore names the cluster id; the token's user PIN is its KeyStorePassword.
+    #[arg(
+        long = "hsm-cluster",
+        env = "COFFER_HSM_CLUSTERS",
+        value_delimiter = ',',
+        value_name = "ID=MODULE#LABEL"
+    )]
+    pub hsm_clusters: Vec<String>,
+
     /// For testing and drills only: run the key lifecycle clock this far ahead of the wall clock
     /// (e.g. `8d`, `36h`, `90m`, `30s`), so that scheduled deletions, rotations and expiries fall
     /// due now. Everything else keeps the real time. [default: 0s]
@@ -130,6 +141,8 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     #[serde(default)]
     tls_sans: Vec<String>,
+    #[serde(default)]
+    hsm_clusters: Vec<String>,
     shutdown_grace: Option<u64>,
     lifecycle_interval: Option<u64>,
     lifecycle_clock_offset: Option<String>,
@@ -149,12 +162,44 @@ pub struct Settings {
     pub log: String,
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub tls_sans: Vec<String>,
+    pub hsm_clusters: std::collections::BTreeMap<String, coffer_kms::custom_key_stores::HsmCluster>,
     pub shutdown_grace: std::time::Duration,
     pub lifecycle_interval: std::time::Duration,
     pub lifecycle_clock_offset: std::time::Duration,
     pub audit: bool,
     pub audit_segment_bytes: u64,
     pub audit_digest_interval: std::time::Duration,
+}
+
+/// Parses `cluster-<id>=<module path>#<token label>`.
+fn parse_hsm_cluster(
+    spec: &str,
+) -> anyhow::Result<(String, coffer_kms::custom_key_stores::HsmCluster)> {
+    let usage = || {
+        format!(
+            "'{spec}' is not an HSM cluster; write cluster-<11 to 16 of a-z, A-Z, 2-7>=<module path>#<token label>, \
+             e.g. cluster-softhsmtoken1=/usr/lib/softhsm/libsofthsm2.so#keys"
+        )
+    };
+    let (id, rest) = spec.split_once('=').with_context(usage)?;
+    let (module, label) = rest.rsplit_once('#').with_context(usage)?;
+    let suffix = id.strip_prefix("cluster-").with_context(usage)?;
+    if !(11..=16).contains(&suffix.len())
+        || !suffix
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || ('2'..='7').contains(&c))
+        || module.is_empty()
+        || label.is_empty()
+    {
+        bail!(usage());
+    }
+    Ok((
+        id.to_owned(),
+        coffer_kms::custom_key_stores::HsmCluster {
+            module: PathBuf::from(module),
+            token_label: label.to_owned(),
+        },
+    ))
 }
 
 /// Parses a duration such as `8d`, `36h`, `90m` or `30s` (a bare number is seconds).
@@ -245,6 +290,11 @@ impl Settings {
         }
         let mut tls_sans = file.tls_sans;
         tls_sans.extend(args.tls_sans);
+        let mut hsm_clusters = std::collections::BTreeMap::new();
+        for spec in file.hsm_clusters.iter().chain(&args.hsm_clusters) {
+            let (id, cluster) = parse_hsm_cluster(spec)?;
+            hsm_clusters.insert(id, cluster);
+        }
         Ok(Self {
             data_dir: args
                 .data_dir
@@ -263,6 +313,7 @@ impl Settings {
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
             tls_files,
             tls_sans,
+            hsm_clusters,
             shutdown_grace: std::time::Duration::from_secs(
                 args.shutdown_grace.or(file.shutdown_grace).unwrap_or(30),
             ),

@@ -165,8 +165,12 @@ impl Front {
         let cfg = KmsConfig {
             account_id: s.account_id.clone(),
             region: s.region.clone(),
+            hsm_clusters: s.hsm_clusters.clone(),
         };
         let kms = Arc::new(Kms::new(cfg, self.meta.clone(), root.clone()));
+        kms.reconnect_custom_key_stores()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reconnect the custom key stores: {e}"))?;
         let identities = Arc::new(Identities::new(self.meta.clone(), root.clone()));
         let admin = crate::server::ensure_admin(&identities, &self.data_dir, &s.account_id).await?;
         let audit = if s.audit {

@@ -1,0 +1,197 @@
+"""Custom key stores through boto3 against the real binary: a SoftHSM2 token as the HSM cluster, keys
+generated and used inside it, AWS's connection states and exceptions."""
+
+import os
+import subprocess
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Coffer
+from test_root_of_trust import SOFTHSM_MODULE, files_under
+
+CLUSTER = "cluster-softhsmkeys2"
+OTHER_CLUSTER = "cluster-missingtokn2"
+PIN = "ks-pin-93517"
+def self_signed_certificate() -> str:
+    """A trust anchor certificate (a SoftHSM2 token has none to compare with; any X.509 will do)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coffer-test-hsm")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+TRUST_ANCHOR = self_signed_certificate()
+
+
+def code(e):
+    return e.response["Error"]["Code"]
+
+
+@pytest.fixture()
+def hsm_coffer(tmp_path):
+    if not os.path.exists(SOFTHSM_MODULE):
+        pytest.fail("SoftHSM2 is not installed; scripts/test.sh installs it (apt-get install softhsm2)")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {"SOFTHSM2_CONF": str(conf)}
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "coffer-ks", "--pin", PIN, "--so-pin", "so-pin-1234"],
+        check=True, capture_output=True, env={**os.environ, **env},
+    )
+    c = Coffer(
+        tmp_path / "data",
+        extra_args=[
+            "--hsm-cluster", f"{CLUSTER}={SOFTHSM_MODULE}#coffer-ks",
+            "--hsm-cluster", f"{OTHER_CLUSTER}={SOFTHSM_MODULE}#no-such-token",
+        ],
+        extra_env=env,
+    ).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def store_of(kms, store_id):
+    return kms.describe_custom_key_stores(CustomKeyStoreId=store_id)["CustomKeyStores"][0]
+
+
+def test_custom_key_store_lifecycle_and_keys_inside_the_token(hsm_coffer, tmp_path):
+    c = hsm_coffer
+    kms = c.client()
+    with pytest.raises(ClientError) as e:
+        kms.create_custom_key_store(CustomKeyStoreName="ks", CloudHsmClusterId="cluster-notconfigure", TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN)
+    assert code(e.value) == "CloudHsmClusterNotFoundException"
+    with pytest.raises(ClientError) as e:
+        kms.create_custom_key_store(CustomKeyStoreName="ks", CloudHsmClusterId=CLUSTER, TrustAnchorCertificate="not a cert", KeyStorePassword=PIN)
+    assert code(e.value) == "IncorrectTrustAnchorException"
+    with pytest.raises(ClientError) as e:
+        kms.create_custom_key_store(CustomKeyStoreName="ks", CloudHsmClusterId="cluster-bad!", TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN)
+    assert code(e.value) == "ValidationException" and "cloudHsmClusterId" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        kms.create_custom_key_store(CustomKeyStoreName="x", CustomKeyStoreType="EXTERNAL_KEY_STORE")
+    assert code(e.value) == "UnsupportedOperationException"
+
+    # A wrong password first, to see AWS's FAILED state and its way out.
+    sid = kms.create_custom_key_store(
+        CustomKeyStoreName="ks", CloudHsmClusterId=CLUSTER, TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword="wrong-pin-1"
+    )["CustomKeyStoreId"]
+    assert sid.startswith("cks-") and len(sid) == 21
+    with pytest.raises(ClientError) as e:
+        kms.create_custom_key_store(CustomKeyStoreName="ks", CloudHsmClusterId=OTHER_CLUSTER, TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN)
+    assert code(e.value) == "CustomKeyStoreNameInUseException"
+    with pytest.raises(ClientError) as e:
+        kms.create_custom_key_store(CustomKeyStoreName="ks2", CloudHsmClusterId=CLUSTER, TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN)
+    assert code(e.value) == "CloudHsmClusterInUseException"
+
+    s = store_of(kms, sid)
+    assert s["ConnectionState"] == "DISCONNECTED" and s["CloudHsmClusterId"] == CLUSTER and s["CustomKeyStoreType"] == "AWS_CLOUDHSM"
+    assert kms.describe_custom_key_stores(CustomKeyStoreName="ks")["CustomKeyStores"][0]["CustomKeyStoreId"] == sid
+    with pytest.raises(ClientError) as e:
+        kms.describe_custom_key_stores(CustomKeyStoreId="cks-00000000000000000")
+    assert code(e.value) == "CustomKeyStoreNotFoundException"
+    with pytest.raises(ClientError) as e:
+        kms.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=sid)
+    assert code(e.value) == "CustomKeyStoreInvalidStateException"
+
+    kms.connect_custom_key_store(CustomKeyStoreId=sid)
+    s = store_of(kms, sid)
+    assert s["ConnectionState"] == "FAILED" and s["ConnectionErrorCode"] == "INVALID_CREDENTIALS"
+    with pytest.raises(ClientError) as e:
+        kms.connect_custom_key_store(CustomKeyStoreId=sid)
+    assert code(e.value) == "CustomKeyStoreInvalidStateException"
+    kms.disconnect_custom_key_store(CustomKeyStoreId=sid)
+    kms.update_custom_key_store(CustomKeyStoreId=sid, KeyStorePassword=PIN, NewCustomKeyStoreName="keys")
+    kms.connect_custom_key_store(CustomKeyStoreId=sid)
+    s = store_of(kms, sid)
+    assert s["ConnectionState"] == "CONNECTED" and s["CustomKeyStoreName"] == "keys" and "ConnectionErrorCode" not in s
+    with pytest.raises(ClientError) as e:
+        kms.update_custom_key_store(CustomKeyStoreId=sid, KeyStorePassword="another-pin")
+    assert code(e.value) == "CustomKeyStoreInvalidStateException"
+
+    # Keys inside the token.
+    with pytest.raises(ClientError) as e:
+        kms.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=sid, KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")
+    assert code(e.value) == "UnsupportedOperationException"
+    md = kms.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=sid, Description="in the HSM")["KeyMetadata"]
+    assert md["Origin"] == "AWS_CLOUDHSM" and md["CustomKeyStoreId"] == sid and md["CloudHsmClusterId"] == CLUSTER
+    kid = md["KeyId"]
+    ctx = {"tenant": "a"}
+    blob = kms.encrypt(KeyId=kid, Plaintext=b"inside the token", EncryptionContext=ctx)["CiphertextBlob"]
+    assert blob[0] == 2, "HSM keys make version 2 blobs"
+    assert kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+    with pytest.raises(ClientError) as e:
+        kms.decrypt(CiphertextBlob=blob, EncryptionContext={"tenant": "b"})
+    assert code(e.value) == "InvalidCiphertextException"
+    dk = kms.generate_data_key(KeyId=kid, KeySpec="AES_256", EncryptionContext=ctx)
+    assert kms.decrypt(CiphertextBlob=dk["CiphertextBlob"], EncryptionContext=ctx)["Plaintext"] == dk["Plaintext"]
+    no_plain = kms.generate_data_key_without_plaintext(KeyId=kid, NumberOfBytes=16)
+    assert len(kms.decrypt(CiphertextBlob=no_plain["CiphertextBlob"])["Plaintext"]) == 16
+    soft = kms.create_key()["KeyMetadata"]["KeyId"]
+    moved = kms.re_encrypt(CiphertextBlob=blob, SourceEncryptionContext=ctx, DestinationKeyId=soft)["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=moved)["Plaintext"] == b"inside the token"
+    back = kms.re_encrypt(CiphertextBlob=moved, DestinationKeyId=kid, DestinationEncryptionContext=ctx)["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=back, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+    with pytest.raises(ClientError) as e:
+        kms.enable_key_rotation(KeyId=kid)
+    assert code(e.value) == "UnsupportedOperationException"
+
+    # Disconnected: the key is Unavailable, and comes back on reconnect.
+    kms.disconnect_custom_key_store(CustomKeyStoreId=sid)
+    assert kms.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Unavailable"
+    with pytest.raises(ClientError) as e:
+        kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)
+    assert code(e.value) == "KMSInvalidStateException" and "unavailable" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        kms.delete_custom_key_store(CustomKeyStoreId=sid)
+    assert code(e.value) == "CustomKeyStoreHasCMKsException"
+    kms.connect_custom_key_store(CustomKeyStoreId=sid)
+    assert kms.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Enabled"
+    assert kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+    with pytest.raises(ClientError) as e:
+        kms.delete_custom_key_store(CustomKeyStoreId=sid)
+    assert code(e.value) == "CustomKeyStoreInvalidStateException"
+
+    # A restart reconnects the store by itself.
+    c.stop()
+    c.start()
+    kms = c.client()
+    assert store_of(kms, sid)["ConnectionState"] == "CONNECTED"
+    assert kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+    c.stop()
+    for path, content in files_under(c.data_dir):
+        assert PIN.encode() not in content, f"{path} holds the key store password in the clear"
+    c.start()
+
+
+def test_failed_connection_to_a_missing_token(hsm_coffer):
+    kms = hsm_coffer.client()
+    sid = kms.create_custom_key_store(
+        CustomKeyStoreName="missing", CloudHsmClusterId=OTHER_CLUSTER, TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN
+    )["CustomKeyStoreId"]
+    kms.connect_custom_key_store(CustomKeyStoreId=sid)
+    s = store_of(kms, sid)
+    assert s["ConnectionState"] == "FAILED" and s["ConnectionErrorCode"] == "CLUSTER_NOT_FOUND"
+    kms.disconnect_custom_key_store(CustomKeyStoreId=sid)
+    kms.delete_custom_key_store(CustomKeyStoreId=sid)
+    assert kms.describe_custom_key_stores()["CustomKeyStores"] == []
