@@ -506,7 +506,7 @@ def test_malformed_json_and_wrong_types(coffer):
 def test_unknown_and_unsupported_operations(coffer):
     status, body, _ = raw(coffer, b"{}", target="TrentService.Frobnicate")
     assert status == 400 and body["__type"] == "UnknownOperationException"
-    status, body, _ = raw(coffer, b"{}", target="TrentService.CreateCustomKeyStore")
+    status, body, _ = raw(coffer, b"{}", target="TrentService.ReplicateKey")
     assert status == 400 and body["__type"] == "UnsupportedOperationException"
 
 

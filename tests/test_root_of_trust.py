@@ -179,6 +179,9 @@ def test_shamir_sealed_start_unseal_seal_and_unseal_again(shamir_dir):
         ).stdout
         seals = [json.loads(l) for l in events.splitlines() if '"Seal"' in l]
         assert seals and seals[0]["eventSource"] == "coffer.operator"
+        unseals = [json.loads(l) for l in events.splitlines() if '"eventName":"Unseal"' in l]
+        assert len(unseals) == 3, "each unseal is recorded"
+        assert unseals[0]["sourceIPAddress"] == "127.0.0.1" and unseals[0]["userIdentity"]["type"] == "Operator"
         r = subprocess.run([coffer_bin(), "audit", "verify", "--data-dir", str(data)], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
     finally:

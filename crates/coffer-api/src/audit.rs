@@ -304,6 +304,39 @@ impl<'a> Failure<'a> {
     }
 }
 
+/// An operator event that no signed API request carries — an unseal by shares, an offline root
+/// migration — in the same CloudTrail shape (`eventSource` `coffer.operator`, `eventType`
+/// `AwsServiceEvent`). `who` names the operator as far as Coffer knows them.
+pub fn operator_event(
+    cfg: &KmsConfig,
+    name: &str,
+    who: &str,
+    source_ip: &str,
+    user_agent: &str,
+    request: Value,
+    response: Value,
+) -> Vec<u8> {
+    let event = serde_json::json!({
+        "eventVersion": "1.11",
+        "userIdentity": { "type": "Operator", "principalId": who, "accountId": cfg.account_id },
+        "eventTime": coffer_audit::record::now_rfc3339(),
+        "eventSource": "coffer.operator",
+        "eventName": name,
+        "awsRegion": cfg.region,
+        "sourceIPAddress": source_ip,
+        "userAgent": user_agent,
+        "requestParameters": request,
+        "responseElements": response,
+        "eventID": uuid::Uuid::new_v4().to_string(),
+        "readOnly": false,
+        "eventType": "AwsServiceEvent",
+        "managementEvent": true,
+        "recipientAccountId": cfg.account_id,
+        "eventCategory": "Management",
+    });
+    serde_json::to_vec(&event).unwrap_or_default()
+}
+
 /// The CloudTrail-shaped event of a request, as one line of compact JSON (no newline).
 pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
     let header = |name: &str| {

@@ -2061,7 +2061,7 @@ mod tests {
             Err(ApiError::UnknownOperation(_))
         ));
         assert!(matches!(
-            operation(Some("TrentService.CreateCustomKeyStore")),
+            operation(Some("TrentService.ReplicateKey")),
             Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(_)))
         ));
     }

@@ -159,8 +159,13 @@ impl Front {
         warn!("the root of trust is sealed; waiting for unseal shares");
     }
 
-    /// Builds the full API around `root` and starts taking requests with it.
-    pub async fn open(&self, root: Arc<dyn RootOfTrust>) -> anyhow::Result<()> {
+    /// Builds the full API around `root` and starts taking requests with it. `unsealed_by` (the
+    /// address that submitted the last share) records the unseal in the audit log.
+    pub async fn open(
+        &self,
+        root: Arc<dyn RootOfTrust>,
+        unsealed_by: Option<String>,
+    ) -> anyhow::Result<()> {
         let s = &self.settings;
         let cfg = KmsConfig {
             account_id: s.account_id.clone(),
@@ -191,6 +196,20 @@ impl Front {
             warn!("the audit log is OFF (--audit off): requests are not recorded");
             None
         };
+        if let (Some(log), Some(from)) = (&audit, unsealed_by) {
+            let event = coffer_api::audit::operator_event(
+                kms.config(),
+                "Unseal",
+                "unseal-shares",
+                &from,
+                "coffer operator unseal",
+                json!({ "rootId": self.unseal_root_id() }),
+                json!({ "sealed": false }),
+            );
+            log.record(event)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot record the unseal in the audit log: {e}"))?;
+        }
         let iam = Arc::new(coffer_kms::Iam::new(
             self.meta.clone(),
             identities.clone(),
@@ -229,6 +248,12 @@ impl Front {
         Ok(())
     }
 
+    fn unseal_root_id(&self) -> Option<String> {
+        lock(&self.unsealer)
+            .as_ref()
+            .map(|u| u.root_id().to_owned())
+    }
+
     /// Closes the API (audit log last) at shutdown.
     pub async fn shutdown(&self) {
         let taken = self.app.write().unwrap_or_else(|p| p.into_inner()).take();
@@ -243,7 +268,12 @@ impl Front {
         req: http::Request<hyper::body::Incoming>,
     ) -> Result<Response, Infallible> {
         if req.uri().path() == "/_coffer/unseal" {
-            return Ok(self.unseal_endpoint(req).await);
+            let from = req
+                .extensions()
+                .get::<coffer_api::audit::ConnInfo>()
+                .map(|c| c.peer.ip().to_string())
+                .unwrap_or_default();
+            return Ok(self.unseal_endpoint(req, from).await);
         }
         let app = self.app.read().unwrap_or_else(|p| p.into_inner()).clone();
         match app {
@@ -310,7 +340,11 @@ impl Front {
 
     /// `GET /_coffer/unseal`: progress. `POST` with `{"share": "cfs1-…"}` submits a share, with
     /// `{"reset": true}` forgets the shares submitted so far.
-    async fn unseal_endpoint(&self, req: http::Request<hyper::body::Incoming>) -> Response {
+    async fn unseal_endpoint(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        from: String,
+    ) -> Response {
         let error = |status: StatusCode, code: &str, message: String| {
             json_reply(status, json!({ "__type": code, "message": message }))
         };
@@ -407,7 +441,7 @@ impl Front {
                 info!(have, threshold, "unseal share accepted");
                 json_reply(StatusCode::OK, self.unseal_status())
             }
-            UnsealProgress::Unsealed(root) => match self.open(Arc::new(root)).await {
+            UnsealProgress::Unsealed(root) => match self.open(Arc::new(root), Some(from)).await {
                 Ok(()) => {
                     lock(&self.unsealer).take();
                     info!("unsealed");

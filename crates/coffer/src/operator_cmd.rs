@@ -489,23 +489,16 @@ async fn record_migration(
     let log =
         coffer_audit::AuditLog::open(&audit_dir, signer, coffer_audit::AuditOptions::default())?;
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let event = json!({
-        "eventVersion": "1.11",
-        "eventTime": coffer_audit::record::now_rfc3339(),
-        "eventSource": "coffer.operator",
-        "eventName": "MigrateRoot",
-        "eventType": "AwsServiceEvent",
-        "eventCategory": "Management",
-        "managementEvent": true,
-        "readOnly": false,
-        "eventID": uuid::Uuid::new_v4().to_string(),
-        "sourceIPAddress": "local",
-        "userAgent": "coffer operator migrate-root",
-        "userIdentity": { "type": "Operator", "principalId": user },
-        "requestParameters": { "from": from, "to": done.to.mode.as_str() },
-        "responseElements": { "rootId": done.to.root_id, "rootGeneration": done.first_generation, "rewrapped": done.rewrapped },
-    });
-    log.record(serde_json::to_vec(&event)?).await?;
+    let event = coffer_api::audit::operator_event(
+        &coffer_kms::KmsConfig::default(),
+        "MigrateRoot",
+        &user,
+        "local",
+        "coffer operator migrate-root",
+        json!({ "from": from, "to": done.to.mode.as_str() }),
+        json!({ "rootId": done.to.root_id, "rootGeneration": done.first_generation, "rewrapped": done.rewrapped }),
+    );
+    log.record(event).await?;
     log.close().await?;
     Ok(())
 }

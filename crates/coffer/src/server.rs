@@ -280,7 +280,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
                 }
                 warn_dev_root(&root_path);
             }
-            front.open(root).await?;
+            front.open(root, None).await?;
         }
         root::Opened::Sealed(unsealer) => front.wait_for_unseal(*unsealer),
     }
