@@ -154,6 +154,28 @@ class Coffer:
             self.proc.wait()
 
 
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+def softhsm_token(tmp_path: pathlib.Path, label: str, pin: str) -> dict:
+    """A SoftHSM2 token directory of its own with one initialised token; returns the environment
+    (SOFTHSM2_CONF) that points the module at it."""
+    if not os.path.exists(SOFTHSM_MODULE):
+        pytest.fail("SoftHSM2 is not installed; scripts/test.sh installs it (apt-get install softhsm2)")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir(exist_ok=True)
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {"SOFTHSM2_CONF": str(conf)}
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "so-pin-" + pin],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **env},
+    )
+    return env
+
+
 @pytest.fixture()
 def data_dir():
     with tempfile.TemporaryDirectory(prefix="coffer-test-") as d:

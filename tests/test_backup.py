@@ -10,8 +10,8 @@ import threading
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Coffer, coffer_bin
-from test_root_of_trust import SOFTHSM_MODULE, TEST_PIN, files_under, import_known_material, init, softhsm  # noqa: F401
+from conftest import SOFTHSM_MODULE, Coffer, coffer_bin
+from test_root_of_trust import files_under, import_known_material, init, softhsm  # noqa: F401
 
 
 def backup(*args, env=None, input=None):

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Coffer
-from test_root_of_trust import SOFTHSM_MODULE, files_under
+from conftest import SOFTHSM_MODULE, Coffer, softhsm_token
+from test_root_of_trust import files_under
 
 CLUSTER = "cluster-softhsmkeys2"
 OTHER_CLUSTER = "cluster-missingtokn2"
@@ -47,17 +47,7 @@ def code(e):
 
 @pytest.fixture()
 def hsm_coffer(tmp_path):
-    if not os.path.exists(SOFTHSM_MODULE):
-        pytest.fail("SoftHSM2 is not installed; scripts/test.sh installs it (apt-get install softhsm2)")
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    env = {"SOFTHSM2_CONF": str(conf)}
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "coffer-ks", "--pin", PIN, "--so-pin", "so-pin-1234"],
-        check=True, capture_output=True, env={**os.environ, **env},
-    )
+    env = softhsm_token(tmp_path, "coffer-ks", PIN)
     c = Coffer(
         tmp_path / "data",
         extra_args=[

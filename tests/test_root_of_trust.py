@@ -14,9 +14,8 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from conftest import Coffer, coffer_bin
+from conftest import SOFTHSM_MODULE, Coffer, coffer_bin, softhsm_token
 
-SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TEST_PIN = "coffer-test-pin-7731"
 
 
@@ -222,19 +221,8 @@ def test_seal_needs_permission_and_a_shamir_root(shamir_dir, data_dir):
 
 @pytest.fixture()
 def softhsm(tmp_path):
-    if not os.path.exists(SOFTHSM_MODULE):
-        pytest.fail("SoftHSM2 is not installed; scripts/test.sh installs it (apt-get install softhsm2)")
+    env = softhsm_token(tmp_path, "coffer-test", TEST_PIN)
     tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    env = {"SOFTHSM2_CONF": str(conf)}
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "coffer-test", "--pin", TEST_PIN, "--so-pin", "so-pin-5678"],
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
     pin = tmp_path / "pin"
     pin.write_text(TEST_PIN + "\n")
     pin.chmod(0o600)

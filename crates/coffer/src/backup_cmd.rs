@@ -16,7 +16,6 @@ use coffer_meta::MetaStore;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::client::{self, KmsBody};
 use crate::operator_cmd::ConnectArgs;
 
 /// Files of the data dir an archive carries besides the metadata (when they exist). The TLS keys
@@ -174,17 +173,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
     if !c.json {
         eprintln!("Asking {} for a backup…", c.endpoint);
     }
-    let mut sender = client::connect(&t).await?;
-    let body = KmsBody::with_target("CofferOperator.CreateBackup", &json!({}))?;
-    let (status, bytes) = client::call(&mut sender, client::kms_request(&t, &body)?).await?;
-    let v: Value = serde_json::from_slice(&bytes).context("the server's answer is not JSON")?;
-    if status != 200 {
-        bail!(
-            "the backup was refused ({}): {}",
-            v["__type"].as_str().unwrap_or("error"),
-            v["message"].as_str().unwrap_or("no message")
-        );
-    }
+    let v = crate::operator_cmd::operator_action(&t, "CreateBackup").await?;
     let archive = B64
         .decode(
             v["Archive"]

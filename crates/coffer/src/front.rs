@@ -500,14 +500,18 @@ impl Front {
         Ok(json!({ "Sealed": true }))
     }
 
-    async fn create_backup(&self) -> Result<Value, KmsError> {
-        let _transition = self.transitions.lock().await;
-        let app = self
-            .app
+    /// The API of the unsealed root, for an operator action.
+    fn unsealed_app(&self) -> Result<Arc<Unsealed>, KmsError> {
+        self.app
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| KmsError::InvalidState("Coffer is sealed".into()))?;
+            .ok_or_else(|| KmsError::InvalidState("Coffer is sealed".into()))
+    }
+
+    async fn create_backup(&self) -> Result<Value, KmsError> {
+        let _transition = self.transitions.lock().await;
+        let app = self.unsealed_app()?;
         let archive = crate::backup_cmd::make_archive(
             &self.data_dir,
             self.meta.as_ref(),
@@ -529,12 +533,7 @@ impl Front {
 
     async fn rotate_root(&self) -> Result<Value, KmsError> {
         let _transition = self.transitions.lock().await;
-        let app = self
-            .app
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| KmsError::InvalidState("Coffer is sealed".into()))?;
+        let app = self.unsealed_app()?;
         let report = app.state.kms.rotate_root().await?;
         crate::audit_cmd::rewrap_signer(
             &self.data_dir.join("audit").join("signing-key.wrapped"),

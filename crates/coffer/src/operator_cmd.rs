@@ -300,27 +300,6 @@ fn read_shares(files: &[PathBuf], stdin: bool) -> anyhow::Result<Vec<Zeroizing<S
     Ok(out)
 }
 
-/// Takes the data dir's lock, which a running server holds: offline work must not race it.
-pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
-    let path = data_dir.join(crate::server::LOCK_FILE);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "a Coffer server is running on {}; stop it first (this command changes the data dir offline)",
-            data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
-}
-
 async fn migrate_root(a: MigrateArgs) -> anyhow::Result<()> {
     use coffer_kms::root::migrate::{self, Target};
     use coffer_meta::MetaStore;
@@ -332,7 +311,7 @@ async fn migrate_root(a: MigrateArgs) -> anyhow::Result<()> {
             a.data_dir.display()
         );
     }
-    let _lock = lock_data_dir(&a.data_dir)?;
+    let _lock = crate::server::lock_data_dir(&a.data_dir)?;
     let meta: Arc<dyn MetaStore> =
         Arc::new(coffer_meta::SqliteStore::open(&a.data_dir.join("meta.db"))?);
     if let Some(r) = migrate::resolve(&a.data_dir, meta.as_ref()).await? {
@@ -550,7 +529,7 @@ async fn plain(
     Ok((status, v))
 }
 
-async fn operator_action(t: &Target, action: &str) -> anyhow::Result<Value> {
+pub async fn operator_action(t: &Target, action: &str) -> anyhow::Result<Value> {
     let mut sender = client::connect(t).await?;
     let body = KmsBody::with_target(&format!("CofferOperator.{action}"), &json!({}))?;
     let (status, bytes) = client::call(&mut sender, client::kms_request(t, &body)?).await?;

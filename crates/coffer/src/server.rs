@@ -196,24 +196,34 @@ fn warn_dev_root(path: &Path) {
     warn!(root_key = %path.display(), "root of trust is a development key file");
 }
 
+/// Takes the data dir's lock (`flock` on DIR/.lock), held for as long as the file stays open: a
+/// server holds it for its life, offline commands that change the data dir for theirs.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another Coffer is using the data dir {} (a running server, or an offline operator command); stop it first",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 async fn serve(s: Settings) -> anyhow::Result<()> {
     create_private_dir(&s.data_dir)?;
     let data_dir = std::fs::canonicalize(&s.data_dir)
         .with_context(|| format!("cannot resolve the data dir {}", s.data_dir.display()))?;
 
-    let lock_path = data_dir.join(LOCK_FILE);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        bail!(
-            "another Coffer is using the data dir {} (a server, or an offline operator command); stop it first",
-            data_dir.display()
-        );
-    }
+    let lock = lock_data_dir(&data_dir)?;
 
     let meta_path = data_dir.join("meta.db");
     let meta: Arc<dyn MetaStore> = Arc::new(
