@@ -13,32 +13,6 @@ from test_root_of_trust import files_under
 CLUSTER = "cluster-softhsmkeys2"
 OTHER_CLUSTER = "cluster-missingtokn2"
 PIN = "ks-pin-93517"
-def self_signed_certificate() -> str:
-    """A trust anchor certificate (a SoftHSM2 token has none to compare with; any X.509 will do)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coffer-test-hsm")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-TRUST_ANCHOR = self_signed_certificate()
 
 
 def code(e):
@@ -62,6 +36,11 @@ def hsm_coffer(tmp_path):
         c.stop()
 
 
+def trust_anchor(c):
+    """A trust anchor certificate: the server's own CA will do (a SoftHSM2 token has none to compare with)."""
+    return (c.data_dir / "tls" / "ca.pem").read_text()
+
+
 def store_of(kms, store_id):
     return kms.describe_custom_key_stores(CustomKeyStoreId=store_id)["CustomKeyStores"][0]
 
@@ -69,6 +48,7 @@ def store_of(kms, store_id):
 def test_custom_key_store_lifecycle_and_keys_inside_the_token(hsm_coffer, tmp_path):
     c = hsm_coffer
     kms = c.client()
+    TRUST_ANCHOR = trust_anchor(c)
     with pytest.raises(ClientError) as e:
         kms.create_custom_key_store(CustomKeyStoreName="ks", CloudHsmClusterId="cluster-notconfigure", TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN)
     assert code(e.value) == "CloudHsmClusterNotFoundException"
@@ -176,6 +156,7 @@ def test_custom_key_store_lifecycle_and_keys_inside_the_token(hsm_coffer, tmp_pa
 
 def test_failed_connection_to_a_missing_token(hsm_coffer):
     kms = hsm_coffer.client()
+    TRUST_ANCHOR = trust_anchor(hsm_coffer)
     sid = kms.create_custom_key_store(
         CustomKeyStoreName="missing", CloudHsmClusterId=OTHER_CLUSTER, TrustAnchorCertificate=TRUST_ANCHOR, KeyStorePassword=PIN
     )["CustomKeyStoreId"]
