@@ -125,6 +125,7 @@ def test_custom_key_store_lifecycle_and_keys_inside_the_token(hsm_coffer, tmp_pa
     with pytest.raises(ClientError) as e:
         kms.enable_key_rotation(KeyId=kid)
     assert code(e.value) == "UnsupportedOperationException"
+    assert len(kms.generate_random(NumberOfBytes=48, CustomKeyStoreId=sid)["Plaintext"]) == 48
 
     # Disconnected: the key is Unavailable, and comes back on reconnect.
     kms.disconnect_custom_key_store(CustomKeyStoreId=sid)
@@ -132,6 +133,9 @@ def test_custom_key_store_lifecycle_and_keys_inside_the_token(hsm_coffer, tmp_pa
     with pytest.raises(ClientError) as e:
         kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)
     assert code(e.value) == "KMSInvalidStateException" and "unavailable" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        kms.generate_random(NumberOfBytes=8, CustomKeyStoreId=sid)
+    assert code(e.value) == "CustomKeyStoreInvalidStateException"
     with pytest.raises(ClientError) as e:
         kms.delete_custom_key_store(CustomKeyStoreId=sid)
     assert code(e.value) == "CustomKeyStoreHasCMKsException"

@@ -808,9 +808,9 @@ pub async fn dispatch(
             c.str_len("CustomKeyStoreId", r.custom_key_store_id.as_deref(), 1, 64);
             c.finish()?;
             gate.pass()?;
-            if r.custom_key_store_id.is_some() || r.recipient.is_some() {
+            if r.recipient.is_some() {
                 return Err(ApiError::Kms(coffer_kms::KmsError::UnsupportedOperation(
-                    "Coffer does not support custom key stores or Recipient for GenerateRandom yet.".into(),
+                    "Coffer does not support Recipient (Nitro Enclaves attestation) for GenerateRandom.".into(),
                 )));
             }
             let Some(n) = r.number_of_bytes else {
@@ -818,7 +818,10 @@ pub async fn dispatch(
                     "NumberOfBytes is required.".into(),
                 )));
             };
-            let bytes = kms.generate_random(n as usize)?;
+            let bytes = match r.custom_key_store_id.as_deref() {
+                Some(store) => kms.generate_random_in_store(store, n as usize).await?,
+                None => kms.generate_random(n as usize)?,
+            };
             Ok(json!({ "Plaintext": b64(bytes.expose()) }))
         }
         O::CreateAlias | O::UpdateAlias => {

@@ -306,6 +306,16 @@ impl Token {
         })
     }
 
+    /// `n` random bytes from the token's generator.
+    pub fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        self.with_session(|s| {
+            let mut out = Zeroizing::new(vec![0u8; n]);
+            s.generate_random_slice(&mut out)
+                .map_err(HsmError::call("C_GenerateRandom"))?;
+            Ok(out)
+        })
+    }
+
     /// AES-256-GCM encryption by the token with the key labelled `key_label`: ciphertext then the
     /// 16-byte tag.
     pub fn gcm_seal(

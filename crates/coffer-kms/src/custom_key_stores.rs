@@ -407,6 +407,30 @@ impl Kms {
         self.save_store(&rec).await
     }
 
+    /// GenerateRandom from a custom key store's token. Like AWS, the store must be connected.
+    pub async fn generate_random_in_store(
+        &self,
+        store_id: &str,
+        number_of_bytes: usize,
+    ) -> Result<coffer_crypto::SecretBytes> {
+        let rec = self.store(store_id).await?;
+        let token = self
+            .connections
+            .token(store_id)
+            .filter(|_| rec.connection_state == CONNECTED)
+            .ok_or_else(|| {
+                KmsError::CustomKeyStoreInvalidState(format!(
+                    "Custom key store {store_id} is {}; GenerateRandom in it needs it CONNECTED.",
+                    rec.connection_state
+                ))
+            })?;
+        let bytes = tokio::task::spawn_blocking(move || token.random(number_of_bytes))
+            .await
+            .map_err(|e| KmsError::Internal(e.to_string()))?
+            .map_err(|e| KmsError::Internal(e.to_string()))?;
+        Ok(coffer_crypto::SecretBytes::new(bytes.to_vec()))
+    }
+
     /// The token of a connected store, for a key in it.
     pub(crate) fn store_token(
         &self,
