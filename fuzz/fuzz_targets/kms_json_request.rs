@@ -23,7 +23,19 @@ fn world() -> &'static World {
         let (root, _) = DevFileRoot::load_or_create(&dir.join("root.key")).expect("root");
         let meta = Arc::new(coffer_meta::SqliteStore::in_memory().expect("sqlite"));
         let kms = Kms::new(
-            KmsConfig { account_id: "111122223333".into(), region: "us-east-1".into() },
+            KmsConfig {
+                account_id: "111122223333".into(),
+                region: "us-east-1".into(),
+                // A cluster whose module is missing: custom key store calls run, connects fail.
+                hsm_clusters: [(
+                    "cluster-fuzzfuzzfuzz2".to_owned(),
+                    coffer_kms::custom_key_stores::HsmCluster {
+                        module: "/nonexistent/pkcs11.so".into(),
+                        token_label: "fuzz".into(),
+                    },
+                )]
+                .into(),
+            },
             meta,
             Arc::new(root),
         );
