@@ -51,6 +51,7 @@ class Coffer:
         self.sealed = False
 
     def start(self, timeout=30):
+        self.endpoint = None
         env = dict(os.environ)
         for k in list(env):
             if k.startswith("COFFER_") and k != "COFFER_BIN":

@@ -462,3 +462,19 @@ def test_killed_migration_is_finished_or_rolled_back_at_start(data_dir, tmp_path
         assert not c.sealed and (data_dir / "root.key").exists() and not (data_dir / "root.json").exists()
     check_after_migration(c, blobs, ak)
     c.stop()
+
+
+def test_a_lost_root_key_is_not_silently_replaced(data_dir):
+    c = Coffer(data_dir).start()
+    c.client().create_key()
+    c.stop()
+    kept = (data_dir / "root.key").read_bytes()
+    (data_dir / "root.key").unlink()
+    with pytest.raises(RuntimeError):
+        c.start(timeout=15)
+    assert "holds metadata but no root of trust" in c.stderr_path.read_text()
+    assert not (data_dir / "root.key").exists(), "no new root key was made"
+    (data_dir / "root.key").write_bytes(kept)
+    (data_dir / "root.key").chmod(0o600)
+    c.start()
+    c.stop()

@@ -226,6 +226,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
     let lock = lock_data_dir(&data_dir)?;
 
     let meta_path = data_dir.join("meta.db");
+    let new_data_dir = !meta_path.exists();
     let meta: Arc<dyn MetaStore> = Arc::new(
         SqliteStore::open(&meta_path)
             .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
@@ -235,7 +236,8 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         Ok(None) => {}
         Err(e) => return Err(e).context("cannot resolve an interrupted root migration"),
     }
-    let opened = root::open(&data_dir).context("cannot open the root of trust")?;
+    let opened =
+        root::open_with(&data_dir, new_data_dir).context("cannot open the root of trust")?;
 
     let (tls_config, ca_path) = match &s.tls_files {
         Some((cert, key)) => (tls::server_config(cert, key)?, None),

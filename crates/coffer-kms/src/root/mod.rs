@@ -46,11 +46,26 @@ pub enum Opened {
 }
 
 /// Opens the root of trust of `data_dir` as `root.json` names it, or the dev key file (created if
-/// the data dir has neither).
+/// the data dir has neither and no metadata yet).
 pub fn open(data_dir: &Path) -> Result<Opened, RootError> {
+    open_with(data_dir, !data_dir.join("meta.db").exists())
+}
+
+/// [`open`], saying whether the data dir is new (holds no metadata from before this process), so
+/// that creating a dev root key is allowed.
+pub fn open_with(data_dir: &Path, new_data_dir: bool) -> Result<Opened, RootError> {
     match RootConfig::load(data_dir)? {
         None => {
-            let (root, created) = DevFileRoot::load_or_create(&data_dir.join(DEV_KEY_FILE))?;
+            let key = data_dir.join(DEV_KEY_FILE);
+            // A new root next to existing metadata would open none of it, and would be the root
+            // everything written from then on is wrapped under: refuse instead.
+            if !key.exists() && !new_data_dir {
+                return Err(RootError::Config(format!(
+                    "{} holds metadata but no root of trust (neither {DEV_KEY_FILE} nor root.json): restore the root key file from where it is kept, or restore a backup with `coffer backup restore`",
+                    data_dir.display()
+                )));
+            }
+            let (root, created) = DevFileRoot::load_or_create(&key)?;
             Ok(Opened::Ready {
                 root: std::sync::Arc::new(root),
                 created,
