@@ -10,6 +10,7 @@ pub mod context;
 pub mod digest;
 mod error;
 pub mod keys;
+pub mod package;
 mod secret;
 pub mod shamir;
 pub mod stream;
