@@ -1,13 +1,14 @@
 """Custom key stores through boto3 against the real binary: a SoftHSM2 token as the HSM cluster, keys
 generated and used inside it, AWS's connection states and exceptions."""
 
+import json
 import os
 import subprocess
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import SOFTHSM_MODULE, Coffer, softhsm_token
+from conftest import SOFTHSM_MODULE, Coffer, coffer_bin, softhsm_token
 from test_root_of_trust import files_under
 
 CLUSTER = "cluster-softhsmkeys2"
@@ -152,9 +153,36 @@ def test_custom_key_store_lifecycle_and_keys_inside_the_token(hsm_coffer, tmp_pa
     kms = c.client()
     assert store_of(kms, sid)["ConnectionState"] == "CONNECTED"
     assert kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+    # Rotating the root rewraps the store's password too: it still connects.
+    out = json.loads(c.operator("rotate-root", "--json").stdout)
+    assert out["RemovedGenerations"] == [1]
+    kms.disconnect_custom_key_store(CustomKeyStoreId=sid)
+    kms.connect_custom_key_store(CustomKeyStoreId=sid)
+    assert store_of(kms, sid)["ConnectionState"] == "CONNECTED"
+    assert kms.decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+
+    # A backup restored elsewhere reconnects to the same token and decrypts.
+    archive = tmp_path / "ks.cfbk"
+    r = subprocess.run(
+        [coffer_bin(), "backup", "create", str(archive), "--endpoint", c.endpoint, "--data-dir", str(c.data_dir)],
+        capture_output=True, text=True, env={**os.environ, **c.extra_env},
+    )
+    assert r.returncode == 0, r.stderr
     c.stop()
     for path, content in files_under(c.data_dir):
         assert PIN.encode() not in content, f"{path} holds the key store password in the clear"
+    assert PIN.encode() not in archive.read_bytes()
+    restored = tmp_path / "restored"
+    r = subprocess.run(
+        [coffer_bin(), "backup", "restore", str(archive), "--data-dir", str(restored), "--root-key", str(c.data_dir / "root.key")],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    twin = Coffer(restored, extra_args=c.extra_args, extra_env=c.extra_env).start()
+    try:
+        assert twin.client().decrypt(CiphertextBlob=blob, EncryptionContext=ctx)["Plaintext"] == b"inside the token"
+    finally:
+        twin.stop()
     c.start()
 
 
