@@ -304,7 +304,14 @@ mod tests {
     #[test]
     fn round_trips_at_every_boundary_and_any_push_size() {
         let key = Key256::generate().expect("rng");
-        for len in [0, 1, PACKAGE_LEN - 1, PACKAGE_LEN, PACKAGE_LEN + 1, 3 * PACKAGE_LEN] {
+        for len in [
+            0,
+            1,
+            PACKAGE_LEN - 1,
+            PACKAGE_LEN,
+            PACKAGE_LEN + 1,
+            3 * PACKAGE_LEN,
+        ] {
             let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
             for step in [1000, PACKAGE_LEN, 7 * PACKAGE_LEN] {
                 let stored = seal_all(&key, &data, step);
@@ -318,7 +325,9 @@ mod tests {
     #[test]
     fn ranges_open_only_their_packages() {
         let key = Key256::generate().expect("rng");
-        let data: Vec<u8> = (0..(2 * PACKAGE_LEN + 100)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(2 * PACKAGE_LEN + 100))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let stored = seal_all(&key, &data, 4096);
         let h = ObjectHeader::decode(&stored).expect("header");
         let (first, last) = (PACKAGE_LEN as u64 - 10, PACKAGE_LEN as u64 + 10);
@@ -334,7 +343,10 @@ mod tests {
             );
         }
         let skip = (first - p0 * PACKAGE_LEN as u64) as usize;
-        assert_eq!(&plain[skip..skip + 21], &data[first as usize..=last as usize]);
+        assert_eq!(
+            &plain[skip..skip + 21],
+            &data[first as usize..=last as usize]
+        );
         assert!(h.packages_for(0, data.len() as u64).is_none());
         assert!(h.packages_for(5, 4).is_none());
     }
