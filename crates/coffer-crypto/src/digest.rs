@@ -38,6 +38,28 @@ impl std::fmt::Debug for Sha256 {
     }
 }
 
+/// Incremental MD5, for what S3 defines with it (ETags, `Content-MD5`); never for security.
+#[derive(Default)]
+pub struct Md5(md5::Md5);
+
+impl Md5 {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        md5::Digest::update(&mut self.0, data);
+    }
+    pub fn finish(self) -> [u8; 16] {
+        md5::Digest::finalize(self.0).into()
+    }
+}
+
+impl std::fmt::Debug for Md5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Md5")
+    }
+}
+
 /// Lowercase hex, without the per-character iterator that general-purpose encoders use (this runs
 /// several times per signed request).
 pub fn hex(bytes: &[u8]) -> String {
@@ -49,6 +71,13 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     // Every byte pushed is an ASCII hex digit.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// MD5 of `data` (see [`Md5`]).
+pub fn md5(data: &[u8]) -> [u8; 16] {
+    let mut m = Md5::new();
+    m.update(data);
+    m.finish()
 }
 
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
