@@ -129,11 +129,7 @@ impl AuditLog {
         if !self.failed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let (ack, done) = tokio::sync::oneshot::channel();
-        self.send(Cmd::Probe(ack))?;
-        done.await
-            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?
-            .map_err(|e| AuditError::Unavailable(e.to_string()))
+        self.sign_head().await
     }
 
     /// Signs the head of the chain now (a digest committed to the log and to `head.json`), so that

@@ -28,6 +28,22 @@ pub fn fill_random(out: &mut [u8]) -> Result<(), CryptoError> {
         .map_err(|_| CryptoError::Unspecified)
 }
 
+/// An AES-256-GCM key for `key`.
+pub(crate) fn aes_gcm(key: &Key256) -> Result<aws_lc_rs::aead::LessSafeKey, CryptoError> {
+    use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+    Ok(LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::Unspecified)?,
+    ))
+}
+
+/// The GCM nonce of the `index`th chunk of a stream sealed under a one-use key: 4 zero bytes, then
+/// the index (u64 big-endian).
+pub(crate) fn counter_nonce(index: u64) -> aws_lc_rs::aead::Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    aws_lc_rs::aead::Nonce::assume_unique_for_key(n)
+}
+
 /// Returns `n` fresh random bytes as a secret.
 pub fn random_secret(n: usize) -> Result<SecretBytes, CryptoError> {
     let mut out = SecretBytes::zeroed(n);

@@ -19,7 +19,7 @@
 //! A key never seals two objects, so counter nonces are safe. Multipart uploads seal each part as
 //! an object of its own under [`part_key`], derived from the object key.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{Aad, LessSafeKey};
 use aws_lc_rs::hkdf;
 
 use crate::{CryptoError, Key256, SecretBytes};
@@ -117,18 +117,6 @@ impl ObjectHeader {
     }
 }
 
-fn gcm(key: &Key256) -> Result<LessSafeKey, CryptoError> {
-    Ok(LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::Unspecified)?,
-    ))
-}
-
-fn nonce(index: u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&index.to_be_bytes());
-    Nonce::assume_unique_for_key(n)
-}
-
 fn aad(header: &[u8; HEADER_LEN], index: u64, last: bool) -> [u8; HEADER_LEN + 9] {
     let mut a = [0u8; HEADER_LEN + 9];
     a[..HEADER_LEN].copy_from_slice(header);
@@ -165,7 +153,7 @@ impl Sealer {
         let encoded = header.encode();
         Ok((
             Self {
-                key: gcm(key)?,
+                key: crate::aes_gcm(key)?,
                 header,
                 encoded,
                 index: 0,
@@ -180,7 +168,7 @@ impl Sealer {
         let last = self.index + 1 == self.header.packages();
         self.key
             .seal_in_place_append_tag(
-                nonce(self.index),
+                crate::counter_nonce(self.index),
                 Aad::from(aad(&self.encoded, self.index, last)),
                 &mut self.buf,
             )
@@ -237,9 +225,9 @@ pub fn open_package(
     }
     let last = index + 1 == header.packages();
     let mut buf = SecretBytes::new(sealed.to_vec());
-    let n = gcm(key)?
+    let n = crate::aes_gcm(key)?
         .open_in_place(
-            nonce(index),
+            crate::counter_nonce(index),
             Aad::from(aad(&header.encode(), index, last)),
             buf.expose_mut(),
         )

@@ -10,24 +10,12 @@
 //!
 //! The key must never encrypt a second stream: nonces restart at zero.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::Aad;
 
 use crate::{CryptoError, Key256, SecretBytes};
 
 pub const CHUNK_LEN: usize = 64 * 1024;
 const TAG_LEN: usize = 16;
-
-fn gcm(key: &Key256) -> Result<LessSafeKey, CryptoError> {
-    Ok(LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::Unspecified)?,
-    ))
-}
-
-fn nonce(index: u64) -> Nonce {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&index.to_be_bytes());
-    Nonce::assume_unique_for_key(n)
-}
 
 fn aad(header_digest: &[u8; 32], last: bool) -> [u8; 33] {
     let mut a = [0u8; 33];
@@ -38,7 +26,7 @@ fn aad(header_digest: &[u8; 32], last: bool) -> [u8; 33] {
 
 /// Encrypts `plaintext` bound to `header`.
 pub fn seal(key: &Key256, header: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    let key = gcm(key)?;
+    let key = crate::aes_gcm(key)?;
     let digest = crate::digest::sha256(header);
     let chunks: Vec<&[u8]> = if plaintext.is_empty() {
         vec![&[]]
@@ -49,8 +37,12 @@ pub fn seal(key: &Key256, header: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Cr
     for (i, chunk) in chunks.iter().enumerate() {
         let last = i + 1 == chunks.len();
         let mut buf = chunk.to_vec();
-        key.seal_in_place_append_tag(nonce(i as u64), Aad::from(aad(&digest, last)), &mut buf)
-            .map_err(|_| CryptoError::Unspecified)?;
+        key.seal_in_place_append_tag(
+            crate::counter_nonce(i as u64),
+            Aad::from(aad(&digest, last)),
+            &mut buf,
+        )
+        .map_err(|_| CryptoError::Unspecified)?;
         out.extend_from_slice(&(buf.len() as u32).to_be_bytes());
         out.extend_from_slice(&buf);
     }
@@ -59,7 +51,7 @@ pub fn seal(key: &Key256, header: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Cr
 
 /// Opens a stream made by [`seal`] with the same key and header.
 pub fn open(key: &Key256, header: &[u8], sealed: &[u8]) -> Result<SecretBytes, CryptoError> {
-    let key = gcm(key)?;
+    let key = crate::aes_gcm(key)?;
     let digest = crate::digest::sha256(header);
     let mut out = SecretBytes::new(Vec::with_capacity(sealed.len()));
     let mut rest = sealed;
@@ -78,7 +70,11 @@ pub fn open(key: &Key256, header: &[u8], sealed: &[u8]) -> Result<SecretBytes, C
         plain.clear();
         plain.extend_from_slice(chunk);
         let opened = key
-            .open_in_place(nonce(index), Aad::from(aad(&digest, last)), &mut plain)
+            .open_in_place(
+                crate::counter_nonce(index),
+                Aad::from(aad(&digest, last)),
+                &mut plain,
+            )
             .map_err(|_| CryptoError::Decrypt)?;
         out.extend_from_slice(opened);
         zeroize::Zeroize::zeroize(&mut plain);

@@ -15,7 +15,7 @@
 //! The same record is produced by a PKCS#11 token doing AES-GCM with its own key: [`Parsed`] and
 //! [`gcm_aad`] give an HSM-backed root the fields to hand to the token.
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::aead::{Aad, NONCE_LEN, Nonce};
 
 use crate::{CryptoError, Key256, SecretBytes};
 
@@ -25,12 +25,6 @@ pub const TAG_LEN: usize = 16;
 pub const HEADER_LEN: usize = 5;
 /// Bytes a wrapped record adds to its plaintext.
 pub const WRAP_OVERHEAD: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
-
-fn gcm_key(key: &Key256) -> Result<LessSafeKey, CryptoError> {
-    Ok(LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, key.expose()).map_err(|_| CryptoError::Unspecified)?,
-    ))
-}
 
 /// The header of a version 2 record wrapped by root `generation`.
 pub fn header(generation: u32) -> [u8; HEADER_LEN] {
@@ -105,7 +99,7 @@ pub fn wrap(
     out.extend_from_slice(&header);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(secret);
-    let tag = gcm_key(key)?
+    let tag = crate::aes_gcm(key)?
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(gcm_aad(&header, aad)),
@@ -123,7 +117,7 @@ pub fn unwrap(key: &Key256, aad: &[u8], wrapped: &[u8]) -> Result<SecretBytes, C
     let nonce = Nonce::try_assume_unique_for_key(p.nonce)
         .map_err(|_| CryptoError::Malformed("wrapped key"))?;
     let mut buf = SecretBytes::new(p.sealed.to_vec());
-    let plain_len = gcm_key(key)?
+    let plain_len = crate::aes_gcm(key)?
         .open_in_place(nonce, Aad::from(gcm_aad(p.header, aad)), buf.expose_mut())
         .map_err(|_| CryptoError::Decrypt)?
         .len();
@@ -180,7 +174,7 @@ mod tests {
         // Built as version 1 wrote it: 0x01 | nonce | GCM(key, nonce, aad) ciphertext and tag.
         let nonce = [9u8; NONCE_LEN];
         let mut body = b"old secret".to_vec();
-        let tag = gcm_key(&k)
+        let tag = crate::aes_gcm(&k)
             .expect("key")
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),

@@ -407,23 +407,34 @@ impl Kms {
         self.save_store(&rec).await
     }
 
-    /// GenerateRandom from a custom key store's token. Like AWS, the store must be connected.
+    /// The token of store `store_id`, which must be CONNECTED for `purpose` (AWS's
+    /// CustomKeyStoreInvalidStateException otherwise).
+    pub(crate) async fn connected_store(
+        &self,
+        store_id: &str,
+        purpose: &str,
+    ) -> Result<Arc<Token>> {
+        let rec = self.store(store_id).await?;
+        self.connections
+            .token(store_id)
+            .filter(|_| rec.connection_state == CONNECTED)
+            .ok_or_else(|| {
+                KmsError::CustomKeyStoreInvalidState(format!(
+                    "Custom key store {store_id} is {}; {purpose} needs it CONNECTED.",
+                    rec.connection_state
+                ))
+            })
+    }
+
+    /// GenerateRandom from a custom key store's token.
     pub async fn generate_random_in_store(
         &self,
         store_id: &str,
         number_of_bytes: usize,
     ) -> Result<coffer_crypto::SecretBytes> {
-        let rec = self.store(store_id).await?;
         let token = self
-            .connections
-            .token(store_id)
-            .filter(|_| rec.connection_state == CONNECTED)
-            .ok_or_else(|| {
-                KmsError::CustomKeyStoreInvalidState(format!(
-                    "Custom key store {store_id} is {}; GenerateRandom in it needs it CONNECTED.",
-                    rec.connection_state
-                ))
-            })?;
+            .connected_store(store_id, "GenerateRandom in it")
+            .await?;
         let bytes = tokio::task::spawn_blocking(move || token.random(number_of_bytes))
             .await
             .map_err(|e| KmsError::Internal(e.to_string()))?

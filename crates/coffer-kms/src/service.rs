@@ -589,27 +589,7 @@ impl Kms {
                         .into(),
                 ));
             }
-            let rec = self
-                .meta
-                .custom_key_stores()
-                .await?
-                .into_iter()
-                .find(|s| s.id == store)
-                .ok_or_else(|| {
-                    KmsError::CustomKeyStoreNotFound(format!(
-                        "Custom key store {store} does not exist."
-                    ))
-                })?;
-            let token = self
-                .connections
-                .token(store)
-                .filter(|_| rec.connection_state == "CONNECTED");
-            Some(token.ok_or_else(|| {
-                KmsError::CustomKeyStoreInvalidState(format!(
-                    "Custom key store {store} is {}; keys can be created in it only while it is CONNECTED.",
-                    rec.connection_state
-                ))
-            })?)
+            Some(self.connected_store(store, "creating a key in it").await?)
         } else {
             if input.custom_key_store_id.is_some() {
                 return Err(KmsError::UnsupportedOperation(format!(

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 use coffer_kms::backup::{self, ArchiveHeader};
 use coffer_kms::root::{
-    self, DevFileRoot, PinSource, Pkcs11Root, RootConfig, RootOfTrust, UnsealProgress, Unsealer,
+    self, DevFileRoot, PinSource, Pkcs11Root, RootConfig, RootOfTrust, Unsealer,
 };
 use coffer_meta::MetaStore;
 use serde_json::{Value, json};
@@ -268,7 +268,7 @@ fn root_for(
             let mut cfg: RootConfig = serde_json::from_value(cfg_value)
                 .context("the archive's root configuration is not valid")?;
             if let (Some(p), Some(pin)) = (cfg.pkcs11.as_mut(), &a.pin_file) {
-                p.pin = PinSource::File(std::path::absolute(pin).unwrap_or(pin.clone()));
+                p.pin = PinSource::file(pin);
             }
             std::fs::write(
                 root::root_config_path(scratch),
@@ -293,26 +293,11 @@ fn root_for(
                     }
                 }
             }
-            if shares.is_empty() {
-                bail!(
-                    "this backup was made under a shamir root: give {} unseal shares with --share-file or --stdin",
-                    unsealer.threshold()
-                );
-            }
-            for s in &shares {
-                match unsealer
-                    .submit(s.trim())
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                {
-                    UnsealProgress::Unsealed(root) => return Ok(Box::new(root)),
-                    UnsealProgress::NeedMore { .. } => {}
-                }
-            }
-            bail!(
-                "{} good share(s) given; this root needs {}",
-                unsealer.progress(),
-                unsealer.threshold()
-            )
+            Ok(Box::new(crate::operator_cmd::unseal_offline(
+                &unsealer,
+                &shares,
+                "the root of this backup (give its shares with --share-file or --stdin)",
+            )?))
         }
         other => bail!("the archive names an unknown root of trust mode {other:?}"),
     }
@@ -365,7 +350,7 @@ fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     if let Some(cfg) = &parsed.header.root_config {
         let mut cfg: RootConfig = serde_json::from_value(cfg.clone())?;
         if let (Some(p), Some(pin)) = (cfg.pkcs11.as_mut(), &a.pin_file) {
-            p.pin = PinSource::File(std::path::absolute(pin).unwrap_or(pin.clone()));
+            p.pin = PinSource::file(pin);
         }
         let mut text = serde_json::to_vec_pretty(&cfg)?;
         text.push(b'\n');

@@ -440,20 +440,19 @@ async fn root_bench(a: RootBenchArgs) -> anyhow::Result<()> {
     if let (Some(module), Some(label), Some(pin_file)) =
         (&a.pkcs11_module, &a.token_label, &a.pin_file)
     {
-        let pin_file = std::path::absolute(pin_file)?;
         let hsm_dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
         coffer_kms::root::init_pkcs11(
             hsm_dir.path(),
             module,
             label,
-            coffer_kms::root::PinSource::File(pin_file.clone()),
+            coffer_kms::root::PinSource::file(pin_file),
         )?;
         let cluster = format!("{HSM_CLUSTER}={}#{label}", module.display());
         let (server, endpoint) = start_server_in(hsm_dir, &["--hsm-cluster", &cluster])?;
         let dir = server.dir().to_owned();
         sides.push(encrypt_side("pkcs11", &endpoint, &dir).await?);
-        let pin = zeroize::Zeroizing::new(std::fs::read_to_string(&pin_file)?);
-        let pin = pin.trim();
+        let pin = coffer_kms::root::PinSource::file(pin_file).read()?;
+        let pin = pin.as_str();
         // Keys in a custom key store on the same token: every Encrypt runs in the token.
         if (7..=32).contains(&pin.len()) {
             sides.push(hsm_key_side(&endpoint, &dir, pin).await?);

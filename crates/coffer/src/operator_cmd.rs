@@ -271,12 +271,40 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
 
 fn pin_source(file: &Option<PathBuf>, env: &Option<String>) -> anyhow::Result<PinSource> {
     Ok(match (file, env) {
-        (Some(f), _) => PinSource::File(std::path::absolute(f).unwrap_or(f.clone())),
+        (Some(f), _) => PinSource::file(f),
         (None, Some(v)) => PinSource::Env(v.clone()),
         (None, None) => {
             bail!("pkcs11 mode needs the token's PIN: give --pin-file FILE or --pin-env VARIABLE")
         }
     })
+}
+
+/// Opens a shamir root in this process from `shares` (for offline work: restore, migration). A
+/// refused share is an error with its reason; too few good shares say how many are needed.
+pub fn unseal_offline(
+    unsealer: &root::Unsealer,
+    shares: &[Zeroizing<String>],
+    which: &str,
+) -> anyhow::Result<root::KeyringRoot> {
+    if shares.is_empty() {
+        bail!(
+            "{which} is shamir: give {} of its unseal shares",
+            unsealer.threshold()
+        );
+    }
+    for s in shares {
+        if let root::UnsealProgress::Unsealed(r) = unsealer
+            .submit(s.trim())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            return Ok(r);
+        }
+    }
+    bail!(
+        "{} good share(s) given; {which} needs {}",
+        unsealer.progress(),
+        unsealer.threshold()
+    )
 }
 
 /// Shares from files and standard input, trimmed.
@@ -321,28 +349,11 @@ async fn migrate_root(a: MigrateArgs) -> anyhow::Result<()> {
         root::Opened::Ready { root, .. } => root,
         root::Opened::Sealed(unsealer) => {
             let shares = read_shares(&a.current_share_files, a.current_shares_stdin)?;
-            if shares.is_empty() {
-                bail!(
-                    "the current root is shamir: give {} of its unseal shares with --current-share-file or --current-shares-stdin",
-                    unsealer.threshold()
-                );
-            }
-            let mut opened = None;
-            for s in &shares {
-                if let root::UnsealProgress::Unsealed(r) =
-                    unsealer.submit(s).map_err(|e| anyhow::anyhow!("{e}"))?
-                {
-                    opened = Some(r);
-                    break;
-                }
-            }
-            Arc::new(opened.with_context(|| {
-                format!(
-                    "{} good share(s) given; the current root needs {}",
-                    unsealer.progress(),
-                    unsealer.threshold()
-                )
-            })?)
+            Arc::new(unseal_offline(
+                &unsealer,
+                &shares,
+                "the current root (give its shares with --current-share-file or --current-shares-stdin)",
+            )?)
         }
     };
     let from_mode = match current.mode() {
@@ -449,19 +460,9 @@ async fn record_migration(
     // The new root opens the rewrapped signing key; shamir roots come unsealed from the migration.
     let root: std::sync::Arc<dyn root::RootOfTrust> = match root::open(data_dir)? {
         root::Opened::Ready { root, .. } => root,
-        root::Opened::Sealed(_) => {
-            // A fresh shamir root: unseal it with the new shares we hold.
-            let unsealer = root::Unsealer::load(data_dir)?;
-            let mut opened = None;
-            for s in &done.shares {
-                if let root::UnsealProgress::Unsealed(r) =
-                    unsealer.submit(s).map_err(|e| anyhow::anyhow!("{e}"))?
-                {
-                    opened = Some(r);
-                    break;
-                }
-            }
-            std::sync::Arc::new(opened.context("the new shares do not unseal the new root")?)
+        // A fresh shamir root: unseal it with the new shares we hold.
+        root::Opened::Sealed(unsealer) => {
+            std::sync::Arc::new(unseal_offline(&unsealer, &done.shares, "the new root")?)
         }
     };
     let signer = crate::audit_cmd::load_or_create_signer(&audit_dir, root.as_ref())?;

@@ -88,6 +88,11 @@ pub enum PinSource {
 }
 
 impl PinSource {
+    /// A PIN file, named by its absolute path (the server may start in another directory).
+    pub fn file(path: &Path) -> Self {
+        PinSource::File(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
+    }
+
     pub fn read(&self) -> Result<Zeroizing<String>, RootError> {
         match self {
             PinSource::File(path) => {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use coffer_crypto::{SecretBytes, wrap};
 use coffer_hsm::{GCM_NONCE_LEN, Token};
@@ -29,6 +30,9 @@ pub struct Pkcs11Root {
     root_id: String,
     config_path: PathBuf,
     gens: RwLock<Generations>,
+    /// What the token reported about the root keys at open and after each change of generations
+    /// (health shows it; asking the token on every health request would put it on that path).
+    protected: AtomicBool,
 }
 
 /// Initialises pkcs11 mode in `data_dir`: generates generation 1 inside the token and writes
@@ -93,7 +97,7 @@ impl Pkcs11Root {
                 )));
             }
         }
-        Ok(Self {
+        let root = Self {
             token,
             root_id: cfg.root_id.clone(),
             config_path: config_path.to_owned(),
@@ -101,7 +105,15 @@ impl Pkcs11Root {
                 current: p.current_generation,
                 all: p.generations.clone(),
             }),
-        })
+            protected: AtomicBool::new(false),
+        };
+        root.check_protection();
+        Ok(root)
+    }
+
+    fn check_protection(&self) {
+        let ok = self.keys_are_protected().unwrap_or(false);
+        self.protected.store(ok, Ordering::Relaxed);
     }
 
     /// Whether every root key is sensitive and non-extractable, as the token reports.
@@ -179,7 +191,7 @@ impl RootOfTrust for Pkcs11Root {
     }
 
     fn hardware_protected(&self) -> Option<bool> {
-        Some(self.keys_are_protected().unwrap_or(false))
+        Some(self.protected.load(Ordering::Relaxed))
     }
 
     fn generations(&self) -> Vec<u32> {
@@ -199,6 +211,8 @@ impl RootOfTrust for Pkcs11Root {
         };
         self.save(&updated)?;
         *gens = updated;
+        drop(gens);
+        self.check_protection();
         Ok(next)
     }
 
