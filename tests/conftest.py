@@ -1,5 +1,6 @@
 """Test harness: start the real `coffer` binary on port 0 over TLS and hand out real AWS clients."""
 
+import json
 import os
 import pathlib
 import signal
@@ -175,6 +176,21 @@ def softhsm_token(tmp_path: pathlib.Path, label: str, pin: str) -> dict:
         env={**os.environ, **env},
     )
     return env
+
+
+def audit_events(data_dir: pathlib.Path):
+    """Every event in the audit segments of a data dir, as the server wrote them so far (a line
+    still being written is skipped)."""
+    out = []
+    for seg in sorted((pathlib.Path(data_dir) / "audit").glob("segment-*.log")):
+        for line in seg.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if "event" in record:
+                out.append(record["event"])
+    return out
 
 
 @pytest.fixture()

@@ -52,6 +52,7 @@ const WITHHELD: &[&str] = &[
 /// Operations that change nothing (CloudTrail's `readOnly`).
 fn read_only(op: &str) -> bool {
     op.starts_with("Describe")
+        || op.starts_with("Head")
         || op.starts_with("Get")
         || op.starts_with("List")
         || matches!(
@@ -189,6 +190,14 @@ fn user_identity<'a>(
     claimed_key: Option<&'a str>,
 ) -> UserIdentity<'a> {
     match principal {
+        Some(p) if p.arn == crate::s3::ANONYMOUS => UserIdentity {
+            kind: "AnonymousPrincipal",
+            principal_id: Some("ANONYMOUS_PRINCIPAL"),
+            arn: None,
+            account_id: "ANONYMOUS_PRINCIPAL",
+            access_key_id: None,
+            user_name: None,
+        },
         Some(p) if p.arn.ends_with(":root") => UserIdentity {
             kind: "Root",
             principal_id: Some(&p.account_id),
@@ -337,6 +346,9 @@ pub fn operator_event(
     serde_json::to_vec(&event).unwrap_or_default()
 }
 
+/// The event source of S3 requests.
+pub const S3_EVENT_SOURCE: &str = "s3.amazonaws.com";
+
 /// The CloudTrail-shaped event of a request, as one line of compact JSON (no newline).
 pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
     let header = |name: &str| {
@@ -363,6 +375,30 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
             .and_then(|(_, v)| serde_json::from_str::<&str>(v.get()).ok())
     };
     let mut resources: Vec<Resource<'_>> = Vec::new();
+    // S3: object operations are data events, bucket operations management events.
+    let s3 = r.event_source == S3_EVENT_SOURCE;
+    let mut data_event = false;
+    if s3 {
+        if let Some(bucket) = field("bucketName") {
+            if let Some(key) = field("key") {
+                data_event = true;
+                resources.push(Resource {
+                    account_id: &cfg.account_id,
+                    kind: "AWS::S3::Object",
+                    arn: format!("arn:aws:s3:::{bucket}/{key}"),
+                });
+            }
+            resources.push(Resource {
+                account_id: &cfg.account_id,
+                kind: "AWS::S3::Bucket",
+                arn: format!("arn:aws:s3:::{bucket}"),
+            });
+        }
+        data_event |= matches!(
+            r.operation,
+            "DeleteObjects" | "ListObjects" | "ListObjectsV2" | "ListObjectVersions"
+        );
+    }
     let mut remember = |id: Option<&str>| {
         if let Some(arn) = id.and_then(|id| key_arn(cfg, id))
             && !resources.iter().any(|r| r.arn == arn)
@@ -411,9 +447,9 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
         read_only: ro,
         resources,
         event_type: "AwsApiCall",
-        management_event: true,
+        management_event: !data_event,
         recipient_account_id: &cfg.account_id,
-        event_category: "Management",
+        event_category: if data_event { "Data" } else { "Management" },
         tls_details: r.conn.map(|c| TlsDetails {
             tls_version: c.tls_version,
             cipher_suite: &c.cipher_suite,

@@ -516,6 +516,7 @@ pub async fn dispatch(
                         .bypass_policy_lockout_safety_check
                         .unwrap_or(false),
                     caller: Some(caller.clone()),
+                    aws_managed: false,
                 })
                 .await?;
             Ok(json!({ "KeyMetadata": key_metadata(&md) }))

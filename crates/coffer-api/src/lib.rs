@@ -1,6 +1,6 @@
 //! Coffer's HTTP surface: the AWS KMS JSON protocol at `POST /` behind SigV4, and Coffer's own
-//! endpoints under `/_coffer/` (health without authentication, Prometheus metrics). S3 and IAM will
-//! share this router. Every error becomes an AWS-shaped response in [`error`]; internal details
+//! endpoints under `/_coffer/` (health without authentication, Prometheus metrics), IAM and STS
+//! over the query protocol, and the S3 REST API on every other path ([`s3`]). Every error becomes an AWS-shaped response in [`error`]; internal details
 //! reach the log, never the client.
 
 pub mod audit;
@@ -11,6 +11,7 @@ pub mod kms;
 pub mod metrics;
 pub mod operator;
 pub mod query;
+pub mod s3;
 pub mod sigv4;
 mod validate;
 
@@ -46,6 +47,14 @@ pub struct AppState {
     pub audit: Option<Arc<coffer_audit::AuditLog>>,
     /// Performs operator actions (seal, rotate-root); `None` refuses them.
     pub operator: Option<Arc<dyn operator::Operator>>,
+    /// Buckets and objects (the S3 API).
+    pub objects: Arc<coffer_store::s3::Objects>,
+    /// The domain under which `bucket.<domain>` hosts address buckets (virtual-host style).
+    pub s3_domain: Option<String>,
+    /// Parsed bucket policies and public access blocks.
+    pub s3_access: s3::access::AccessCache,
+    /// S3 Bucket Keys in use, and decrypted for reads.
+    pub s3_bucket_keys: s3::BucketKeys,
 }
 
 /// The router for every endpoint Coffer serves.
@@ -53,8 +62,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_coffer/health", get(health))
         .route("/_coffer/metrics", get(metrics_text))
-        .route("/", post(post_root))
-        .fallback(not_found)
+        .route("/_coffer/{*rest}", axum::routing::any(not_found))
+        .route("/", post(post_root).fallback(s3_request))
+        .fallback(s3_request)
         .with_state(state)
 }
 
@@ -99,7 +109,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 async fn not_found(req: Request) -> Response {
     let msg = format!(
-        "Coffer has no endpoint for {} {}. The KMS API is served at POST / with X-Amz-Target: TrentService.<Operation>.",
+        "Coffer has no endpoint for {} {}. Its own endpoints are GET /_coffer/health and GET /_coffer/metrics.",
         req.method(),
         req.uri().path()
     );
@@ -108,6 +118,11 @@ async fn not_found(req: Request) -> Response {
         axum::Json(json!({ "__type": "UnknownOperationException", "message": msg })),
     )
         .into_response()
+}
+
+/// Everything that is not KMS, IAM, STS or Coffer's own endpoints is S3.
+async fn s3_request(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    s3::handle(state, req).await
 }
 
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {

@@ -6,6 +6,7 @@
 //! whose `Debug` output is redacted.
 
 pub mod blob;
+pub mod checksum;
 pub mod context;
 pub mod digest;
 mod error;

@@ -128,7 +128,8 @@ fn aad(header: &[u8; HEADER_LEN], index: u64, last: bool) -> [u8; HEADER_LEN + 9
 /// Seals an object as its plaintext arrives, one package at a time, so memory stays at one package
 /// whatever the object's size.
 pub struct Sealer {
-    key: LessSafeKey,
+    /// `None`: the benchmark baseline, which copies instead of sealing (see [`Cipher`]).
+    key: Option<LessSafeKey>,
     header: ObjectHeader,
     encoded: [u8; HEADER_LEN],
     index: u64,
@@ -149,11 +150,23 @@ impl Sealer {
     /// Starts sealing an object of `plaintext_len` bytes under `key` (used for no other object).
     /// Returns the sealer and the header, which is the start of the stored object.
     pub fn new(key: &Key256, plaintext_len: u64) -> Result<(Self, [u8; HEADER_LEN]), CryptoError> {
+        Self::with_cipher(Cipher::Seal, key, plaintext_len)
+    }
+
+    /// A sealer that seals, or (benchmark baseline only) copies.
+    pub fn with_cipher(
+        cipher: Cipher,
+        key: &Key256,
+        plaintext_len: u64,
+    ) -> Result<(Self, [u8; HEADER_LEN]), CryptoError> {
         let header = ObjectHeader::new(plaintext_len)?;
         let encoded = header.encode();
         Ok((
             Self {
-                key: crate::aes_gcm(key)?,
+                key: match cipher {
+                    Cipher::Seal => Some(crate::aes_gcm(key)?),
+                    Cipher::CopyBaseline => None,
+                },
                 header,
                 encoded,
                 index: 0,
@@ -166,13 +179,16 @@ impl Sealer {
 
     fn seal_buffered(&mut self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
         let last = self.index + 1 == self.header.packages();
-        self.key
-            .seal_in_place_append_tag(
-                crate::counter_nonce(self.index),
-                Aad::from(aad(&self.encoded, self.index, last)),
-                &mut self.buf,
-            )
-            .map_err(|_| CryptoError::Unspecified)?;
+        match &self.key {
+            Some(key) => key
+                .seal_in_place_append_tag(
+                    crate::counter_nonce(self.index),
+                    Aad::from(aad(&self.encoded, self.index, last)),
+                    &mut self.buf,
+                )
+                .map_err(|_| CryptoError::Unspecified)?,
+            None => self.buf.extend_from_slice(&[0u8; TAG_LEN]),
+        }
         out.extend_from_slice(&self.buf);
         zeroize::Zeroize::zeroize(&mut self.buf);
         self.buf.clear();
@@ -206,6 +222,38 @@ impl Sealer {
             return Err(CryptoError::Malformed("object shorter than its length"));
         }
         self.seal_buffered(out)
+    }
+}
+
+/// What the package layer does with the bytes. Only [`Cipher::Seal`] is ever used for data:
+/// [`Cipher::CopyBaseline`] copies plaintext into the same layout (a zero "tag" after each
+/// package) so that `coffer bench s3` can measure what sealing costs against an identical path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cipher {
+    Seal,
+    CopyBaseline,
+}
+
+/// Opens package `index` as `cipher` says: authenticated and decrypted, or (benchmark baseline)
+/// copied.
+pub fn open_package_with(
+    cipher: Cipher,
+    key: &Key256,
+    header: &ObjectHeader,
+    index: u64,
+    sealed: &[u8],
+) -> Result<SecretBytes, CryptoError> {
+    match cipher {
+        Cipher::Seal => open_package(key, header, index, sealed),
+        Cipher::CopyBaseline => {
+            let (_, len) = header
+                .package_span(index)
+                .ok_or(CryptoError::Malformed("object package"))?;
+            if sealed.len() as u64 != len {
+                return Err(CryptoError::Malformed("object package"));
+            }
+            Ok(SecretBytes::new(sealed[..sealed.len() - TAG_LEN].to_vec()))
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub use iam::{Iam, IamError};
 pub use identity::{Identities, Principal};
 pub use keyref::{KeyRef, is_key_id};
 pub use model::*;
-pub use root_rotation::{RotationReport, failpoint};
+pub use root_rotation::{RotationReport, failpoint, s3_master_key_aad};
 pub use service::Kms;
 
 mod key_policy;

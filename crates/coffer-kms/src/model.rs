@@ -78,6 +78,8 @@ pub struct CreateKeyInput {
     pub bypass_policy_lockout_safety_check: bool,
     /// Who creates the key, for the policy lockout safety check (`None`: no check).
     pub caller: Option<crate::authz::Caller>,
+    /// An AWS managed key (KeyManager `AWS`), made by Coffer for a service; never by a request.
+    pub aws_managed: bool,
 }
 
 #[derive(Debug)]

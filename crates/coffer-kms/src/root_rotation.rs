@@ -30,6 +30,11 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// What the S3 master key `id` is bound to when wrapped under the root.
+pub fn s3_master_key_aad(id: u32) -> Vec<u8> {
+    format!("coffer:s3-master-key:{id}").into_bytes()
+}
+
 pub(crate) fn aad_of(kind: &WrappedKind) -> Vec<u8> {
     match kind {
         WrappedKind::KeyMaterial { key_id, version } => material_aad(key_id, *version),
@@ -38,6 +43,7 @@ pub(crate) fn aad_of(kind: &WrappedKind) -> Vec<u8> {
         }
         WrappedKind::ImportWrappingKey { key_id, token_hash } => import_key_aad(key_id, token_hash),
         WrappedKind::KeyStorePassword { id } => crate::custom_key_stores::password_aad(id),
+        WrappedKind::S3MasterKey { id } => s3_master_key_aad(*id),
     }
 }
 

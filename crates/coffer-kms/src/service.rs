@@ -70,6 +70,8 @@ pub struct Kms {
     aliases: RwLock<HashMap<String, String>>,
     /// Serialises read-modify-write changes of keys and aliases on this node.
     pub(crate) writes: tokio::sync::Mutex<()>,
+    /// Serialises the creation of AWS managed keys.
+    managed: tokio::sync::Mutex<()>,
     /// Custom key stores' tokens (connected ones) and clusters.
     pub(crate) connections: crate::custom_key_stores::Connections,
 }
@@ -251,6 +253,7 @@ impl Kms {
             keys: RwLock::new(HashMap::new()),
             aliases: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
+            managed: tokio::sync::Mutex::new(()),
             connections: Default::default(),
         }
     }
@@ -269,6 +272,11 @@ impl Kms {
     }
 
     /// The root of trust this service wraps under.
+    /// The metadata store the keys live in (shared with the other services of the process).
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
     pub fn root(&self) -> &Arc<dyn RootOfTrust> {
         &self.root
     }
@@ -637,7 +645,7 @@ impl Kms {
             key_usage: usage.to_owned(),
             key_spec: spec.as_str().to_owned(),
             origin: origin.to_owned(),
-            key_manager: "CUSTOMER".to_owned(),
+            key_manager: if input.aws_managed { "AWS" } else { "CUSTOMER" }.to_owned(),
             state: if external {
                 state::PENDING_IMPORT
             } else {
@@ -1641,6 +1649,63 @@ impl Kms {
             .ok_or_else(|| self.key_not_found(id))?;
         self.not_pending_deletion(&rec)?;
         Ok(rec)
+    }
+
+    /// The AWS managed key of `service` (`alias/aws/<service>`, e.g. `aws/s3`), created on first
+    /// use with the key policy AWS gives such keys: every principal of the account may use it
+    /// through that service (`kms:ViaService`), and the account may read its metadata. Returns
+    /// the key's ARN.
+    pub async fn aws_managed_key(&self, service: &str, description: &str) -> Result<String> {
+        let alias = format!("alias/aws/{service}");
+        if let Some(a) = self.meta.alias(&alias).await? {
+            return Ok(self.cfg.key_arn(&a.target_key_id));
+        }
+        let _w = self.managed.lock().await;
+        if let Some(a) = self.meta.alias(&alias).await? {
+            return Ok(self.cfg.key_arn(&a.target_key_id));
+        }
+        let account = &self.cfg.account_id;
+        let via = format!("{service}.{}.amazonaws.com", self.cfg.region);
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Id": format!("auto-{service}-2"),
+            "Statement": [
+                {
+                    "Sid": format!("Allow access through {} for all principals in the account that are authorized to use {}", service.to_uppercase(), service.to_uppercase()),
+                    "Effect": "Allow",
+                    "Principal": {"AWS": "*"},
+                    "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": via}}
+                },
+                {
+                    "Sid": "Allow direct access to key metadata to the account",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                    "Action": ["kms:Describe*", "kms:Get*", "kms:List*"],
+                    "Resource": "*"
+                }
+            ]
+        });
+        let meta = self
+            .create_key(CreateKeyInput {
+                description: Some(description.to_owned()),
+                policy: Some(serde_json::to_string_pretty(&policy).map_err(internal)?),
+                aws_managed: true,
+                ..CreateKeyInput::default()
+            })
+            .await?;
+        let now = now_ms();
+        self.meta
+            .create_alias(&AliasRecord {
+                name: alias.clone(),
+                target_key_id: meta.key_id.clone(),
+                created_ms: now,
+                updated_ms: now,
+            })
+            .await?;
+        info!(alias = %alias, key_id = %meta.key_id, "created AWS managed key");
+        Ok(meta.arn)
     }
 
     pub async fn create_alias(&self, name: &str, target: &KeyRef) -> Result<()> {

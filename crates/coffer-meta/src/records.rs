@@ -198,10 +198,24 @@ pub struct GrantRecord {
 /// What a wrapped secret is, which names the row it lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WrappedKind {
-    KeyMaterial { key_id: String, version: u32 },
-    SecretAccessKey { access_key_id: String },
-    ImportWrappingKey { key_id: String, token_hash: Vec<u8> },
-    KeyStorePassword { id: String },
+    KeyMaterial {
+        key_id: String,
+        version: u32,
+    },
+    SecretAccessKey {
+        access_key_id: String,
+    },
+    ImportWrappingKey {
+        key_id: String,
+        token_hash: Vec<u8>,
+    },
+    KeyStorePassword {
+        id: String,
+    },
+    /// The master key that seals SSE-S3 object keys.
+    S3MasterKey {
+        id: u32,
+    },
 }
 
 /// A secret stored wrapped under the root of trust.

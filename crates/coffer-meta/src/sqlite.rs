@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+mod objects;
+
 use crate::{
     AccessKeyRecord, AliasRecord, CustomKeyStoreRecord, GrantRecord, IamEntityRecord, IamKind,
     ImportTokenRecord, KeyRecord, MaterialRecord, MetaError, MetaStore, Page, Result, WrappedKind,
@@ -161,6 +163,89 @@ CREATE TABLE kms_custom_key_stores (
 ALTER TABLE kms_keys ADD COLUMN custom_key_store_id TEXT REFERENCES kms_custom_key_stores(id);
 CREATE INDEX kms_keys_by_custom_key_store ON kms_keys(custom_key_store_id) WHERE custom_key_store_id IS NOT NULL;
 "#,
+    r#"
+CREATE TABLE s3_master_keys (
+    id          INTEGER PRIMARY KEY,
+    wrapped     BLOB NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
+CREATE TABLE s3_buckets (
+    name                TEXT PRIMARY KEY,
+    owner_account       TEXT NOT NULL,
+    region              TEXT NOT NULL,
+    created_ms          BIGINT NOT NULL,
+    versioning          TEXT NOT NULL,
+    encryption          TEXT,
+    policy              TEXT,
+    public_access_block TEXT,
+    tags                TEXT
+);
+CREATE TABLE s3_objects (
+    bucket           TEXT NOT NULL REFERENCES s3_buckets(name),
+    key              TEXT NOT NULL,
+    version_id       TEXT NOT NULL,
+    seq              BIGINT NOT NULL,
+    is_latest        INTEGER NOT NULL,
+    delete_marker    INTEGER NOT NULL,
+    size             BIGINT NOT NULL,
+    etag             TEXT NOT NULL,
+    last_modified_ms BIGINT NOT NULL,
+    blob             TEXT,
+    sse_mode         TEXT NOT NULL,
+    sealed_key       BLOB NOT NULL,
+    sse_key_id       TEXT,
+    sse_context      TEXT,
+    sse_key_check    BLOB,
+    bucket_key       INTEGER NOT NULL,
+    attrs            TEXT NOT NULL,
+    tags             TEXT NOT NULL,
+    PRIMARY KEY (bucket, key, version_id)
+);
+CREATE INDEX s3_objects_latest ON s3_objects(bucket, key) WHERE is_latest = 1;
+CREATE INDEX s3_objects_by_seq ON s3_objects(bucket, key, seq);
+CREATE INDEX s3_objects_by_blob ON s3_objects(blob) WHERE blob IS NOT NULL;
+CREATE TABLE s3_object_parts (
+    bucket       TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    version_id   TEXT NOT NULL,
+    part_number  INTEGER NOT NULL,
+    size         BIGINT NOT NULL,
+    blob         TEXT NOT NULL,
+    PRIMARY KEY (bucket, key, version_id, part_number),
+    FOREIGN KEY (bucket, key, version_id) REFERENCES s3_objects(bucket, key, version_id) ON DELETE CASCADE
+);
+CREATE INDEX s3_object_parts_by_blob ON s3_object_parts(blob);
+CREATE TABLE s3_uploads (
+    upload_id        TEXT PRIMARY KEY,
+    bucket           TEXT NOT NULL REFERENCES s3_buckets(name),
+    key              TEXT NOT NULL,
+    initiated_ms     BIGINT NOT NULL,
+    sse_mode         TEXT NOT NULL,
+    sealed_key       BLOB NOT NULL,
+    sse_key_id       TEXT,
+    sse_context      TEXT,
+    sse_key_check    BLOB,
+    bucket_key       INTEGER NOT NULL,
+    attrs            TEXT NOT NULL,
+    tags             TEXT NOT NULL
+);
+CREATE INDEX s3_uploads_by_key ON s3_uploads(bucket, key, upload_id);
+CREATE TABLE s3_upload_parts (
+    upload_id        TEXT NOT NULL REFERENCES s3_uploads(upload_id) ON DELETE CASCADE,
+    part_number      INTEGER NOT NULL,
+    size             BIGINT NOT NULL,
+    etag             TEXT NOT NULL,
+    blob             TEXT NOT NULL,
+    checksum         TEXT,
+    last_modified_ms BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
+CREATE INDEX s3_upload_parts_by_blob ON s3_upload_parts(blob);
+CREATE TABLE s3_garbage (
+    blob      TEXT PRIMARY KEY,
+    since_ms  BIGINT NOT NULL
+);
+"#,
 ];
 
 const MATERIAL_COLUMNS: &str = "key_id, version, wrapped, created_ms, rotation_type, imported, \
@@ -278,7 +363,7 @@ impl SqliteStore {
         })
     }
 
-    async fn with<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn with<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -312,6 +397,10 @@ fn replace_one(c: &Connection, old: &WrappedSecret, new_wrapped: &[u8]) -> Resul
         ),
         WrappedKind::KeyStorePassword { id } => c.execute(
             "UPDATE kms_custom_key_stores SET wrapped_password = ?1 WHERE id = ?2 AND wrapped_password = ?3",
+            params![new_wrapped, id, old.wrapped],
+        ),
+        WrappedKind::S3MasterKey { id } => c.execute(
+            "UPDATE s3_master_keys SET wrapped = ?1 WHERE id = ?2 AND wrapped = ?3",
             params![new_wrapped, id, old.wrapped],
         ),
     }
@@ -1343,6 +1432,20 @@ impl MetaStore for SqliteStore {
                             kind: WrappedKind::SecretAccessKey {
                                 access_key_id: r.get(0)?,
                             },
+                            wrapped: r.get(1)?,
+                        })
+                    })
+                    .map_err(backend)?;
+                for r in rows {
+                    out.push(r.map_err(backend)?);
+                }
+                let mut q = tx
+                    .prepare("SELECT id, wrapped FROM s3_master_keys ORDER BY id")
+                    .map_err(backend)?;
+                let rows = q
+                    .query_map([], |r| {
+                        Ok(WrappedSecret {
+                            kind: WrappedKind::S3MasterKey { id: r.get(0)? },
                             wrapped: r.get(1)?,
                         })
                     })

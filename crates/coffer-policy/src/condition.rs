@@ -314,6 +314,29 @@ pub(crate) fn substitute(s: &str, ctx: &Context, version: Version) -> Option<Str
 }
 
 impl Condition {
+    /// Whether the condition pins its key to fixed values: a positive equality or IP-range test
+    /// whose values hold no wildcard and no range open to every address. S3 uses this to tell a
+    /// public bucket policy from one that names who may use it.
+    pub fn pins_value(&self) -> bool {
+        if self.negated || self.operator == Operator::Null || self.values.is_empty() {
+            return false;
+        }
+        let fixed = |v: &Operand| match v {
+            Operand::Text(t) => !t.contains(['*', '?']) && !t.is_empty(),
+            Operand::Net(_, prefix) => *prefix > 0,
+            _ => false,
+        };
+        matches!(
+            self.operator,
+            Operator::StringEquals
+                | Operator::StringEqualsIgnoreCase
+                | Operator::StringLike
+                | Operator::ArnEquals
+                | Operator::ArnLike
+                | Operator::IpAddress
+        ) && self.values.iter().all(fixed)
+    }
+
     /// Whether the condition holds for the request's context.
     pub fn holds(&self, ctx: &Context, version: Version) -> bool {
         let present = ctx.get(&self.key);

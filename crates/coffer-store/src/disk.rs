@@ -22,7 +22,11 @@ fn io(what: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 #[derive(Debug)]
 pub struct DiskBlobs {
     root: PathBuf,
+    cipher: crate::Cipher,
 }
+
+/// The file that marks a blob directory made for the unencrypted benchmark baseline.
+pub const BASELINE_MARKER: &str = "BENCHMARK-BASELINE-OBJECTS-ARE-NOT-ENCRYPTED";
 
 impl DiskBlobs {
     /// Opens (creating, mode 0700) the blob directory `root`.
@@ -34,9 +38,41 @@ impl DiskBlobs {
                 .create(&dir)
                 .map_err(io(&dir))?;
         }
+        if root.join(BASELINE_MARKER).exists() {
+            return Err(StoreError::Io {
+                what: root.display().to_string(),
+                source: std::io::Error::other(
+                    "this object directory was made for a benchmark baseline, whose objects are not encrypted; it cannot be served",
+                ),
+            });
+        }
         Ok(Self {
             root: root.to_owned(),
+            cipher: crate::Cipher::Seal,
         })
+    }
+
+    /// For `coffer bench s3` only: a store whose objects are copied, not sealed, to measure
+    /// sealing against. It must be an empty, new directory, which is then marked so that it can
+    /// never be opened as a real store.
+    pub fn open_unencrypted_baseline(root: &Path) -> Result<Self> {
+        let fresh = !root.exists() || fs::read_dir(root).map_err(io(root))?.next().is_none();
+        if !fresh {
+            return Err(StoreError::Io {
+                what: root.display().to_string(),
+                source: std::io::Error::other(
+                    "the unencrypted benchmark baseline needs a new, empty object directory",
+                ),
+            });
+        }
+        let mut s = Self::open(root)?;
+        fs::write(
+            root.join(BASELINE_MARKER),
+            b"coffer bench s3 baseline: not encrypted\n",
+        )
+        .map_err(io(root))?;
+        s.cipher = crate::Cipher::CopyBaseline;
+        Ok(s)
     }
 
     fn path(&self, id: &BlobId) -> PathBuf {
@@ -56,6 +92,10 @@ impl DiskBlobs {
 }
 
 impl BlobStore for DiskBlobs {
+    fn cipher(&self) -> crate::Cipher {
+        self.cipher
+    }
+
     fn create(&self) -> Result<Box<dyn BlobWriter>> {
         let id = BlobId::new_random();
         let tmp = self.root.join(TMP).join(format!("{id}{PARTIAL}"));
@@ -100,6 +140,25 @@ impl BlobStore for DiskBlobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io(&path)(e)),
         }
+    }
+
+    fn list(&self) -> Result<Vec<BlobId>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.root).map_err(io(&self.root))? {
+            let entry = entry.map_err(io(&self.root))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.len() != 2 || !entry.path().is_dir() {
+                continue;
+            }
+            for blob in fs::read_dir(entry.path()).map_err(io(&entry.path()))? {
+                let blob = blob.map_err(io(&entry.path()))?;
+                if let Some(id) = BlobId::parse(&blob.file_name().to_string_lossy()) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn clean_temporary(&self) -> Result<usize> {

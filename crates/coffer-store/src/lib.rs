@@ -9,10 +9,13 @@
 //! them is committed after the blob, by the caller.
 
 mod disk;
+pub mod s3;
 
 use std::io::Read;
 
 use coffer_crypto::package::{self, HEADER_LEN, ObjectHeader, PACKAGE_LEN, Sealer};
+
+pub use coffer_crypto::package::Cipher;
 use coffer_crypto::{CryptoError, Key256, SecretBytes};
 
 pub use disk::DiskBlobs;
@@ -80,6 +83,14 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn delete(&self, id: &BlobId) -> Result<bool>;
     /// Removes what a crash left half-written; returns how many.
     fn clean_temporary(&self) -> Result<usize>;
+    /// Every committed blob (for the sweep at start that removes blobs no metadata names).
+    fn list(&self) -> Result<Vec<BlobId>>;
+    /// What the package layer does with object bytes in this store: always
+    /// [`Cipher::Seal`], but in the unencrypted baseline store `coffer bench s3` measures
+    /// against.
+    fn cipher(&self) -> Cipher {
+        Cipher::Seal
+    }
 }
 
 /// A blob being written.
@@ -106,7 +117,7 @@ pub fn write_object(
     plaintext_len: u64,
     body: &mut dyn Read,
 ) -> Result<Written> {
-    let (mut sealer, header) = Sealer::new(key, plaintext_len)?;
+    let (mut sealer, header) = Sealer::with_cipher(blobs.cipher(), key, plaintext_len)?;
     let mut writer = blobs.create()?;
     writer.write_all(&header)?;
     let mut md5 = coffer_crypto::digest::Md5::new();
@@ -228,8 +239,141 @@ impl<'a> ObjectReader<'a> {
             .package_span(index)
             .ok_or_else(|| StoreError::Damaged(self.blob.to_string()))?;
         let sealed = self.blobs.read_at(&self.blob, at, len as usize)?;
-        package::open_package(key, &self.header, index, &sealed)
+        package::open_package_with(self.blobs.cipher(), key, &self.header, index, &sealed)
             .map_err(|_| StoreError::Damaged(self.blob.to_string()))
+    }
+}
+
+/// A stretch of an object's plaintext sealed in a blob of its own (the whole of a single-part
+/// object, or one part of a multipart object), with the key it is sealed under.
+#[derive(Debug)]
+pub struct Piece {
+    pub blob: BlobId,
+    pub key: Key256,
+    pub len: u64,
+}
+
+/// Reads the plaintext of an object made of `pieces` (in order), whole or the inclusive range
+/// `first..=last`, handing it to `sink` a package at a time. Only the packages the range
+/// touches are opened; a piece whose stored length is not the one recorded is damaged.
+pub fn read_pieces(
+    blobs: &dyn BlobStore,
+    pieces: &[Piece],
+    range: Option<(u64, u64)>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut start = 0u64;
+    for p in pieces {
+        let end = start + p.len;
+        let wanted = match range {
+            None => Some(None),
+            Some((first, last)) if last >= start && first < end => Some(Some((
+                first.saturating_sub(start),
+                (last - start).min(p.len.saturating_sub(1)),
+            ))),
+            Some(_) => None,
+        };
+        if let Some(local) = wanted {
+            let reader = ObjectReader::open(blobs, &p.blob)?;
+            if reader.len() != p.len {
+                return Err(StoreError::Damaged(p.blob.to_string()));
+            }
+            match local {
+                None => reader.read_all(&p.key, sink)?,
+                Some((a, b)) => reader.read_range(&p.key, a, b, sink)?,
+            }
+        }
+        start = end;
+    }
+    if let Some((first, last)) = range
+        && (first > last || last >= start)
+    {
+        return Err(StoreError::InvalidRange {
+            first,
+            last,
+            len: start,
+        });
+    }
+    Ok(())
+}
+
+/// Seals (a range of) an existing object into a new blob under `key`: the copy of CopyObject
+/// and UploadPartCopy. Plaintext passes between the reading and the sealing thread a package
+/// at a time and never leaves memory.
+pub fn copy_pieces(
+    blobs: &dyn BlobStore,
+    pieces: &[Piece],
+    range: Option<(u64, u64)>,
+    key: &Key256,
+) -> Result<Written> {
+    let total: u64 = pieces.iter().map(|p| p.len).sum();
+    let len = match range {
+        Some((a, b)) if a <= b && b < total => b - a + 1,
+        Some((first, last)) => {
+            return Err(StoreError::InvalidRange {
+                first,
+                last,
+                len: total,
+            });
+        }
+        None => total,
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<SecretBytes>>(4);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let r = read_pieces(blobs, pieces, range, &mut |b| {
+                tx.send(Ok(SecretBytes::new(b.to_vec())))
+                    .map_err(|_| StoreError::Io {
+                        what: "the copy".into(),
+                        source: std::io::Error::other("the sealing side stopped"),
+                    })
+            });
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut reader = PlainReader {
+            rx,
+            current: SecretBytes::new(Vec::new()),
+            at: 0,
+            failed: None,
+        };
+        let written = write_object(blobs, key, len, &mut reader);
+        match reader.failed.take() {
+            Some(e) => Err(e),
+            None => written,
+        }
+    })
+}
+
+/// Reads the plaintext a copy's reading thread sends.
+struct PlainReader {
+    rx: std::sync::mpsc::Receiver<Result<SecretBytes>>,
+    current: SecretBytes,
+    at: usize,
+    /// The reading side's error, reported instead of the sealing side's.
+    failed: Option<StoreError>,
+}
+
+impl Read for PlainReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Err(_) => return Ok(0),
+                Ok(Err(e)) => {
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other("the copy source failed"));
+                }
+                Ok(Ok(b)) => {
+                    self.current = b;
+                    self.at = 0;
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current.expose()[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

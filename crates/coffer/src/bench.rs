@@ -26,6 +26,11 @@ pub enum BenchCommand {
     /// The cost of the audit log: Encrypt throughput of two Coffers started here, one with the
     /// audit log on and one with it off, measured in alternating rounds.
     Audit(AuditBenchArgs),
+    /// Object storage: PUT and GET throughput for several object sizes on a Coffer started here,
+    /// against the same paths with the package cipher swapped for a copy (an unencrypted
+    /// baseline server started alongside), in alternating rounds; optionally one very large
+    /// object streamed through, with the server's peak memory.
+    S3(crate::bench_s3::S3BenchArgs),
     /// The cost of the root of trust: Encrypt throughput of Coffers started here in dev-file,
     /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
     /// rate measured in the same run.
@@ -214,6 +219,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(audit_bench(args))
+        }
+        BenchCommand::S3(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::bench_s3::run(args))
         }
         BenchCommand::Root(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -580,14 +592,24 @@ fn raw_token_gcm(module: &Path, label: &str, pin: &str, seconds: f64) -> anyhow:
 }
 
 /// A `coffer server` started for the bench; killed when dropped.
-struct OwnServer {
+pub(crate) struct OwnServer {
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl OwnServer {
-    fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The server's peak resident memory so far (VmHWM), in bytes.
+    pub(crate) fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
     }
 }
 
@@ -598,7 +620,7 @@ impl Drop for OwnServer {
     }
 }
 
-fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBuf)> {
+pub(crate) fn start_own_server(extra: &[&str]) -> anyhow::Result<(OwnServer, String, PathBuf)> {
     let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
     let (server, endpoint) = start_server_in(dir, extra)?;
     let data_dir = server.dir().to_owned();

@@ -24,7 +24,7 @@ pub struct Target {
     access_key_id: String,
     secret: Zeroizing<String>,
     region: String,
-    /// The signing key of the current date, derived once a day as SDKs may.
+    /// The signing key of the current date and service (`date/service`), derived once a day.
     signing_key: std::sync::Mutex<Option<(String, Zeroizing<[u8; 32]>)>>,
 }
 
@@ -116,6 +116,16 @@ pub fn tls_target(
 pub type Sender = http1::SendRequest<Full<Bytes>>;
 
 pub async fn connect(t: &Target) -> anyhow::Result<Sender> {
+    connect_as(t).await
+}
+
+/// A connection sending bodies of type `B` (a streamed body, for S3 uploads).
+pub async fn connect_as<B>(t: &Target) -> anyhow::Result<http1::SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = tokio::net::TcpStream::connect(&t.addr)
         .await
         .with_context(|| format!("cannot connect to {}", t.addr))?;
@@ -158,44 +168,50 @@ impl KmsBody {
     }
 }
 
-/// Builds a SigV4-signed KMS request, as an SDK would.
-pub fn kms_request(t: &Target, b: &KmsBody) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+/// Adds `x-amz-date` and a SigV4 `authorization` to `headers` (which hold `host` and whatever
+/// else `signed` names), for `service`, as an SDK signs.
+#[allow(clippy::too_many_arguments)]
+fn sign_headers(
+    t: &Target,
+    service: &str,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &mut http::HeaderMap,
+    signed: &[&str],
+    payload_hash: &str,
+) -> anyhow::Result<()> {
     let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
     let date = &amz_date[..8];
-    let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "content-type",
-        http::HeaderValue::from_static("application/x-amz-json-1.1"),
-    );
-    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
     headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date)?);
-    headers.insert("x-amz-target", b.target.clone());
-    let signed = ["content-type", "host", "x-amz-date", "x-amz-target"];
     let canonical = sigv4::canonical_request(
         &sigv4::RequestParts {
-            method: "POST",
-            raw_path: "/",
-            raw_query: None,
-            headers: &headers,
+            method,
+            raw_path: path,
+            raw_query: query,
+            headers,
             authority: None,
-            payload_hash: &b.payload_hash,
-            double_encode_path: true,
+            payload_hash,
+            // S3 signs the path as sent; other services encode it once more.
+            double_encode_path: service != "s3",
         },
-        &signed,
+        signed,
     )?;
-    let scope = sigv4::scope(date, &t.region, "kms");
+    let scope = sigv4::scope(date, &t.region, service);
+    // The signing key of a day and service, derived once as SDKs may.
+    let tag = format!("{date}/{service}");
     let key = {
         let mut cached = t.signing_key.lock().unwrap_or_else(|p| p.into_inner());
         match cached.as_ref() {
-            Some((d, k)) if d == date => k.clone(),
+            Some((d, k)) if *d == tag => k.clone(),
             _ => {
                 let k = Zeroizing::new(sigv4::signing_key(
                     t.secret.as_bytes(),
                     date,
                     &t.region,
-                    "kms",
+                    service,
                 ));
-                *cached = Some((date.to_owned(), k.clone()));
+                *cached = Some((tag, k.clone()));
                 k
             }
         }
@@ -207,10 +223,31 @@ pub fn kms_request(t: &Target, b: &KmsBody) -> anyhow::Result<hyper::Request<Ful
         t.access_key_id,
         signed.join(";")
     );
+    headers.insert("authorization", http::HeaderValue::from_str(&auth)?);
+    Ok(())
+}
+
+/// Builds a SigV4-signed KMS request, as an SDK would.
+pub fn kms_request(t: &Target, b: &KmsBody) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
+    headers.insert("x-amz-target", b.target.clone());
+    sign_headers(
+        t,
+        "kms",
+        "POST",
+        "/",
+        None,
+        &mut headers,
+        &["content-type", "host", "x-amz-date", "x-amz-target"],
+        &b.payload_hash,
+    )?;
     let mut req = hyper::Request::post("/").body(Full::new(b.body.clone()))?;
     *req.headers_mut() = headers;
-    req.headers_mut()
-        .insert("authorization", http::HeaderValue::from_str(&auth)?);
     Ok(req)
 }
 
@@ -238,6 +275,33 @@ pub async fn kms_call(
         bail!("{operation} failed with HTTP {status}: {v}");
     }
     Ok(v)
+}
+
+/// SigV4 headers for an S3 request with an unsigned payload (as SDKs send over TLS). `path` is
+/// already URL-encoded.
+pub fn s3_headers(
+    t: &Target,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+) -> anyhow::Result<http::HeaderMap> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
+    headers.insert(
+        "x-amz-content-sha256",
+        http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+    );
+    sign_headers(
+        t,
+        "s3",
+        method,
+        path,
+        query,
+        &mut headers,
+        &["host", "x-amz-content-sha256", "x-amz-date"],
+        "UNSIGNED-PAYLOAD",
+    )?;
+    Ok(headers)
 }
 
 /// An unsigned request to one of Coffer's own endpoints (health, unseal).

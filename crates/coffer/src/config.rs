@@ -120,6 +120,18 @@ pub struct ServerArgs {
     )]
     pub hsm_clusters: Vec<String>,
 
+    /// The domain for virtual-host-style S3 requests: a request to `<bucket>.<domain>` addresses
+    /// that bucket (point `*.<domain>` at Coffer in DNS and add it to the certificate with
+    /// --tls-san). Path-style requests (`/<bucket>/<key>`) always work. [default: none]
+    #[arg(long, env = "COFFER_S3_DOMAIN", value_name = "DOMAIN")]
+    pub s3_domain: Option<String>,
+
+    /// For `coffer bench s3` only: store objects UNENCRYPTED (copied where they would be sealed)
+    /// in a new, empty data dir that is marked so it can never be served normally, to measure
+    /// what sealing costs. Hidden from --help.
+    #[arg(long, hide = true)]
+    pub insecure_bench_baseline: bool,
+
     /// For testing and drills only: run the key lifecycle clock this far ahead of the wall clock
     /// (e.g. `8d`, `36h`, `90m`, `30s`), so that scheduled deletions, rotations and expiries fall
     /// due now. Everything else keeps the real time. [default: 0s]
@@ -146,6 +158,7 @@ struct FileConfig {
     shutdown_grace: Option<u64>,
     lifecycle_interval: Option<u64>,
     lifecycle_clock_offset: Option<String>,
+    s3_domain: Option<String>,
     audit: Option<Switch>,
     audit_segment_mib: Option<u64>,
     audit_digest_interval: Option<u64>,
@@ -169,6 +182,8 @@ pub struct Settings {
     pub audit: bool,
     pub audit_segment_bytes: u64,
     pub audit_digest_interval: std::time::Duration,
+    pub s3_domain: Option<String>,
+    pub insecure_bench_baseline: bool,
 }
 
 /// Parses `cluster-<id>=<module path>#<token label>`.
@@ -295,7 +310,21 @@ impl Settings {
             let (id, cluster) = parse_hsm_cluster(spec)?;
             hsm_clusters.insert(id, cluster);
         }
+        let s3_domain = args
+            .s3_domain
+            .or(file.s3_domain)
+            .map(|d| d.trim_matches('.').to_ascii_lowercase());
+        if let Some(d) = &s3_domain
+            && (d.is_empty()
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+        {
+            bail!("the S3 domain must be a DNS name like s3.example.internal, not '{d}'");
+        }
         Ok(Self {
+            insecure_bench_baseline: args.insecure_bench_baseline,
+            s3_domain,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

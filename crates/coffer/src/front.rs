@@ -216,7 +216,43 @@ impl Front {
             &s.account_id,
             kms.identity_cache(),
         ));
+        let blob_dir = self.data_dir.join("objects");
+        let blobs = if s.insecure_bench_baseline {
+            warn!(
+                "BENCHMARK BASELINE: objects are stored UNENCRYPTED in {}; never use this data dir for data",
+                blob_dir.display()
+            );
+            coffer_store::DiskBlobs::open_unencrypted_baseline(&blob_dir)
+        } else {
+            coffer_store::DiskBlobs::open(&blob_dir)
+        }
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the object store in {}: {e}",
+                blob_dir.display()
+            )
+        })?;
+        let objects = Arc::new(coffer_store::s3::Objects::new(
+            self.meta.clone(),
+            Arc::new(blobs),
+            kms.clone(),
+        ));
+        match objects.sweep().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                removed = n,
+                "removed object data that no object names (writes cut short, deletions unfinished)"
+            ),
+            Err(e) => anyhow::bail!(
+                "cannot check the object store in {}: {e}",
+                blob_dir.display()
+            ),
+        }
         let state = Arc::new(AppState {
+            objects,
+            s3_domain: s.s3_domain.clone(),
+            s3_access: Default::default(),
+            s3_bucket_keys: Default::default(),
             kms: kms.clone(),
             identities,
             iam,

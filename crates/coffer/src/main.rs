@@ -4,12 +4,14 @@
 mod audit_cmd;
 mod backup_cmd;
 mod bench;
+mod bench_s3;
 mod client;
 mod config;
 mod credentials;
 mod front;
 mod iam_cmd;
 mod operator_cmd;
+mod scan_cmd;
 mod server;
 mod tls;
 
@@ -49,6 +51,9 @@ enum Command {
     /// The root of trust: choose it (init), unseal, seal, rotate.
     #[command(subcommand)]
     Operator(operator_cmd::OperatorCommand),
+    /// Find sensitive data (card numbers, national ids, credentials, …) in local text files;
+    /// reports where, never the values.
+    Scan(scan_cmd::ScanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Iam(cmd) => iam_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Operator(cmd) => operator_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Backup(cmd) => backup_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Scan(args) => scan_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,89 +1,18 @@
 //! The real `coffer` binary, started on port 0, driven over TLS by the official AWS SDK for Rust
 //! (`aws-sdk-kms`), trusting only the CA that Coffer generated.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use aws_sdk_kms::Client;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeyState, Tag};
-use aws_smithy_http_client::tls;
 
-struct Server {
-    child: Child,
-    endpoint: String,
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env_remove("COFFER_ADMIN_ACCESS_KEY_ID")
-        .env_remove("COFFER_ADMIN_SECRET_ACCESS_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("coffer starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let endpoint = loop {
-        let line = lines
-            .next()
-            .expect("coffer printed its banner")
-            .expect("utf-8");
-        if let Some((_, rest)) = line.split_once(" is ready at ") {
-            break rest.split_whitespace().next().expect("url").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        endpoint,
-        dir,
-    }
-}
-
-fn credentials(data: &Path) -> (String, String) {
-    let text = std::fs::read_to_string(data.join("credentials")).expect("credentials file");
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.split_once('=')
-                    .filter(|(k, _)| k.trim() == name)
-                    .map(|(_, v)| v.trim().to_owned())
-            })
-            .expect("field present")
-    };
-    (field("aws_access_key_id"), field("aws_secret_access_key"))
-}
+use common::{Server, credentials, start};
 
 fn client(s: &Server, secret_override: Option<&str>) -> Client {
-    let data = s.dir.path().join("data");
-    let ca = std::fs::read(data.join("tls/ca.pem")).expect("CA");
-    let trust = tls::TrustStore::empty()
-        .with_native_roots(false)
-        .with_pem_certificate(ca);
-    let ctx = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .expect("tls context");
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(ctx)
-        .build_https();
+    let data = s.data();
+    let http = common::http_client(&data);
     let (id, secret) = credentials(&data);
     let secret = secret_override.map(str::to_owned).unwrap_or(secret);
     let conf = aws_sdk_kms::Config::builder()
