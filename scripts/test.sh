@@ -2,7 +2,8 @@
 # Runs every Coffer test on a fresh machine: installs what the tests need (SoftHSM2 from Debian for
 # the PKCS#11 root of trust, a Python virtualenv with boto3, the aws CLI and pytest), builds the
 # workspace, runs the Rust unit and integration tests
-# (the latter drive the real binary with aws-sdk-kms), then the Python suites (boto3, aws CLI).
+# (the latter drive the real binary with aws-sdk-kms and aws-sdk-s3), then the Python suites
+# (boto3, aws CLI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,10 +23,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-step "Build"
-cargo build --workspace --bins --locked
+# One build serves both suites: the test build compiles the coffer binary for the integration tests
+# with the same features, and the Python suites use that binary. (A separate `cargo build` would
+# compile every dependency a second time, without the dev-dependencies' features.)
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_INCREMENTAL=0
+fi
 
-step "Rust tests (unit + aws-sdk-kms against the real binary)"
+step "Rust tests (unit + aws-sdk-kms and aws-sdk-s3 against the real binary)"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
 else
@@ -33,5 +38,9 @@ else
 fi
 
 step "Python tests (boto3, aws CLI against the real binary)"
-COFFER_BIN="$PWD/target/debug/coffer" PATH="$PWD/.venv/bin:$PATH" \
+coffer_bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/coffer"
+if [ ! -x "$coffer_bin" ]; then
+    cargo build --workspace --bins --locked
+fi
+COFFER_BIN="$coffer_bin" PATH="$PWD/.venv/bin:$PATH" \
     .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
