@@ -1,59 +1,79 @@
-"""`coffer scan` over a tree of local files: what it finds, where, that it never prints a value,
-what it skips, and its exit status for CI use."""
+"""`coffer scan` over local trees and a Coffer server's buckets: what it finds and where, in every
+format it reads (text, CSV, JSON, JSON Lines, gzip, nested zip, DOCX/XLSX/PPTX written by their
+real Python libraries), what it skips and why (binary, PDF, decompression bombs, deep nesting),
+custom identifiers and allow lists, SARIF, progress, and that no output ever carries a value."""
 
+import gzip
+import io
 import json
 import subprocess
+import zipfile
+
+import pytest
 
 from conftest import coffer_bin
 
-SECRETS = {
-    "CREDIT_CARD_NUMBER": "4111 1111 1111 1111",
-    "USA_SOCIAL_SECURITY_NUMBER": "123-45-6789",
-    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "INTERNATIONAL_BANK_ACCOUNT_NUMBER": "DE89370400440532013000",
-    "PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----",
-}
+# Realistic values (not the examples printed in AWS's documentation, which are not findings).
+AWS_KEY_ID = "AKIAZ3MHQ2J7VX4L6RTE"
+AWS_SECRET = "9drTJvcXLB89EXhRXqhlc4oZxXFsF2yTzDOhGWWF"
+CARD = "4111 1111 1111 1111"
+SSN = "123-45-6789"
+IBAN = "DE89370400440532013000"
+VALUES = [AWS_KEY_ID, AWS_SECRET, CARD, CARD.replace(" ", ""), SSN, "123456789", IBAN, "jane.doe@example.com"]
 
 
-def scan(*args):
-    return subprocess.run([coffer_bin(), "scan", *args], capture_output=True, text=True, timeout=120)
+def scan(*args, env=None):
+    return subprocess.run([coffer_bin(), "scan", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def scan_json(*args):
+    r = scan(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def found(report):
+    return {(f["path"].rsplit("/", 1)[-1], f["identifier"]) for f in report["findings"]}
+
+
+def assert_no_values(*outputs):
+    for out in outputs:
+        for value in VALUES:
+            assert value not in out, value
 
 
 def test_scan_a_tree(tmp_path):
     (tmp_path / "hr").mkdir()
     (tmp_path / "hr" / "people.csv").write_text(
-        "name,ssn,card\nJane,123-45-6789,4111 1111 1111 1111\nJoe,666-12-3456,4111 1111 1111 1112\n")
+        f"name,ssn,card\nJane,{SSN},{CARD}\nJoe,666-12-3456,4111 1111 1111 1112\n")
     (tmp_path / "deploy.env").write_text(
-        "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n"
-        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
-    (tmp_path / "notes.md").write_text("pay to DE89370400440532013000 by friday\n\n"
+        f"AWS_ACCESS_KEY_ID={AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n")
+    (tmp_path / "notes.md").write_text(f"pay to {IBAN} by friday\n\n"
                                        "-----BEGIN RSA PRIVATE KEY-----\nMIIEow...\n")
-    (tmp_path / "clean.txt").write_text("nothing to see: order 12345, build 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12\n")
-    (tmp_path / "image.bin").write_bytes(b"\x89PNG\x00\x00\x01" + b"4111 1111 1111 1111")
-    r = scan(str(tmp_path), "--json")
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)
-    found = {(f["path"].rsplit("/", 1)[1], f["identifier"]) for f in report["findings"]}
-    assert found == {
+    (tmp_path / "clean.txt").write_text(
+        "nothing to see: order 12345, build 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12,\n"
+        "id 550e8400-e29b-41d4-a716-446655440000, docs key AKIAIOSFODNN7EXAMPLE, v1.2.3.4\n")
+    (tmp_path / "image.bin").write_bytes(b"\x89PNG\x00\x00\x01" + CARD.encode())
+    report = scan_json(str(tmp_path))
+    assert found(report) == {
         ("people.csv", "USA_SOCIAL_SECURITY_NUMBER"),
         ("people.csv", "CREDIT_CARD_NUMBER"),
         ("deploy.env", "AWS_ACCESS_KEY_ID"),
         ("deploy.env", "AWS_SECRET_ACCESS_KEY"),
         ("notes.md", "INTERNATIONAL_BANK_ACCOUNT_NUMBER"),
-        ("notes.md", "PRIVATE_KEY"),
+        ("notes.md", "PEM_PRIVATE_KEY"),
     }
     card = next(f for f in report["findings"] if f["identifier"] == "CREDIT_CARD_NUMBER")
-    assert card["count"] == 1 and card["locations"][0]["line"] == 2 and card["severity"] == "HIGH"
-    assert [s["path"].rsplit("/", 1)[1] for s in report["skipped"]] == ["image.bin"]
+    assert card["count"] == 1 and card["severity"] == "HIGH" and card["category"] == "FINANCIAL_INFORMATION"
+    assert card["locations"] == [{"type": "cell", "row": 2, "column": 3, "columnName": "card"}]
+    key = next(f for f in report["findings"] if f["identifier"] == "AWS_SECRET_ACCESS_KEY")
+    assert key["locations"][0] == {"type": "text", "line": 2, "column": 25, "start": 63, "end": 103}
+    assert [(s["path"].rsplit("/", 1)[1], s["reason"]) for s in report["skipped"]] == [("image.bin", "binary data")]
     assert report["files_scanned"] == 4
-    # No value appears in any output, JSON or human.
     human = scan(str(tmp_path))
-    for out in (r.stdout, human.stdout, human.stderr):
-        for value in SECRETS.values():
-            if value.startswith("-----"):
-                continue
-            assert value not in out and value.replace(" ", "") not in out
+    sarif = scan(str(tmp_path), "--sarif")
+    assert_no_values(json.dumps(report), human.stdout, human.stderr, sarif.stdout)
+    assert "HIGH" in human.stdout and "row 2 column 'card'" in human.stdout
 
 
 def test_fail_on_severity(tmp_path):
@@ -65,3 +85,165 @@ def test_fail_on_severity(tmp_path):
     assert bad.returncode == 2 and "low, medium or high" in bad.stderr
     missing = scan(str(tmp_path / "nope"))
     assert missing.returncode != 0 and "cannot read" in missing.stderr
+
+
+def test_structured_formats_give_their_own_places(tmp_path):
+    # A CSV column header is a keyword: nine bare digits are an SSN under "ssn", not under "order".
+    (tmp_path / "a.csv").write_text("order,customer_ssn\n123456789,123456789\n")
+    (tmp_path / "b.tsv").write_text("who\tphone\nJane\t(415) 555-0132\n")
+    (tmp_path / "c.json").write_text(json.dumps(
+        {"people": [{"name": "x"}, {"identity": {"ssn": 123456789}, "mail": "jane.doe@example.com"}]}))
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"ok": True}) + "\n" + json.dumps({"card": CARD}) + "\nnot json " + SSN + "\n")
+    report = scan_json(str(tmp_path))
+    by = {(f["path"].rsplit("/", 1)[1], f["identifier"]): f for f in report["findings"]}
+    assert set(by) == {
+        ("a.csv", "USA_SOCIAL_SECURITY_NUMBER"),
+        ("b.tsv", "PHONE_NUMBER"),
+        ("c.json", "USA_SOCIAL_SECURITY_NUMBER"),
+        ("c.json", "EMAIL_ADDRESS"),
+        ("d.jsonl", "CREDIT_CARD_NUMBER"),
+        ("d.jsonl", "USA_SOCIAL_SECURITY_NUMBER"),
+    }
+    assert by[("a.csv", "USA_SOCIAL_SECURITY_NUMBER")]["locations"] == [
+        {"type": "cell", "row": 2, "column": 2, "columnName": "customer_ssn"}]
+    assert by[("c.json", "USA_SOCIAL_SECURITY_NUMBER")]["locations"] == [
+        {"type": "record", "record": 0, "jsonPath": "$.people[1].identity.ssn"}]
+    assert by[("d.jsonl", "CREDIT_CARD_NUMBER")]["locations"] == [
+        {"type": "record", "record": 1, "jsonPath": "$.card"}]
+    assert by[("d.jsonl", "USA_SOCIAL_SECURITY_NUMBER")]["locations"][0]["line"] == 3
+
+
+def test_archives_and_documents(tmp_path):
+    docx = pytest.importorskip("docx")
+    openpyxl = pytest.importorskip("openpyxl")
+    pptx = pytest.importorskip("pptx")
+
+    d = docx.Document()
+    d.add_paragraph("Quarterly notes")
+    d.add_paragraph(f"Employee SSN: {SSN}")
+    d.save(tmp_path / "memo.docx")
+    wb = openpyxl.Workbook()
+    wb.active.append(["name", "iban"])
+    wb.active.append(["Jane", IBAN])
+    wb.save(tmp_path / "pay.xlsx")
+    p = pptx.Presentation()
+    slide = p.slides.add_slide(p.slide_layouts[5])
+    slide.shapes.title.text = f"card on file {CARD}"
+    p.save(tmp_path / "deck.pptx")
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("keys/deploy.env", f"aws_secret_access_key = {AWS_SECRET}\n")
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("nested/inner.zip", inner.getvalue())
+        z.writestr("logs/app.log.gz", gzip.compress(f"user ssn {SSN}\n".encode()))
+        z.write(tmp_path / "memo.docx", "docs/memo.docx")
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+
+    report = scan_json(str(tmp_path))
+    by = {(f["path"].rsplit("/", 1)[1], f["identifier"]): f for f in report["findings"]}
+    assert ("memo.docx", "USA_SOCIAL_SECURITY_NUMBER") in by
+    assert by[("memo.docx", "USA_SOCIAL_SECURITY_NUMBER")]["locations"][0]["member"] == "word/document.xml"
+    assert ("pay.xlsx", "INTERNATIONAL_BANK_ACCOUNT_NUMBER") in by
+    assert ("deck.pptx", "CREDIT_CARD_NUMBER") in by
+    members = {loc["member"] for f in report["findings"] if f["path"].endswith("bundle.zip") for loc in f["locations"]}
+    assert members == {"nested/inner.zip/keys/deploy.env", "logs/app.log.gz", "docs/memo.docx/word/document.xml"}
+    pdf = [s for s in report["skipped"] if s["path"].endswith("report.pdf")]
+    assert len(pdf) == 1 and "PDF" in pdf[0]["reason"]
+
+
+def test_bombs_are_reported_not_followed(tmp_path):
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.txt", b"\0" * (48 << 20))
+        z.writestr("ok.txt", f"ssn {SSN}\n")
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(b"a" * (32 << 20)))
+    data = f"ssn {SSN}\n".encode()
+    for i in range(7):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(f"level{i}.zip" if i else "deep.txt", data)
+        data = buf.getvalue()
+    (tmp_path / "deep.zip").write_bytes(data)
+    report = scan_json(str(tmp_path))
+    skipped = {(s["path"].rsplit("/", 1)[1], s.get("member")): s["reason"] for s in report["skipped"]}
+    assert "decompression bomb" in skipped[("bomb.zip", "zeros.txt")]
+    assert "decompression bomb" in skipped[("bomb.gz", None)]
+    deep = [r for (p, _), r in skipped.items() if p == "deep.zip"]
+    assert deep and "nested more than 5 deep" in deep[0]
+    # The harmless member beside the bomb is still scanned.
+    assert ("bomb.zip", "USA_SOCIAL_SECURITY_NUMBER") in found(report)
+
+
+def test_custom_identifiers_allow_lists_and_selection(tmp_path):
+    (tmp_path / "data.txt").write_text(
+        "employee EMP-204518 and EMP-000000; mail jane.doe@example.com and ops@corp.example\n"
+        f"ssn {SSN}\n")
+    custom = tmp_path / "custom.json"
+    custom.write_text(json.dumps([{"name": "EMPLOYEE_ID", "regex": "EMP-[0-9]{6}", "keywords": ["employee"],
+                                   "ignoreWords": ["EMP-000000"], "maximumMatchDistance": 30,
+                                   "severity": "HIGH"}]))
+    allow = tmp_path / "allow.txt"
+    allow.write_text("jane.doe@example.com\n")
+    report = scan_json(str(tmp_path), "--custom", str(custom), "--allow-list", str(allow),
+                       "--allow-regex", r".*@corp\.example")
+    emp = next(f for f in report["findings"] if f["identifier"] == "EMPLOYEE_ID")
+    assert emp["count"] == 1 and emp["category"] == "CUSTOM_IDENTIFIER" and emp["severity"] == "HIGH"
+    assert {f["identifier"] for f in report["findings"]} == {"EMPLOYEE_ID", "USA_SOCIAL_SECURITY_NUMBER"}
+    only = scan_json(str(tmp_path), "--only", "EMAIL_ADDRESS")
+    assert {f["identifier"] for f in only["findings"]} == {"EMAIL_ADDRESS"}
+    excluded = scan_json(str(tmp_path), "--exclude", "EMAIL_ADDRESS,USA_SOCIAL_SECURITY_NUMBER")
+    assert excluded["findings"] == []
+    unknown = scan(str(tmp_path), "--only", "NOPE")
+    assert unknown.returncode != 0 and "--list-identifiers" in unknown.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "X", "regex": "a*"}))
+    r = scan(str(tmp_path), "--custom", str(bad))
+    assert r.returncode != 0 and "empty string" in r.stderr
+    listed = json.loads(scan("--list-identifiers", "--json").stdout)
+    assert len(listed) >= 45 and {"id", "category", "severity", "keywordRequired", "validated"} <= set(listed[0])
+
+
+def test_sarif_and_progress(tmp_path):
+    (tmp_path / "a.txt").write_text(f"line one\nssn {SSN}\n")
+    (tmp_path / "b.csv").write_text(f"x,card\n1,{CARD}\n")
+    r = scan(str(tmp_path), "--sarif", "--progress")
+    assert r.returncode == 0, r.stderr
+    log = json.loads(r.stdout)
+    assert log["version"] == "2.1.0"
+    run = log["runs"][0]
+    rule_ids = [rule["id"] for rule in run["tool"]["driver"]["rules"]]
+    assert "USA_SOCIAL_SECURITY_NUMBER" in rule_ids and len(rule_ids) >= 45
+    results = {res["ruleId"]: res for res in run["results"]}
+    ssn = results["USA_SOCIAL_SECURITY_NUMBER"]
+    assert ssn["level"] == "error" and rule_ids[ssn["ruleIndex"]] == "USA_SOCIAL_SECURITY_NUMBER"
+    region = ssn["locations"][0]["physicalLocation"]["region"]
+    assert region == {"startLine": 2, "startColumn": 5}
+    card = results["CREDIT_CARD_NUMBER"]
+    assert card["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] == "row 2 column 'card'"
+    assert "scanned 2/2 files" in r.stderr
+    assert_no_values(r.stdout, r.stderr)
+
+
+def test_scan_buckets(coffer, tmp_path):
+    s3 = coffer.client("s3")
+    s3.create_bucket(Bucket="scan-me")
+    s3.put_object(Bucket="scan-me", Key="hr/people.csv", Body=f"name,ssn\nJane,{SSN}\n".encode())
+    s3.put_object(Bucket="scan-me", Key="hr/notes with space.txt", Body=f"card {CARD}\n".encode())
+    s3.put_object(Bucket="scan-me", Key="public/readme.txt", Body=b"nothing here\n")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("env", f"aws_secret_access_key = {AWS_SECRET}\n")
+    s3.put_object(Bucket="scan-me", Key="hr/backup.zip", Body=buf.getvalue())
+    connect = ["--endpoint", coffer.endpoint, "--data-dir", str(coffer.data_dir)]
+    report = scan_json("s3://scan-me/hr/", *connect)
+    assert report["files_scanned"] == 3
+    assert {(f["path"], f["identifier"]) for f in report["findings"]} == {
+        ("s3://scan-me/hr/people.csv", "USA_SOCIAL_SECURITY_NUMBER"),
+        ("s3://scan-me/hr/notes with space.txt", "CREDIT_CARD_NUMBER"),
+        ("s3://scan-me/hr/backup.zip", "AWS_SECRET_ACCESS_KEY"),
+    }
+    whole = scan_json("s3://scan-me", *connect)
+    assert whole["files_scanned"] == 4
+    missing = scan("s3://no-such-bucket", *connect)
+    assert missing.returncode != 0 and "NoSuchBucket" in missing.stderr

@@ -1,19 +1,23 @@
 //! Sensitive-data discovery: managed identifiers (a pattern, a validator where one exists, and
-//! keywords that must appear nearby where the pattern alone would be too loose), run over text,
-//! with findings that say where, never what: every sample is redacted.
-//!
-//! This is the first slice of issue 8 (text only; more identifiers, readers for structured and
-//! archive formats, jobs and anomaly detection follow).
+//! keywords that must appear nearby where the pattern alone would be too loose) and custom ones,
+//! matched in two stages (see [`engine`]), over text, CSV, JSON, archives and office documents
+//! (see [`read`]), with findings that say where, never what: every sample is redacted.
 
+pub mod engine;
+pub mod findings;
+pub mod read;
+pub mod rules;
 pub mod validate;
 
-use std::sync::OnceLock;
+use serde::{Deserialize, Serialize};
 
-use regex::Regex;
-use serde::Serialize;
+pub use engine::{AllowList, BuildError, Context, Hit, Scanner, ScannerBuilder};
+pub use findings::{Finding, Location, Place};
+pub use read::{Limits, Report, Skipped};
+pub use rules::{CustomIdentifier, Rule};
 
 /// How much a finding matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     Low,
@@ -22,6 +26,14 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "low" => Some(Severity::Low),
@@ -39,248 +51,7 @@ pub enum Category {
     FinancialInformation,
     PersonalInformation,
     Credentials,
-}
-
-/// A managed identifier.
-#[derive(Debug)]
-pub struct Identifier {
-    pub id: &'static str,
-    pub category: Category,
-    pub severity: Severity,
-    /// The pattern; with a capture group, group 1 is the value.
-    pattern: &'static str,
-    validator: Option<fn(&str) -> bool>,
-    /// Lowercase keywords; when `keyword_required`, one must appear within `max_distance`
-    /// characters before the value (or on the same line before it).
-    keywords: &'static [&'static str],
-    keyword_required: bool,
-    max_distance: usize,
-}
-
-const fn id(
-    id: &'static str,
-    category: Category,
-    severity: Severity,
-    pattern: &'static str,
-) -> Identifier {
-    Identifier {
-        id,
-        category,
-        severity,
-        pattern,
-        validator: None,
-        keywords: &[],
-        keyword_required: false,
-        max_distance: 50,
-    }
-}
-
-impl Identifier {
-    const fn validated(mut self, f: fn(&str) -> bool) -> Self {
-        self.validator = Some(f);
-        self
-    }
-
-    const fn near(mut self, keywords: &'static [&'static str]) -> Self {
-        self.keywords = keywords;
-        self.keyword_required = true;
-        self
-    }
-}
-
-fn high_entropy_secret(s: &str) -> bool {
-    // Guards against hashes, UUIDs and other structured ids: a mix of cases and digits, and
-    // enough entropy.
-    let has = |f: fn(&char) -> bool| s.chars().any(|c| f(&c));
-    validate::entropy(s) > 4.0
-        && has(char::is_ascii_lowercase)
-        && has(char::is_ascii_uppercase)
-        && has(char::is_ascii_digit)
-}
-
-use Category::*;
-use Severity::*;
-
-/// The managed identifiers.
-pub static IDENTIFIERS: &[Identifier] = &[
-    id(
-        "CREDIT_CARD_NUMBER",
-        FinancialInformation,
-        High,
-        r"\b(?:\d[ -]?){12,18}\d\b",
-    )
-    .validated(validate::card_number),
-    id(
-        "INTERNATIONAL_BANK_ACCOUNT_NUMBER",
-        FinancialInformation,
-        High,
-        r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b",
-    )
-    .validated(validate::iban),
-    id(
-        "USA_ROUTING_NUMBER",
-        FinancialInformation,
-        Medium,
-        r"\b\d{9}\b",
-    )
-    .validated(validate::aba_routing)
-    .near(&["routing", "aba", "rtn", "transit number", "bank"]),
-    id(
-        "USA_SOCIAL_SECURITY_NUMBER",
-        PersonalInformation,
-        High,
-        r"\b\d{3}-\d{2}-\d{4}\b",
-    )
-    .validated(validate::us_ssn),
-    id(
-        "USA_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER",
-        PersonalInformation,
-        High,
-        r"\b9\d{2}-\d{2}-\d{4}\b",
-    )
-    .validated(validate::us_itin),
-    id(
-        "UK_NATIONAL_HEALTH_SERVICE_NUMBER",
-        PersonalInformation,
-        High,
-        r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b",
-    )
-    .validated(validate::uk_nhs)
-    .near(&["nhs", "health service", "patient"]),
-    id(
-        "UK_NATIONAL_INSURANCE_NUMBER",
-        PersonalInformation,
-        High,
-        r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
-    )
-    .validated(validate::uk_nino),
-    id(
-        "USA_NATIONAL_PROVIDER_IDENTIFIER",
-        PersonalInformation,
-        Medium,
-        r"\b[12]\d{9}\b",
-    )
-    .validated(validate::us_npi)
-    .near(&["npi", "provider"]),
-    id(
-        "USA_DRUG_ENFORCEMENT_AGENCY_NUMBER",
-        PersonalInformation,
-        Medium,
-        r"\b[A-Z][A-Z9]\d{7}\b",
-    )
-    .validated(validate::us_dea)
-    .near(&["dea"]),
-    id(
-        "CANADA_SOCIAL_INSURANCE_NUMBER",
-        PersonalInformation,
-        High,
-        r"\b\d{3}[ -]?\d{3}[ -]?\d{3}\b",
-    )
-    .validated(validate::ca_sin)
-    .near(&["sin", "social insurance", "numéro d'assurance sociale"]),
-    id(
-        "EMAIL_ADDRESS",
-        PersonalInformation,
-        Low,
-        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
-    ),
-    id(
-        "IPV4_ADDRESS",
-        PersonalInformation,
-        Low,
-        r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
-    ),
-    id(
-        "AWS_ACCESS_KEY_ID",
-        Credentials,
-        Medium,
-        r"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b",
-    ),
-    id(
-        "AWS_SECRET_ACCESS_KEY",
-        Credentials,
-        High,
-        r"(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+=]{40})(?:$|[^A-Za-z0-9/+=])",
-    )
-    .validated(high_entropy_secret)
-    .near(&[
-        "aws_secret",
-        "secret_access_key",
-        "secretaccesskey",
-        "aws secret",
-        "secret key",
-    ]),
-    id(
-        "GITHUB_TOKEN",
-        Credentials,
-        High,
-        r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b",
-    ),
-    id(
-        "SLACK_TOKEN",
-        Credentials,
-        High,
-        r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b",
-    ),
-    id(
-        "STRIPE_SECRET_KEY",
-        Credentials,
-        High,
-        r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b",
-    ),
-    id(
-        "GOOGLE_API_KEY",
-        Credentials,
-        High,
-        r"\bAIza[0-9A-Za-z_-]{35}\b",
-    ),
-    id("NPM_TOKEN", Credentials, High, r"\bnpm_[A-Za-z0-9]{36}\b"),
-    id(
-        "SENDGRID_API_KEY",
-        Credentials,
-        High,
-        r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b",
-    ),
-    id(
-        "JSON_WEB_TOKEN",
-        Credentials,
-        Medium,
-        r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
-    ),
-    id(
-        "PRIVATE_KEY",
-        Credentials,
-        High,
-        r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
-    ),
-    id(
-        "BASIC_AUTH_URL",
-        Credentials,
-        High,
-        r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s/@]+@[^\s/]+",
-    ),
-];
-
-/// Where a value was found in a text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Location {
-    /// 1-based line and column (in characters).
-    pub line: usize,
-    pub column: usize,
-    /// Byte range in the text.
-    pub start: usize,
-    pub end: usize,
-}
-
-/// One value an identifier matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Match {
-    pub identifier: &'static str,
-    pub category: Category,
-    pub severity: Severity,
-    pub location: Location,
-    /// The value with all but its first and last characters masked (short values wholly).
-    pub redacted: String,
+    CustomIdentifier,
 }
 
 /// Masks a value so that no finding, log line or output carries it.
@@ -296,107 +67,37 @@ pub fn redact(value: &str) -> String {
     out
 }
 
-fn compiled() -> &'static [Regex] {
-    static C: OnceLock<Vec<Regex>> = OnceLock::new();
-    C.get_or_init(|| {
-        IDENTIFIERS
-            .iter()
-            // The patterns are constants tested below; a bad one is a build defect.
-            .map(|i| Regex::new(i.pattern).unwrap_or_else(|e| panic!("{}: {e}", i.id)))
-            .collect()
-    })
-}
-
-/// Whether a keyword appears within `distance` characters before byte `at`.
-fn keyword_near(text: &str, at: usize, distance: usize, keywords: &[&str]) -> bool {
-    let mut from = at;
-    for _ in 0..distance {
-        match text[..from].char_indices().next_back() {
-            Some((i, _)) => from = i,
-            None => break,
-        }
-    }
-    let window = text[from..at].to_lowercase();
-    keywords.iter().any(|k| window.contains(k))
-}
-
-/// Every value in `text` a managed identifier finds, in text order.
-pub fn scan(text: &str) -> Vec<Match> {
-    let mut out = Vec::new();
-    // Line starts, to turn byte offsets into lines and columns.
-    let lines: Vec<usize> = std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    for (ident, re) in IDENTIFIERS.iter().zip(compiled()) {
-        for caps in re.captures_iter(text) {
-            let Some(m) = caps.get(1).or_else(|| caps.get(0)) else {
-                continue;
-            };
-            let value = m.as_str();
-            if ident.validator.is_some_and(|v| !v(value)) {
-                continue;
-            }
-            if ident.keyword_required
-                && !keyword_near(text, m.start(), ident.max_distance, ident.keywords)
-            {
-                continue;
-            }
-            let line = lines.partition_point(|&s| s <= m.start());
-            let line_start = lines[line - 1];
-            out.push(Match {
-                identifier: ident.id,
-                category: ident.category,
-                severity: ident.severity,
-                location: Location {
-                    line,
-                    column: text[line_start..m.start()].chars().count() + 1,
-                    start: m.start(),
-                    end: m.end(),
-                },
-                redacted: redact(value),
-            });
-        }
-    }
-    out.sort_by_key(|m| (m.location.start, m.identifier));
-    // A value inside another identifier's (the host of a basic-auth URL that looks like an email
-    // address) is that one's, not a finding of its own.
-    let spans: Vec<(usize, usize, &str)> = out
-        .iter()
-        .map(|m| (m.location.start, m.location.end, m.identifier))
-        .collect();
-    out.retain(|m| {
-        !spans.iter().any(|&(s, e, id)| {
-            id != m.identifier
-                && s <= m.location.start
-                && m.location.end <= e
-                && (e - s) > (m.location.end - m.location.start)
-        })
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ids(text: &str) -> Vec<&'static str> {
-        scan(text).iter().map(|m| m.identifier).collect()
+    fn ids(text: &str) -> Vec<String> {
+        let s = Scanner::managed();
+        s.scan(text, None)
+            .iter()
+            .map(|h| s.rule(h.rule).id.clone())
+            .collect()
     }
 
     #[test]
-    fn every_pattern_compiles() {
-        assert_eq!(compiled().len(), IDENTIFIERS.len());
+    fn managed_identifiers_compile_and_are_many() {
+        let s = Scanner::managed();
+        let mut ids: Vec<&str> = s.rules().iter().map(|r| r.id.as_str()).collect();
+        ids.dedup();
+        assert!(ids.len() >= 45, "{} identifiers", ids.len());
     }
 
     #[test]
     fn finds_with_validators_and_keywords() {
         assert_eq!(
             ids("card: 4111 1111 1111 1111 exp 12/29"),
-            ["CREDIT_CARD_NUMBER"]
+            ["CREDIT_CARD_NUMBER", "CREDIT_CARD_EXPIRATION"]
         );
         assert!(ids("order 4111 1111 1111 1112").is_empty());
         assert_eq!(ids("SSN 123-45-6789"), ["USA_SOCIAL_SECURITY_NUMBER"]);
         assert!(ids("SSN 666-45-6789").is_empty());
+        assert_eq!(ids("ssn: 123456789"), ["USA_SOCIAL_SECURITY_NUMBER"]);
+        assert!(ids("ref 123456789").is_empty());
         assert_eq!(ids("routing number 021000021"), ["USA_ROUTING_NUMBER"]);
         assert!(ids("invoice 021000021").is_empty());
         assert_eq!(
@@ -409,31 +110,163 @@ mod tests {
         );
         assert_eq!(ids("NI: AB 12 34 56 C"), ["UK_NATIONAL_INSURANCE_NUMBER"]);
         assert_eq!(ids("write to jane.doe@example.com"), ["EMAIL_ADDRESS"]);
-        assert_eq!(ids("AKIAIOSFODNN7EXAMPLE"), ["AWS_ACCESS_KEY_ID"]);
+        assert_eq!(ids("AKIAZ3MHQ2J7VX4L6RTE"), ["AWS_ACCESS_KEY_ID"]);
+        // The keys in AWS's documentation are examples, not findings.
+        assert!(ids("AKIAIOSFODNN7EXAMPLE").is_empty());
         assert_eq!(
-            ids("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            ids("aws_secret_access_key = 9drTJvcXLB89EXhRXqhlc4oZxXFsF2yTzDOhGWWF"),
             ["AWS_SECRET_ACCESS_KEY"]
         );
         // A 40-character hex hash near the same words is not a secret key.
         assert!(ids("secret key sha1 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12").is_empty());
         assert_eq!(
             ids("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA"),
-            ["PRIVATE_KEY"]
+            ["OPENSSH_PRIVATE_KEY"]
         );
         assert_eq!(
             ids("DATABASE_URL=postgres://app:hunter2@db.internal:5432/app"),
             ["BASIC_AUTH_URL"]
         );
+        assert!(ids("business 130 692 544").is_empty());
+        assert_eq!(ids("SIN: 130 692 544"), ["CANADA_SOCIAL_INSURANCE_NUMBER"]);
     }
 
     #[test]
-    fn locations_and_redaction() {
-        let text = "first line\nsecond: 4111111111111111\n";
-        let m = &scan(text)[0];
-        assert_eq!((m.location.line, m.location.column), (2, 9));
-        assert_eq!(&text[m.location.start..m.location.end], "4111111111111111");
-        assert_eq!(m.redacted, "4**************1");
-        assert!(!m.redacted.contains("4111111111111111"));
+    fn more_identifiers() {
+        let cases: &[(&str, &str)] = &[
+            ("DNI 12345678Z", "SPAIN_DNI_NUMBER"),
+            ("NIE X1234567L", "SPAIN_NIE_NUMBER"),
+            (
+                "CF RSSMRA85T10A562S",
+                "ITALY_NATIONAL_IDENTIFICATION_NUMBER",
+            ),
+            ("CPF 123.456.789-09", "BRAZIL_CPF_NUMBER"),
+            ("BSN 111222333", "NETHERLANDS_CITIZEN_SERVICE_NUMBER"),
+            ("pesel 44051401359", "POLAND_PESEL_NUMBER"),
+            ("TFN 123 456 782", "AUSTRALIA_TAX_FILE_NUMBER"),
+            ("Aadhaar 2341 2341 2346", "INDIA_AADHAAR_NUMBER"),
+            (
+                "Medicare MBI 1EG4-TE5-MK73",
+                "USA_MEDICARE_BENEFICIARY_IDENTIFIER",
+            ),
+            ("passport number 340020013", "USA_PASSPORT_NUMBER"),
+            ("SWIFT: DEUTDEFF500", "SWIFT_CODE"),
+            ("call +44 20 7946 0958 today", "PHONE_NUMBER"),
+            ("phone: (415) 555-0132", "PHONE_NUMBER"),
+            ("host 2001:db8:85a3::8a2e:370:7334 up", "IPV6_ADDRESS"),
+            ("from 192.168.10.34 port", "IPV4_ADDRESS"),
+            ("hw 00:1A:2B:3C:4D:5E", "MAC_ADDRESS"),
+            ("DOB: 1984-07-23", "DATE_OF_BIRTH"),
+            (
+                "ship to 1600 Amphitheatre Parkway, Mountain View, CA 94043",
+                "ADDRESS",
+            ),
+            ("Patient name: Maria Garcia", "NAME"),
+            ("cvv 123", "CREDIT_CARD_SECURITY_CODE"),
+            (
+                "token ghp_Zk9mQ2xvV3RyYjZ1c0hOa1pYa3ZhRk3x9b1Q",
+                "GITHUB_TOKEN",
+            ),
+            ("glpat-Xq3vR8sK2mN7pL4tW9yZ", "GITLAB_TOKEN"),
+            ("xoxb-2048203847-5928374659-QmVyeXNlY3JldA", "SLACK_TOKEN"),
+            ("sk_live_51Hq8ZtK2eZvKYlo2C0bT5r6Q", "STRIPE_SECRET_KEY"),
+            ("SK3f9a0c2b7e4d1f6a8b5c9e0d2f4a6b8c", "TWILIO_API_KEY"),
+            ("AIzaSyD3kF9zQ2mLx7Rt5Vb8Nc1Wp4Hj6Gs0Ye2", "GOOGLE_API_KEY"),
+            ("npm_R4nd0mT0k3nV4lu3Xq9Zp2Lk7Mj5Hg8Fd3Sa", "NPM_TOKEN"),
+            (
+                "\"private_key_id\": \"0f3a9c2e7b1d4f6a8c5e9b0d2f4a6c8e1b3d5f7a\"",
+                "GCP_SERVICE_ACCOUNT_KEY",
+            ),
+            (
+                "Server=db;Database=app;User Id=sa;Password=Tr0ub4dor&3;",
+                "CONNECTION_STRING_PASSWORD",
+            ),
+            ("db_password: \"s3cr3t-Pa55\"", "CONFIG_PASSWORD"),
+            ("-----BEGIN PGP PRIVATE KEY BLOCK-----", "PGP_PRIVATE_KEY"),
+            ("PuTTY-User-Key-File-3: ssh-ed25519", "PUTTY_PRIVATE_KEY"),
+            (
+                "Authorization: Bearer dGhpcyBpcyBhIHZlcnkgbG9uZyB0b2tlbg",
+                "HTTP_AUTHORIZATION_HEADER",
+            ),
+            (
+                "client_secret = \"Zq8vR2mX9kL4pT7wN3bY6cH1\"",
+                "HIGH_ENTROPY_SECRET",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (text, id) in cases {
+            if !ids(text).iter().any(|i| i == id) {
+                wrong.push(format!("{text:?} wanted {id}, found {:?}", ids(text)));
+            }
+        }
+        let negatives: &[&str] = &[
+            "DNI 12345678A",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+            "version 1.2.3.4567 built",
+            "commit 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+            "password: ${DB_PASSWORD}",
+            "password = \"********\"",
+            "ts 2026-11-23T07:30:22Z",
+            "the task was to ask for a desk",
+        ];
+        for text in negatives {
+            if !ids(text).is_empty() {
+                wrong.push(format!("{text:?} wanted nothing, found {:?}", ids(text)));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn context_counts_as_a_keyword() {
+        let s = Scanner::managed();
+        assert!(s.scan("123456789", None).is_empty());
+        let ctx = s.context("customer_ssn");
+        let hits = s.scan("123456789", Some(&ctx));
+        assert_eq!(s.rule(hits[0].rule).id, "USA_SOCIAL_SECURITY_NUMBER");
+    }
+
+    #[test]
+    fn custom_identifiers_and_allow_lists() {
+        let custom: CustomIdentifier = serde_json::from_str(
+            r#"{"name": "EMPLOYEE_ID", "regex": "EMP-[0-9]{6}", "ignoreWords": ["EMP-000000"], "severity": "HIGH"}"#,
+        )
+        .expect("custom identifier");
+        let mut allow = AllowList::default();
+        allow.add_exact("jane@example.com");
+        allow.add_regex(r".*@corp\.example").expect("regex");
+        let s = Scanner::builder()
+            .custom(custom)
+            .allow(allow)
+            .build()
+            .expect("scanner");
+        let found: Vec<String> = s
+            .scan(
+                "EMP-123456 EMP-000000 jane@example.com bob@corp.example joe@x.org",
+                None,
+            )
+            .iter()
+            .map(|h| s.rule(h.rule).id.clone())
+            .collect();
+        assert_eq!(found, ["EMPLOYEE_ID", "EMAIL_ADDRESS"]);
+        let keyworded: CustomIdentifier = serde_json::from_str(
+            r#"{"name": "PROJECT", "regex": "[A-Z]{3}[0-9]{4}", "keywords": ["project"], "maximumMatchDistance": 20}"#,
+        )
+        .expect("custom");
+        let s = Scanner::builder()
+            .custom(keyworded)
+            .build()
+            .expect("scanner");
+        assert_eq!(s.scan("project code ABC1234", None).len(), 1);
+        assert!(s.scan("ABC1234 elsewhere", None).is_empty());
+        let bad: CustomIdentifier =
+            serde_json::from_str(r#"{"name": "X", "regex": "a*"}"#).expect("parse");
+        assert!(bad.compile().is_err());
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("4111111111111111"), "4**************1");
         assert_eq!(redact("123"), "***");
     }
 }

@@ -1,0 +1,532 @@
+//! Matching in two stages. One pass of an Aho-Corasick automaton over every identifier's literals
+//! and keywords, and one pass that finds runs of digits, give the places worth looking at; then
+//! each identifier's pattern runs only in a small window around its own triggers, and its
+//! validator, keywords, ignore words and the allow list decide what is a finding.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex_automata::Input;
+use regex_automata::meta::Regex;
+
+use crate::rules::{CustomError, CustomIdentifier, Rule, Trigger};
+
+/// A value an identifier found: the rule's index and the value's byte range in the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Trigger { rule: usize, word: bool },
+    Keyword { rule: usize },
+}
+
+/// Values never reported, as Macie's allow lists: exact strings, or regexes the whole value must
+/// match.
+#[derive(Debug, Default)]
+pub struct AllowList {
+    exact: std::collections::HashSet<String>,
+    regexes: Vec<Regex>,
+}
+
+impl AllowList {
+    pub fn add_exact(&mut self, value: impl Into<String>) {
+        self.exact.insert(value.into());
+    }
+
+    /// Adds a regex; a value it matches in full is not reported.
+    pub fn add_regex(&mut self, pattern: &str) -> Result<(), String> {
+        if pattern.is_empty() || pattern.len() > 512 {
+            return Err("an allow-list regex must be 1 to 512 characters".into());
+        }
+        let re = Regex::new(&format!(r"\A(?:{pattern})\z"))
+            .map_err(|e| format!("invalid allow-list regex: {e}"))?;
+        self.regexes.push(re);
+        Ok(())
+    }
+
+    fn allows(&self, value: &str) -> bool {
+        self.exact.contains(value) || self.regexes.iter().any(|r| r.is_match(value))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.regexes.is_empty()
+    }
+}
+
+/// Which identifiers run, and what is never reported.
+#[derive(Debug, Default)]
+pub struct ScannerBuilder {
+    only: Option<Vec<String>>,
+    exclude: Vec<String>,
+    custom: Vec<CustomIdentifier>,
+    allow: AllowList,
+}
+
+/// Why a scanner could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Custom(#[from] CustomError),
+    #[error("no managed identifier is called '{0}'; `coffer scan --list-identifiers` lists them")]
+    UnknownIdentifier(String),
+    #[error("cannot build the keyword automaton: {0}")]
+    Automaton(String),
+}
+
+impl ScannerBuilder {
+    /// Runs only these managed identifiers (custom ones always run).
+    pub fn only(mut self, ids: Vec<String>) -> Self {
+        self.only = Some(ids);
+        self
+    }
+
+    pub fn exclude(mut self, ids: Vec<String>) -> Self {
+        self.exclude = ids;
+        self
+    }
+
+    pub fn custom(mut self, c: CustomIdentifier) -> Self {
+        self.custom.push(c);
+        self
+    }
+
+    pub fn allow(mut self, allow: AllowList) -> Self {
+        self.allow = allow;
+        self
+    }
+
+    pub fn build(self) -> Result<Scanner, BuildError> {
+        let all = crate::rules::managed();
+        for id in self.only.iter().flatten().chain(&self.exclude) {
+            if !all.iter().any(|r| &r.id == id) {
+                return Err(BuildError::UnknownIdentifier(id.clone()));
+            }
+        }
+        let mut rules: Vec<Rule> = all
+            .into_iter()
+            .filter(|r| self.only.as_ref().is_none_or(|o| o.contains(&r.id)))
+            .filter(|r| !self.exclude.contains(&r.id))
+            .collect();
+        for c in &self.custom {
+            rules.push(c.compile()?);
+        }
+        Scanner::new(rules, self.allow)
+    }
+}
+
+/// The compiled identifiers and prefilter; shared by every thread that scans.
+#[derive(Debug)]
+pub struct Scanner {
+    rules: Vec<Rule>,
+    ac: AhoCorasick,
+    roles: Vec<Vec<Role>>,
+    /// Rules triggered by digit runs, and the fewest digits any of them needs.
+    digit_rules: Vec<(usize, usize)>,
+    min_digits: usize,
+    everywhere: Vec<usize>,
+    allow: AllowList,
+}
+
+/// The rules a text's name (column header, JSON path) has a keyword of.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    rules: Vec<bool>,
+}
+
+impl Context {
+    pub fn is_empty(&self) -> bool {
+        !self.rules.iter().any(|&b| b)
+    }
+}
+
+/// A place worth trying one rule's pattern.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    rule: usize,
+    start: usize,
+    end: usize,
+    /// The window starts at `start` and the match must end within the maximum distance (the
+    /// event is a keyword's end).
+    after_keyword: bool,
+}
+
+/// Fields longer than this are not searched whole for a keyword-triggered identifier when only
+/// their context (a column header or JSON path) names it.
+const CONTEXT_FIELD_MAX: usize = 4096;
+
+impl Scanner {
+    /// Every managed identifier, no allow list.
+    pub fn managed() -> Scanner {
+        // The managed table is constant and covered by tests; failing here is a build defect.
+        ScannerBuilder::default()
+            .build()
+            .unwrap_or_else(|e| panic!("managed identifiers: {e}"))
+    }
+
+    pub fn builder() -> ScannerBuilder {
+        ScannerBuilder::default()
+    }
+
+    fn new(rules: Vec<Rule>, allow: AllowList) -> Result<Scanner, BuildError> {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut roles: Vec<Vec<Role>> = Vec::new();
+        let mut add = |p: &str, role: Role, patterns: &mut Vec<String>| match patterns
+            .iter()
+            .position(|x| x == p)
+        {
+            Some(i) => roles[i].push(role),
+            None => {
+                patterns.push(p.to_owned());
+                roles.push(vec![role]);
+            }
+        };
+        let mut digit_rules = Vec::new();
+        let mut everywhere = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            match &r.trigger {
+                Trigger::Literals { literals, word } => {
+                    for l in literals {
+                        add(
+                            l,
+                            Role::Trigger {
+                                rule: i,
+                                word: *word,
+                            },
+                            &mut patterns,
+                        );
+                    }
+                }
+                Trigger::Digits { min } => digit_rules.push((i, *min)),
+                Trigger::Keywords => {}
+                Trigger::Everywhere => everywhere.push(i),
+            }
+            for k in &r.keywords {
+                add(k, Role::Keyword { rule: i }, &mut patterns);
+            }
+        }
+        let ac = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .map_err(|e| BuildError::Automaton(e.to_string()))?;
+        let min_digits = digit_rules.iter().map(|d| d.1).min().unwrap_or(usize::MAX);
+        Ok(Scanner {
+            rules,
+            ac,
+            roles,
+            digit_rules,
+            min_digits,
+            everywhere,
+            allow,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn rule(&self, i: usize) -> &Rule {
+        &self.rules[i]
+    }
+
+    /// What names a text (a CSV column header, the keys of a JSON path), prepared once: the
+    /// rules with a keyword in it.
+    pub fn context(&self, names: &str) -> Context {
+        let names = names.to_lowercase();
+        Context {
+            rules: self
+                .rules
+                .iter()
+                .map(|r| r.keywords.iter().any(|k| names.contains(k.as_str())))
+                .collect(),
+        }
+    }
+
+    /// Every value in `text`, in text order. With a context, a keyword in it counts as near
+    /// every value in the text.
+    pub fn scan(&self, text: &str, context: Option<&Context>) -> Vec<Hit> {
+        let t = text.as_bytes();
+        let n = self.rules.len();
+        let mut keyword_ends: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut events: Vec<Event> = Vec::new();
+
+        // Stage one: literals and keywords in one automaton pass.
+        for m in self.ac.find_overlapping_iter(text) {
+            for role in &self.roles[m.pattern().as_usize()] {
+                match *role {
+                    Role::Keyword { rule } => {
+                        if !whole_word(t, m.start(), m.end()) {
+                            continue;
+                        }
+                        keyword_ends[rule].push(m.end());
+                        if matches!(self.rules[rule].trigger, Trigger::Keywords) {
+                            events.push(Event {
+                                rule,
+                                start: m.end(),
+                                end: m.end(),
+                                after_keyword: true,
+                            });
+                        }
+                    }
+                    Role::Trigger { rule, word } => {
+                        if word && t.get(m.end()).is_some_and(u8::is_ascii_alphanumeric) {
+                            continue;
+                        }
+                        if self.rules[rule]
+                            .precheck
+                            .is_some_and(|p| !p(t, m.start(), m.end()))
+                        {
+                            continue;
+                        }
+                        events.push(Event {
+                            rule,
+                            start: m.start(),
+                            end: m.end(),
+                            after_keyword: false,
+                        });
+                    }
+                }
+            }
+        }
+
+        for ends in &mut keyword_ends {
+            ends.sort_unstable();
+        }
+        let no_context = vec![false; n];
+        let in_context: &[bool] = context.map_or(&no_context, |c| &c.rules);
+        for (i, r) in self.rules.iter().enumerate() {
+            if in_context[i]
+                && matches!(r.trigger, Trigger::Keywords)
+                && t.len() <= CONTEXT_FIELD_MAX
+            {
+                events.push(Event {
+                    rule: i,
+                    start: 0,
+                    end: t.len(),
+                    after_keyword: false,
+                });
+            }
+        }
+
+        // Stage one, second half: runs of digits.
+        if !self.digit_rules.is_empty() {
+            for_each_digit_run(t, self.min_digits, |start, end, count| {
+                for &(rule, min) in &self.digit_rules {
+                    if count < min {
+                        continue;
+                    }
+                    let r = &self.rules[rule];
+                    if r.precheck.is_some_and(|p| !p(t, start, end)) {
+                        continue;
+                    }
+                    // A keyword-required rule is tried only with a keyword in reach.
+                    if r.keyword_required
+                        && !in_context[rule]
+                        && !keyword_in_reach(&keyword_ends[rule], start, end, r.max_distance)
+                    {
+                        continue;
+                    }
+                    events.push(Event {
+                        rule,
+                        start,
+                        end,
+                        after_keyword: false,
+                    });
+                }
+            });
+        }
+        for &rule in &self.everywhere {
+            events.push(Event {
+                rule,
+                start: 0,
+                end: t.len(),
+                after_keyword: false,
+            });
+        }
+
+        // Stage two: each rule's pattern in the windows of its own events.
+        events.sort_unstable_by_key(|e| (e.rule, e.start));
+        let mut hits = Vec::new();
+        let mut next_from = vec![0usize; n];
+        for e in events {
+            let r = &self.rules[e.rule];
+            let (from, to) = if e.after_keyword {
+                (e.start, (e.start + r.max_distance).min(t.len()))
+            } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
+                (e.start, e.end)
+            } else {
+                (
+                    e.start.saturating_sub(r.max_len),
+                    (e.end + r.max_len).min(t.len()),
+                )
+            };
+            let from = from.max(next_from[e.rule]);
+            if from >= to {
+                continue;
+            }
+            self.confirm(
+                text,
+                e.rule,
+                from,
+                to,
+                &keyword_ends,
+                in_context[e.rule],
+                e.after_keyword,
+                &mut hits,
+                &mut next_from,
+            );
+        }
+        hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
+        self.drop_nested(&mut hits);
+        hits
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn confirm(
+        &self,
+        text: &str,
+        rule: usize,
+        from: usize,
+        to: usize,
+        keyword_ends: &[Vec<usize>],
+        in_context: bool,
+        after_keyword: bool,
+        hits: &mut Vec<Hit>,
+        next_from: &mut [usize],
+    ) {
+        let r = &self.rules[rule];
+        let input = Input::new(text).range(from..to);
+        let mut record = |whole_end: usize, start: usize, end: usize| {
+            let Some(value) = text.get(start..end) else {
+                return;
+            };
+            if r.validator.is_some_and(|v| !v(value)) {
+                return;
+            }
+            if !r.ignore_words.is_empty() {
+                let lower = value.to_lowercase();
+                if r.ignore_words.iter().any(|w| lower.contains(w.as_str())) {
+                    return;
+                }
+            }
+            if r.keyword_required
+                && !after_keyword
+                && !in_context
+                && !keyword_before(&keyword_ends[rule], start, end, r.max_distance)
+            {
+                return;
+            }
+            if !self.allow.is_empty() && self.allow.allows(value) {
+                return;
+            }
+            hits.push(Hit { rule, start, end });
+            next_from[rule] = next_from[rule].max(whole_end);
+        };
+        if r.group {
+            for caps in r.regex.captures_iter(input) {
+                let (Some(whole), Some(g)) = (caps.get_match(), caps.get_group(1)) else {
+                    continue;
+                };
+                record(whole.end(), g.start, g.end);
+            }
+        } else {
+            for m in r.regex.find_iter(input) {
+                record(m.end(), m.start(), m.end());
+            }
+        }
+    }
+
+    /// A value inside a longer value of another identifier (the host of a basic-auth URL that
+    /// looks like an email address, the digits of an IBAN) belongs to that one.
+    fn drop_nested(&self, hits: &mut Vec<Hit>) {
+        let mut cover: Option<Hit> = None;
+        hits.retain(|h| {
+            if let Some(c) = cover
+                && c.rule != h.rule
+                && self.rules[c.rule].id != self.rules[h.rule].id
+                && c.start <= h.start
+                && h.end <= c.end
+                && (c.end - c.start) > (h.end - h.start)
+            {
+                return false;
+            }
+            if cover.is_none_or(|c| h.end > c.end) {
+                cover = Some(*h);
+            }
+            true
+        });
+        // One value found by two declarations of the same identifier counts once.
+        hits.dedup_by(|a, b| {
+            a.start == b.start && a.end == b.end && self.rules[a.rule].id == self.rules[b.rule].id
+        });
+    }
+}
+
+/// Whether a keyword ends at most `distance` before `start`, or inside `start..end` (a trigger
+/// that may hold a value later in it). `ends` is sorted.
+fn keyword_in_reach(ends: &[usize], start: usize, end: usize, distance: usize) -> bool {
+    let i = ends.partition_point(|&e| e <= end);
+    i > 0 && ends[i - 1] + distance >= start
+}
+
+/// Whether a keyword ends before `start` and at most `distance` before `end` (Macie's maximum
+/// match distance: from the end of the keyword to the end of the value). `ends` is sorted.
+fn keyword_before(ends: &[usize], start: usize, end: usize, distance: usize) -> bool {
+    let i = ends.partition_point(|&e| e <= start);
+    i > 0 && end - ends[i - 1] <= distance
+}
+
+/// Whether `t[start..end]` is not part of a longer word (for keywords that begin or end with a
+/// letter or digit).
+fn whole_word(t: &[u8], start: usize, end: usize) -> bool {
+    let alnum = |b: &u8| b.is_ascii_alphanumeric();
+    let first_alnum = t.get(start).is_some_and(alnum);
+    let last_alnum = end > 0 && t.get(end - 1).is_some_and(alnum);
+    let glued_before = first_alnum && start > 0 && alnum(&t[start - 1]);
+    let glued_after = last_alnum && t.get(end).is_some_and(alnum);
+    !glued_before && !glued_after
+}
+
+/// Calls `f(start, end, digits)` for every run of at least `min` digits, where single spaces,
+/// dashes, dots or slashes may separate groups.
+fn for_each_digit_run(t: &[u8], min: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let mut i = 0;
+    let len = t.len();
+    while i < len {
+        if !t[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut count = 0;
+        loop {
+            while i < len && t[i].is_ascii_digit() {
+                count += 1;
+                i += 1;
+            }
+            if i + 1 < len && matches!(t[i], b' ' | b'-' | b'.' | b'/') && t[i + 1].is_ascii_digit()
+            {
+                i += 1;
+                continue;
+            }
+            break;
+        }
+        if count >= min {
+            f(start, i, count);
+        }
+    }
+}
+
+impl Scanner {
+    /// A scanner with every managed identifier and these custom ones.
+    pub fn with_custom(custom: Vec<CustomIdentifier>) -> Result<Scanner, BuildError> {
+        let mut b = ScannerBuilder::default();
+        for c in custom {
+            b = b.custom(c);
+        }
+        b.build()
+    }
+}

@@ -1,0 +1,662 @@
+//! Readers: what a file holds, turned into texts the scanner sees and places a finding can name.
+//! Plain text, CSV/TSV (with the column header as keyword context), JSON and JSON Lines (with the
+//! path's keys as context), gzip, zip (nested, within limits so that a decompression bomb is
+//! reported rather than followed), and the text of DOCX, XLSX and PPTX documents. Anything else
+//! binary is skipped with the reason. No reader panics on any input.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::engine::{Context, Scanner};
+use crate::findings::{Collector, Finding, Lines, Location, Place};
+
+/// Bounds on what archives and compressed data may expand to.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Archives inside archives, at most.
+    pub max_depth: usize,
+    /// Entries in one zip archive, at most.
+    pub max_entries: usize,
+    /// How many times its compressed size one member may expand (beyond the first MiB).
+    pub max_ratio: u64,
+    /// Bytes one file may expand to in all (every member of every nested archive).
+    pub max_expanded: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 5,
+            max_entries: 10_000,
+            max_ratio: 100,
+            max_expanded: 1 << 30,
+        }
+    }
+}
+
+/// A file, or a member of an archive, that was not scanned, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    pub reason: String,
+}
+
+/// What scanning one file gave.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// Members of archives that were skipped (the file itself is skipped by an `Err`).
+    pub skipped: Vec<Skipped>,
+    /// Bytes of text scanned (after decompression and extraction).
+    pub bytes_scanned: u64,
+}
+
+/// Scans one file's bytes; `name` (its path or key) decides the format with the bytes' magic.
+/// An `Err` is why the whole file was skipped.
+pub fn scan_bytes(
+    scanner: &Scanner,
+    name: &str,
+    data: &[u8],
+    limits: &Limits,
+) -> Result<Report, String> {
+    let mut walk = Walk {
+        scanner,
+        limits,
+        collector: Collector::default(),
+        skipped: Vec::new(),
+        bytes: 0,
+        expanded: 0,
+    };
+    walk.item(None, name, data, 0)?;
+    Ok(Report {
+        findings: walk.collector.findings,
+        skipped: walk.skipped,
+        bytes_scanned: walk.bytes,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gzip,
+    Zip,
+    Csv(u8),
+    Json,
+    JsonLines,
+    Text,
+}
+
+fn extension(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn kind(name: &str, data: &[u8]) -> Result<Kind, String> {
+    if data.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Kind::Gzip);
+    }
+    if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
+        return Ok(Kind::Zip);
+    }
+    if data.starts_with(b"%PDF-") {
+        return Err("PDF: text extraction from PDF is not supported yet".into());
+    }
+    let head = &data[..data.len().min(8192)];
+    if head.contains(&0) {
+        return Err(match extension(name).as_str() {
+            "tar" => "tar archive: tar is not read yet".into(),
+            _ => "binary data".into(),
+        });
+    }
+    if std::str::from_utf8(head).is_err() {
+        // Not UTF-8 (or cut mid-character at 8 KiB): text if control characters are rare.
+        let control = head
+            .iter()
+            .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c))
+            .count();
+        if control * 100 > head.len() {
+            return Err("binary data".into());
+        }
+    }
+    Ok(match extension(name).as_str() {
+        "csv" => Kind::Csv(b','),
+        "tsv" | "tab" => Kind::Csv(b'\t'),
+        "json" => Kind::Json,
+        "jsonl" | "ndjson" => Kind::JsonLines,
+        _ => Kind::Text,
+    })
+}
+
+struct Walk<'a> {
+    scanner: &'a Scanner,
+    limits: &'a Limits,
+    collector: Collector,
+    skipped: Vec<Skipped>,
+    bytes: u64,
+    expanded: u64,
+}
+
+impl Walk<'_> {
+    /// Scans one item (the file, or a member at `member`); `Err` is why it was skipped.
+    fn item(
+        &mut self,
+        member: Option<&str>,
+        name: &str,
+        data: &[u8],
+        depth: usize,
+    ) -> Result<(), String> {
+        match kind(name, data)? {
+            Kind::Gzip => {
+                let inner = self.inflate(data)?;
+                let inner_name = name
+                    .strip_suffix(".gz")
+                    .or_else(|| name.strip_suffix(".gzip"))
+                    .map(str::to_owned)
+                    .or_else(|| name.strip_suffix(".tgz").map(|n| format!("{n}.tar")))
+                    .unwrap_or_else(|| name.to_owned());
+                self.item(member, &inner_name, &inner, depth)
+            }
+            Kind::Zip => self.zip(member, data, depth),
+            Kind::Csv(delimiter) => {
+                self.csv(member, data, delimiter);
+                Ok(())
+            }
+            Kind::Json => {
+                match serde_json::from_slice::<serde_json::Value>(data) {
+                    Ok(v) => {
+                        self.bytes += data.len() as u64;
+                        let mut path = JsonPath::default();
+                        self.json(member, 0, &v, &mut path);
+                    }
+                    Err(_) => self.text(member, &String::from_utf8_lossy(data), 0),
+                }
+                Ok(())
+            }
+            Kind::JsonLines => {
+                self.json_lines(member, data);
+                Ok(())
+            }
+            Kind::Text => {
+                self.text(member, &String::from_utf8_lossy(data), 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn add(
+        &mut self,
+        member: Option<&str>,
+        hit: &crate::Hit,
+        value: &str,
+        place: impl FnOnce() -> Place,
+    ) {
+        let rule = self.scanner.rule(hit.rule);
+        self.collector.add(
+            &rule.id,
+            rule.category,
+            rule.severity,
+            || Location {
+                member: member.map(str::to_owned),
+                place: place(),
+            },
+            value,
+        );
+    }
+
+    /// Text; `line_offset` is added to line numbers (a line of JSON Lines scanned as text).
+    fn text(&mut self, member: Option<&str>, text: &str, line_offset: usize) {
+        self.bytes += text.len() as u64;
+        let hits = self.scanner.scan(text, None);
+        if hits.is_empty() {
+            return;
+        }
+        let lines = Lines::new(text);
+        for h in &hits {
+            let value = &text[h.start..h.end];
+            self.add(member, h, value, || match lines.place(h.start, h.end) {
+                Place::Text {
+                    line,
+                    column,
+                    start,
+                    end,
+                } => Place::Text {
+                    line: line + line_offset,
+                    column,
+                    start,
+                    end,
+                },
+                other => other,
+            });
+        }
+    }
+
+    fn csv(&mut self, member: Option<&str>, data: &[u8], delimiter: u8) {
+        let mut reader = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(data);
+        let mut header: Vec<String> = Vec::new();
+        let mut contexts: Vec<Context> = Vec::new();
+        let mut record = csv::ByteRecord::new();
+        let mut row = 0usize;
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    // Not CSV after all (or damaged past this row): what is left is text.
+                    let at = usize::try_from(reader.position().byte()).unwrap_or(0);
+                    let rest = data.get(at..).unwrap_or_default();
+                    self.text(
+                        member,
+                        &String::from_utf8_lossy(rest),
+                        reader.position().line() as usize,
+                    );
+                    return;
+                }
+            }
+            row += 1;
+            for (i, field) in record.iter().enumerate() {
+                let field = String::from_utf8_lossy(field);
+                self.bytes += field.len() as u64;
+                if row == 1 {
+                    contexts.push(self.scanner.context(&field));
+                    header.push(field.clone().into_owned());
+                }
+                let ctx = if row == 1 { None } else { contexts.get(i) };
+                let hits = self.scanner.scan(&field, ctx);
+                for h in &hits {
+                    let column_name = header.get(i).cloned().unwrap_or_default();
+                    self.add(member, h, &field[h.start..h.end], || Place::Cell {
+                        row,
+                        column: i + 1,
+                        column_name,
+                    });
+                }
+            }
+        }
+    }
+
+    fn json(
+        &mut self,
+        member: Option<&str>,
+        record: usize,
+        v: &serde_json::Value,
+        path: &mut JsonPath,
+    ) {
+        use serde_json::Value;
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    path.push_key(k);
+                    self.json(member, record, v, path);
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    path.push_index(i);
+                    self.json(member, record, v, path);
+                    path.pop();
+                }
+            }
+            Value::String(s) => self.json_value(member, record, s, path),
+            Value::Number(n) => self.json_value(member, record, &n.to_string(), path),
+            Value::Bool(_) | Value::Null => {}
+        }
+    }
+
+    fn json_value(&mut self, member: Option<&str>, record: usize, s: &str, path: &mut JsonPath) {
+        let ctx = path.context(self.scanner);
+        let hits = self.scanner.scan(s, ctx);
+        for h in &hits {
+            let json_path = path.render();
+            self.add(member, h, &s[h.start..h.end], || Place::Record {
+                record,
+                json_path,
+            });
+        }
+    }
+
+    fn json_lines(&mut self, member: Option<&str>, data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(v) => {
+                    self.bytes += line.len() as u64;
+                    let mut path = JsonPath::default();
+                    self.json(member, i, &v, &mut path);
+                }
+                Err(_) => self.text(member, line, i),
+            }
+        }
+    }
+
+    /// Decompresses gzip within the limits.
+    fn inflate(&mut self, data: &[u8]) -> Result<Vec<u8>, String> {
+        let decoder = flate2::read::MultiGzDecoder::new(data);
+        self.bounded(decoder, data.len() as u64)
+            .map_err(|e| format!("gzip: {e}"))
+    }
+
+    /// Reads a decompressing reader up to the ratio and total limits.
+    fn bounded(&mut self, r: impl Read, compressed: u64) -> Result<Vec<u8>, String> {
+        let by_ratio = compressed
+            .saturating_mul(self.limits.max_ratio)
+            .max(1 << 20);
+        let left = self.limits.max_expanded.saturating_sub(self.expanded);
+        let limit = by_ratio.min(left);
+        let mut out = Vec::new();
+        r.take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("cannot decompress: {e}"))?;
+        if out.len() as u64 > limit {
+            return Err(if limit == by_ratio {
+                format!(
+                    "expands more than {}x its compressed size: not followed (a decompression bomb?)",
+                    self.limits.max_ratio
+                )
+            } else {
+                format!(
+                    "the file expands past {} MiB in all: not followed (a decompression bomb?)",
+                    self.limits.max_expanded >> 20
+                )
+            });
+        }
+        self.expanded += out.len() as u64;
+        Ok(out)
+    }
+
+    fn zip(&mut self, member: Option<&str>, data: &[u8], depth: usize) -> Result<(), String> {
+        if depth >= self.limits.max_depth {
+            return Err(format!(
+                "archive nested more than {} deep: not followed",
+                self.limits.max_depth
+            ));
+        }
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(data))
+            .map_err(|e| format!("damaged zip archive: {e}"))?;
+        if archive.len() > self.limits.max_entries {
+            return Err(format!(
+                "zip archive with {} entries, more than {}: not followed",
+                archive.len(),
+                self.limits.max_entries
+            ));
+        }
+        let names: Vec<String> = archive
+            .file_names()
+            .map(|n| n.map(|c| c.into_owned()).unwrap_or_default())
+            .collect();
+        if let Some(parts) = office_parts(&names) {
+            return self.office(member, &mut archive, &parts);
+        }
+        for i in 0..archive.len() {
+            let mut entry = match archive.by_index(i) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.skip(
+                        member,
+                        &format!("entry {i}"),
+                        format!("unreadable zip entry: {e}"),
+                    );
+                    continue;
+                }
+            };
+            if entry.is_dir() {
+                continue;
+            }
+            let entry_name = entry
+                .name()
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| format!("entry {i}"));
+            let path = join(member, &entry_name);
+            if entry.encrypted() {
+                self.skip(None, &path, "encrypted zip entry".into());
+                continue;
+            }
+            let compressed = entry.compressed_size();
+            let bytes = match self.bounded(&mut entry, compressed) {
+                Ok(b) => b,
+                Err(reason) => {
+                    self.skip(None, &path, reason);
+                    continue;
+                }
+            };
+            drop(entry);
+            if let Err(reason) = self.item(Some(&path), &entry_name, &bytes, depth + 1) {
+                self.skip(None, &path, reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn office(
+        &mut self,
+        member: Option<&str>,
+        archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+        parts: &[String],
+    ) -> Result<(), String> {
+        for part in parts {
+            let path = join(member, part);
+            let xml = {
+                let Ok(mut entry) = archive.by_name(part) else {
+                    continue;
+                };
+                let compressed = entry.compressed_size();
+                match self.bounded(&mut entry, compressed) {
+                    Ok(b) => b,
+                    Err(reason) => {
+                        self.skip(None, &path, reason);
+                        continue;
+                    }
+                }
+            };
+            match office_text(&xml) {
+                Ok(text) => self.text(Some(&path), &text, 0),
+                Err(e) => self.skip(None, &path, format!("malformed document XML: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, member: Option<&str>, name: &str, reason: String) {
+        self.skipped.push(Skipped {
+            member: Some(join(member, name)),
+            reason,
+        });
+    }
+}
+
+fn join(member: Option<&str>, name: &str) -> String {
+    match member {
+        Some(m) => format!("{m}/{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// The parts of an Office Open XML document that hold its text, or `None` if the archive is not
+/// a DOCX, XLSX or PPTX.
+fn office_parts(names: &[String]) -> Option<Vec<String>> {
+    if !names.iter().any(|n| n == "[Content_Types].xml") {
+        return None;
+    }
+    let is = |n: &str| names.iter().any(|x| x == n);
+    let pick = |f: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let mut v: Vec<String> = names.iter().filter(|n| f(n)).cloned().collect();
+        v.sort_by_key(|n| natural_key(n));
+        v
+    };
+    if is("word/document.xml") {
+        Some(pick(&|n| {
+            n.starts_with("word/")
+                && n.ends_with(".xml")
+                && [
+                    "document",
+                    "header",
+                    "footer",
+                    "footnotes",
+                    "endnotes",
+                    "comments",
+                ]
+                .iter()
+                .any(|p| n["word/".len()..].starts_with(p))
+        }))
+    } else if is("xl/workbook.xml") {
+        Some(pick(&|n| {
+            n == "xl/sharedStrings.xml"
+                || (n.starts_with("xl/worksheets/") && n.ends_with(".xml"))
+                || (n.starts_with("xl/comments") && n.ends_with(".xml"))
+        }))
+    } else if is("ppt/presentation.xml") {
+        Some(pick(&|n| {
+            (n.starts_with("ppt/slides/") || n.starts_with("ppt/notesSlides/"))
+                && n.ends_with(".xml")
+        }))
+    } else {
+        None
+    }
+}
+
+/// Sorts slide2 before slide10.
+fn natural_key(n: &str) -> (String, u64) {
+    let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+    let stem: String = n.chars().filter(|c| !c.is_ascii_digit()).collect();
+    (stem, digits.parse().unwrap_or(0))
+}
+
+/// The text of a WordprocessingML, SpreadsheetML or PresentationML part: the contents of its text
+/// elements (`w:t`, `a:t`, `t`) and of cell values that are not shared-string indexes, a line per
+/// paragraph or row.
+fn office_text(xml: &[u8]) -> Result<String, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut out = String::new();
+    let mut buf = Vec::new();
+    let mut capture = false;
+    let mut shared_cell = false;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(e)) => {
+                let name = e.local_name();
+                match name.as_ref() {
+                    b"t" => capture = true,
+                    b"v" => capture = !shared_cell,
+                    b"c" => {
+                        shared_cell = e.attributes().flatten().any(|a| {
+                            a.key.local_name().as_ref() == b"t" && a.value.as_ref() == b"s"
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Event::End(e)) => match e.local_name().as_ref() {
+                b"t" | b"v" => capture = false,
+                b"p" | b"si" | b"row" => out.push('\n'),
+                b"c" => out.push('\t'),
+                _ => {}
+            },
+            Ok(Event::Empty(e)) => match e.local_name().as_ref() {
+                b"br" | b"cr" => out.push('\n'),
+                b"tab" => out.push('\t'),
+                _ => {}
+            },
+            Ok(Event::Text(t)) if capture => {
+                let raw = String::from_utf8_lossy(t.as_ref()).into_owned();
+                out.push_str(&quick_xml::escape::unescape(&raw).map_err(|e| e.to_string())?);
+            }
+            Ok(Event::GeneralRef(r)) if capture => {
+                let name = String::from_utf8_lossy(r.as_ref()).into_owned();
+                let entity = format!("&{name};");
+                out.push_str(&quick_xml::escape::unescape(&entity).map_err(|e| e.to_string())?);
+            }
+            Ok(Event::CData(t)) if capture => out.push_str(&String::from_utf8_lossy(t.as_ref())),
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        buf.clear();
+    }
+    Ok(out)
+}
+
+/// A JSON path being walked, its rendering (`$.people[2].ssn`) and the keyword context of its
+/// keys, cached per distinct key sequence.
+#[derive(Debug, Default)]
+struct JsonPath {
+    parts: Vec<Part>,
+    contexts: HashMap<String, Context>,
+}
+
+#[derive(Debug)]
+enum Part {
+    Key(String),
+    Index(usize),
+}
+
+impl JsonPath {
+    fn push_key(&mut self, k: &str) {
+        self.parts.push(Part::Key(k.to_owned()));
+    }
+    fn push_index(&mut self, i: usize) {
+        self.parts.push(Part::Index(i));
+    }
+    fn pop(&mut self) {
+        self.parts.pop();
+    }
+
+    fn keys(&self) -> String {
+        let mut s = String::new();
+        for p in &self.parts {
+            if let Part::Key(k) = p {
+                s.push_str(k);
+                s.push(' ');
+            }
+        }
+        s
+    }
+
+    fn context(&mut self, scanner: &Scanner) -> Option<&Context> {
+        let keys = self.keys();
+        if keys.is_empty() {
+            return None;
+        }
+        Some(
+            self.contexts
+                .entry(keys)
+                .or_insert_with_key(|k| scanner.context(k)),
+        )
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::from("$");
+        for p in &self.parts {
+            match p {
+                Part::Key(k)
+                    if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_') =>
+                {
+                    s.push('.');
+                    s.push_str(k);
+                }
+                Part::Key(k) => {
+                    s.push_str("['");
+                    s.push_str(&k.replace('\\', "\\\\").replace('\'', "\\'"));
+                    s.push_str("']");
+                }
+                Part::Index(i) => {
+                    s.push('[');
+                    s.push_str(&i.to_string());
+                    s.push(']');
+                }
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,702 @@
+//! Identifiers: the managed ones (a pattern, a validator where one exists, keywords, and the cheap
+//! trigger that decides where the pattern is tried) and custom ones built from a user's regex.
+
+use regex_automata::meta::Regex;
+use serde::Deserialize;
+
+use crate::validate as v;
+use crate::{Category, Severity};
+
+/// Where an identifier's pattern is tried. Nothing is run over the whole text: the prefilter
+/// finds triggers in one pass, and each pattern runs only in a window around them.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Lowercase ASCII literals, found case-insensitively, one of which every match contains.
+    /// With `word`, the literal must end a word (the next character is not a letter or digit).
+    Literals { literals: Vec<String>, word: bool },
+    /// A run of at least `min` digits (single spaces, dashes, dots or slashes between groups).
+    Digits { min: usize },
+    /// One of the identifier's keywords; the value follows within the maximum distance.
+    Keywords,
+    /// No literal at all (a custom regex without one and without keywords): the whole text.
+    Everywhere,
+}
+
+/// A cheap test at a trigger, before any pattern runs.
+pub type Precheck = fn(text: &[u8], start: usize, end: usize) -> bool;
+
+/// An identifier, managed or custom.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub category: Category,
+    pub severity: Severity,
+    pub(crate) regex: Regex,
+    /// Whether capture group 1, not the whole match, is the value.
+    pub(crate) group: bool,
+    pub(crate) validator: Option<fn(&str) -> bool>,
+    pub(crate) trigger: Trigger,
+    pub(crate) precheck: Option<Precheck>,
+    /// Lowercase keywords.
+    pub(crate) keywords: Vec<String>,
+    /// Whether a keyword is required near the value (else keywords only name the data).
+    pub(crate) keyword_required: bool,
+    /// Characters allowed between the end of a keyword and the end of the value (as Macie's
+    /// `maximumMatchDistance`).
+    pub(crate) max_distance: usize,
+    /// Longest value; bounds the window searched around a trigger.
+    pub(crate) max_len: usize,
+    /// Values containing one of these (lowercase) are not findings.
+    pub(crate) ignore_words: Vec<String>,
+}
+
+impl Rule {
+    /// The keywords (lowercase).
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+
+    /// Whether a keyword must be near a value for it to count.
+    pub fn keyword_required(&self) -> bool {
+        self.keyword_required
+    }
+
+    /// Whether values are checked beyond their pattern (checksum or structure).
+    pub fn validated(&self) -> bool {
+        self.validator.is_some()
+    }
+}
+
+/// An identifier being declared (managed table).
+struct Decl {
+    id: &'static str,
+    category: Category,
+    severity: Severity,
+    pattern: &'static str,
+    group: bool,
+    validator: Option<fn(&str) -> bool>,
+    trigger: Trigger,
+    precheck: Option<Precheck>,
+    keywords: &'static [&'static str],
+    keyword_required: bool,
+    max_distance: usize,
+    max_len: usize,
+}
+
+fn decl(
+    id: &'static str,
+    category: Category,
+    severity: Severity,
+    pattern: &'static str,
+    trigger: Trigger,
+    max_len: usize,
+) -> Decl {
+    Decl {
+        id,
+        category,
+        severity,
+        pattern,
+        group: false,
+        validator: None,
+        trigger,
+        precheck: None,
+        keywords: &[],
+        keyword_required: false,
+        max_distance: 50,
+        max_len,
+    }
+}
+
+impl Decl {
+    fn valid(mut self, f: fn(&str) -> bool) -> Self {
+        self.validator = Some(f);
+        self
+    }
+    /// Requires one of `keywords` within the maximum distance before the value.
+    fn near(mut self, keywords: &'static [&'static str]) -> Self {
+        self.keywords = keywords;
+        self.keyword_required = true;
+        self
+    }
+    fn distance(mut self, d: usize) -> Self {
+        self.max_distance = d;
+        self
+    }
+    fn pre(mut self, f: Precheck) -> Self {
+        self.precheck = Some(f);
+        self
+    }
+    fn group(mut self) -> Self {
+        self.group = true;
+        self
+    }
+}
+
+fn lit(literals: &[&str]) -> Trigger {
+    Trigger::Literals {
+        literals: literals.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        word: false,
+    }
+}
+
+fn word(literals: &[&str]) -> Trigger {
+    Trigger::Literals {
+        literals: literals.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        word: true,
+    }
+}
+
+fn digits(min: usize) -> Trigger {
+    Trigger::Digits { min }
+}
+
+const KEYWORDS: Trigger = Trigger::Keywords;
+
+// Prechecks.
+
+/// Two capital letters right before the digits, as an IBAN's country code.
+fn pre_iban(t: &[u8], start: usize, _end: usize) -> bool {
+    start >= 2 && t[start - 1].is_ascii_uppercase() && t[start - 2].is_ascii_uppercase()
+}
+
+/// Six capital letters before the digits, as a codice fiscale's name and surname part.
+fn pre_codice_fiscale(t: &[u8], start: usize, _end: usize) -> bool {
+    start >= 6 && t[start - 6..start].iter().all(u8::is_ascii_uppercase)
+}
+
+/// Two capital letters before the digits, maybe with a space between, as a NINO's prefix.
+fn pre_nino(t: &[u8], start: usize, end: usize) -> bool {
+    pre_iban(t, start, end) || (start >= 3 && t[start - 1] == b' ' && pre_iban(t, start - 1, end))
+}
+
+/// `SK` at the start of a word, then hex.
+fn pre_twilio(t: &[u8], start: usize, _end: usize) -> bool {
+    (start == 0 || !t[start - 1].is_ascii_alphanumeric())
+        && t.get(start + 2).is_some_and(u8::is_ascii_hexdigit)
+}
+
+/// A dotted quad has dots.
+fn pre_dot(t: &[u8], start: usize, end: usize) -> bool {
+    t[start..end].contains(&b'.')
+}
+
+/// A hex digit on one side of the colon and more colons close by.
+fn pre_colon(t: &[u8], start: usize, _end: usize) -> bool {
+    let hex_around = (start > 0 && t[start - 1].is_ascii_hexdigit())
+        || t.get(start + 1).is_some_and(u8::is_ascii_hexdigit)
+        || t.get(start + 1) == Some(&b':');
+    hex_around && t[start + 1..(start + 40).min(t.len())].contains(&b':')
+}
+
+/// A digit after the plus.
+fn pre_plus(t: &[u8], start: usize, _end: usize) -> bool {
+    t.get(start + 1).is_some_and(u8::is_ascii_digit)
+        && (start == 0 || !t[start - 1].is_ascii_alphanumeric())
+}
+
+/// Something before the `@` that can end a mailbox name, and a letter or digit after it.
+fn pre_at(t: &[u8], start: usize, _end: usize) -> bool {
+    start > 0
+        && t[start - 1].is_ascii_alphanumeric()
+        && t.get(start + 1).is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A house number shortly before a street suffix.
+fn pre_street(t: &[u8], start: usize, _end: usize) -> bool {
+    t[start.saturating_sub(60)..start]
+        .iter()
+        .any(u8::is_ascii_digit)
+}
+
+/// Not the example keys printed in AWS's documentation.
+fn aws_key_id(s: &str) -> bool {
+    !s.ends_with("EXAMPLE") && v::not_trivial(s)
+}
+
+fn aws_secret(s: &str) -> bool {
+    !s.contains("EXAMPLE") && v::high_entropy_secret(s)
+}
+
+fn not_example(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    !l.contains("example") && !l.contains("xxxxxxxx") && !l.contains("00000000")
+}
+
+fn name_words(s: &str) -> bool {
+    const NOT_NAMES: &[&str] = &[
+        "The",
+        "This",
+        "That",
+        "And",
+        "For",
+        "With",
+        "From",
+        "Street",
+        "Road",
+        "Avenue",
+        "Inc",
+        "Ltd",
+        "Company",
+        "Corporation",
+        "Department",
+        "University",
+        "Hospital",
+        "Bank",
+        "Account",
+        "Number",
+        "Name",
+        "Date",
+        "Address",
+        "Phone",
+        "Email",
+        "Card",
+        "Total",
+        "Invoice",
+        "Order",
+        "Customer",
+        "Patient",
+        "Employee",
+        "Unknown",
+        "None",
+        "Null",
+        "Test",
+        "User",
+        "Admin",
+    ];
+    s.split([' ', '.'])
+        .filter(|w| !w.is_empty())
+        .all(|w| !NOT_NAMES.contains(&w))
+}
+
+/// The managed identifiers, in a fixed order (ids as Macie names them where Macie has one).
+fn managed_decls() -> Vec<Decl> {
+    use Category::*;
+    use Severity::*;
+    vec![
+        // ---- Financial information
+        decl("CREDIT_CARD_NUMBER", FinancialInformation, High,
+            r"\b(?:\d[ -]?){12,18}\d\b", digits(13), 40)
+            .valid(v::card_number),
+        decl("CREDIT_CARD_EXPIRATION", FinancialInformation, Medium,
+            r"\b(?:0[1-9]|1[0-2])[/-](?:20)?\d{2}\b", KEYWORDS, 8)
+            .valid(v::card_expiry)
+            .near(&["exp", "expiry", "expiration", "expires", "valid thru", "valid through", "good thru", "exp date"])
+            .distance(20),
+        decl("CREDIT_CARD_SECURITY_CODE", FinancialInformation, High,
+            r"\b\d{3,4}\b", KEYWORDS, 4)
+            .near(&["cvv", "cvv2", "cvc", "cvc2", "cid", "card verification", "security code", "csc"])
+            .distance(12),
+        decl("INTERNATIONAL_BANK_ACCOUNT_NUMBER", FinancialInformation, High,
+            r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", digits(2), 42)
+            .valid(v::iban).pre(pre_iban),
+        decl("USA_ROUTING_NUMBER", FinancialInformation, Medium,
+            r"\b\d{9}\b", digits(9), 9)
+            .valid(v::aba_routing)
+            .near(&["routing", "aba", "rtn", "routing number", "transit number", "bank"]),
+        decl("SWIFT_CODE", FinancialInformation, Medium,
+            r"\b[A-Z]{6}[A-Z0-9]{2}(?:[A-Z0-9]{3})?\b", KEYWORDS, 11)
+            .valid(v::swift_bic)
+            .near(&["swift", "bic", "swift code", "bank identifier code"])
+            .distance(30),
+        decl("BANK_ACCOUNT_NUMBER", FinancialInformation, High,
+            r"\b\d{8,17}\b", digits(8), 17)
+            .valid(v::not_trivial)
+            .near(&["account number", "account no", "acct", "bank account", "checking account", "savings account", "account #"])
+            .distance(25),
+        // ---- Personal information: national and tax identifiers
+        decl("USA_SOCIAL_SECURITY_NUMBER", PersonalInformation, High,
+            r"\b\d{3}-\d{2}-\d{4}\b", digits(9), 11)
+            .valid(v::us_ssn),
+        decl("USA_SOCIAL_SECURITY_NUMBER", PersonalInformation, High,
+            r"\b\d{9}\b", digits(9), 9)
+            .valid(v::us_ssn)
+            .near(&["ssn", "social security", "ss#", "ss #", "social sec", "ssn#"])
+            .distance(25),
+        decl("USA_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
+            r"\b9\d{2}-\d{2}-\d{4}\b", digits(9), 11)
+            .valid(v::us_itin),
+        decl("USA_PASSPORT_NUMBER", PersonalInformation, High,
+            r"\b[A-Z]?\d{8,9}\b", KEYWORDS, 9)
+            .valid(v::us_passport)
+            .near(&["passport", "passport number", "passport no", "passport #"])
+            .distance(25),
+        decl("USA_MEDICARE_BENEFICIARY_IDENTIFIER", PersonalInformation, High,
+            r"\b[1-9][A-Z][A-Z0-9]\d-?[A-Z][A-Z0-9]\d-?[A-Z]{2}\d{2}\b", KEYWORDS, 13)
+            .valid(v::us_mbi)
+            .near(&["medicare", "mbi", "beneficiary"]),
+        decl("USA_NATIONAL_PROVIDER_IDENTIFIER", PersonalInformation, Medium,
+            r"\b[12]\d{9}\b", digits(10), 10)
+            .valid(v::us_npi)
+            .near(&["npi", "provider", "national provider"]),
+        decl("USA_DRUG_ENFORCEMENT_AGENCY_NUMBER", PersonalInformation, Medium,
+            r"\b[A-Z][A-Z9]\d{7}\b", KEYWORDS, 9)
+            .valid(v::us_dea)
+            .near(&["dea", "dea number", "dea registration"]),
+        decl("UK_NATIONAL_INSURANCE_NUMBER", PersonalInformation, High,
+            r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b", digits(2), 13)
+            .valid(v::uk_nino).pre(pre_nino),
+        decl("UK_NATIONAL_HEALTH_SERVICE_NUMBER", PersonalInformation, High,
+            r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b", digits(10), 12)
+            .valid(v::uk_nhs)
+            .near(&["nhs", "health service", "patient", "nhs number"]),
+        decl("CANADA_SOCIAL_INSURANCE_NUMBER", PersonalInformation, High,
+            r"\b\d{3}[ -]?\d{3}[ -]?\d{3}\b", digits(9), 11)
+            .valid(v::ca_sin)
+            .near(&["sin", "social insurance", "numéro d'assurance sociale", "nas"]),
+        decl("SPAIN_DNI_NUMBER", PersonalInformation, High,
+            r"\b\d{8}-?[A-Za-z]\b", digits(8), 10)
+            .valid(v::spain_dni),
+        decl("SPAIN_NIE_NUMBER", PersonalInformation, High,
+            r"\b[XYZ]-?\d{7}-?[A-Z]\b", digits(7), 11)
+            .valid(nie),
+        decl("FRANCE_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
+            r"\b[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b", digits(5), 21)
+            .valid(v::france_nir)
+            .near(&["nir", "sécurité sociale", "securite sociale", "insee", "social security", "carte vitale", "numéro de sécu"]),
+        decl("ITALY_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
+            r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b", digits(2), 16)
+            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale),
+        decl("GERMANY_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
+            r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b", digits(11), 14)
+            .valid(v::germany_tax_id)
+            .near(&["steuer", "steuer-id", "steueridentifikationsnummer", "idnr", "tax id", "tin", "identifikationsnummer"]),
+        decl("NETHERLANDS_CITIZEN_SERVICE_NUMBER", PersonalInformation, High,
+            r"\b\d{4}\.?\d{2}\.?\d{3}\b|\b\d{9}\b", digits(9), 11)
+            .valid(v::netherlands_bsn)
+            .near(&["bsn", "burgerservicenummer", "citizen service", "sofinummer"]),
+        decl("BRAZIL_CPF_NUMBER", PersonalInformation, High,
+            r"\b\d{3}\.\d{3}\.\d{3}-\d{2}\b", digits(11), 14)
+            .valid(v::brazil_cpf),
+        decl("BRAZIL_CPF_NUMBER", PersonalInformation, High,
+            r"\b\d{11}\b", digits(11), 11)
+            .valid(v::brazil_cpf)
+            .near(&["cpf", "cadastro de pessoas"]),
+        decl("INDIA_AADHAAR_NUMBER", PersonalInformation, High,
+            r"\b[2-9]\d{3} ?\d{4} ?\d{4}\b", digits(12), 14)
+            .valid(v::india_aadhaar)
+            .near(&["aadhaar", "aadhar", "uidai", "uid"]),
+        decl("AUSTRALIA_TAX_FILE_NUMBER", PersonalInformation, High,
+            r"\b\d{3} ?\d{3} ?\d{3}\b", digits(9), 11)
+            .valid(v::australia_tfn)
+            .near(&["tfn", "tax file number", "tax file"]),
+        decl("POLAND_PESEL_NUMBER", PersonalInformation, High,
+            r"\b\d{11}\b", digits(11), 11)
+            .valid(v::poland_pesel)
+            .near(&["pesel"]),
+        // ---- Personal information: contact and identity
+        decl("EMAIL_ADDRESS", PersonalInformation, Low,
+            r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b", lit(&["@"]), 320)
+            .pre(pre_at).valid(email),
+        decl("PHONE_NUMBER", PersonalInformation, Low,
+            r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\d", lit(&["+"]), 24)
+            .pre(pre_plus).valid(v::phone_e164),
+        decl("PHONE_NUMBER", PersonalInformation, Low,
+            r"(?:\b1[ .-]?)?(?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b|\b0\d{1,4}[ -]?\d{3,4}[ -]?\d{3,4}\b", digits(7), 18)
+            .valid(phone_national)
+            .near(&["phone", "tel", "telephone", "mobile", "cell", "fax", "call", "contact", "téléphone", "handy"])
+            .distance(30),
+        decl("IPV4_ADDRESS", PersonalInformation, Low,
+            r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b", digits(4), 15)
+            .pre(pre_dot).valid(ipv4),
+        decl("IPV6_ADDRESS", PersonalInformation, Low,
+            r"(?i:\b(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})", lit(&[":"]), 45)
+            .pre(pre_colon).valid(v::ipv6),
+        decl("MAC_ADDRESS", PersonalInformation, Low,
+            r"(?i:\b[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}\b)", lit(&[":", "-"]), 17)
+            .valid(v::mac_address).pre(pre_mac),
+        decl("DATE_OF_BIRTH", PersonalInformation, Medium,
+            r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{4})\b", KEYWORDS, 10)
+            .valid(v::birth_date)
+            .near(&["dob", "date of birth", "birth date", "birthdate", "birthday", "born", "d.o.b", "geburtsdatum", "date de naissance", "fecha de nacimiento"])
+            .distance(30),
+        decl("ADDRESS", PersonalInformation, Medium,
+            r"\b\d{1,6}(?: [A-Z][A-Za-z]+| [NSEW]\.?){1,4} (?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Parkway|Pkwy|Highway|Hwy|Square|Sq)\b\.?(?:,? (?:Apt|Suite|Unit|#) ?[A-Za-z0-9-]+)?(?:, [A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)?(?:, [A-Z]{2} \d{5}(?:-\d{4})?)?",
+            word(&[" street", " st", " avenue", " ave", " road", " rd", " boulevard", " blvd", " lane", " ln", " drive", " dr", " court", " ct", " way", " place", " pl", " terrace", " parkway", " pkwy", " highway", " hwy", " square", " sq"]), 120)
+            .pre(pre_street),
+        decl("NAME", PersonalInformation, Low,
+            r"\b[A-Z][a-z]+(?:-[A-Z][a-z]+)?(?: [A-Z]\.)?(?: (?:[A-Z][a-z]+|[A-Z]'[A-Z][a-z]+|Mc[A-Z][a-z]+)(?:-[A-Z][a-z]+)?){1,2}\b", KEYWORDS, 50)
+            .valid(name_words)
+            .near(&["name", "full name", "first name", "last name", "surname", "patient", "dear", "mr.", "mrs.", "ms.", "dr.", "customer name", "employee name", "cardholder", "account holder", "signed", "nom", "nombre"])
+            .distance(40),
+        // ---- Credentials
+        decl("AWS_ACCESS_KEY_ID", Credentials, Medium,
+            r"\b(?:AKIA|ASIA|AROA|AIDA|ANPA|AGPA)[A-Z2-7]{16}\b", lit(&["akia", "asia", "aroa", "aida", "anpa", "agpa"]), 20)
+            .valid(aws_key_id),
+        decl("AWS_SECRET_ACCESS_KEY", Credentials, High,
+            r"(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+=]{40})(?:$|[^A-Za-z0-9/+=])", KEYWORDS, 42)
+            .group().valid(aws_secret)
+            .near(&["aws_secret", "secret_access_key", "secretaccesskey", "aws secret", "secret key", "aws_secret_key", "secret access key"])
+            .distance(60),
+        decl("GCP_SERVICE_ACCOUNT_KEY", Credentials, High,
+            r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, lit(&["\"private_key_id\""]), 70),
+        decl("GOOGLE_API_KEY", Credentials, High,
+            r"\bAIza[0-9A-Za-z_-]{35}\b", lit(&["aiza"]), 39)
+            .valid(not_example),
+        decl("AZURE_STORAGE_ACCOUNT_KEY", Credentials, High,
+            r"(?i:AccountKey)=([A-Za-z0-9+/]{86}==)", lit(&["accountkey="]), 100)
+            .group().valid(v::azure_storage_key),
+        decl("AZURE_SAS_TOKEN", Credentials, High,
+            r"\bsv=\d{4}-\d{2}-\d{2}&[^\s]{0,300}?\bsig=[A-Za-z0-9%+/=]{20,}", lit(&["sv=20"]), 400),
+        decl("GITHUB_TOKEN", Credentials, High,
+            r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b", lit(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]), 93)
+            .valid(not_example),
+        decl("GITLAB_TOKEN", Credentials, High,
+            r"\bglpat-[A-Za-z0-9_-]{20,}\b", lit(&["glpat-"]), 60)
+            .valid(not_example),
+        decl("SLACK_TOKEN", Credentials, High,
+            r"\bxox[abprse]-[A-Za-z0-9-]{10,}\b", lit(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-"]), 250)
+            .valid(not_example),
+        decl("SLACK_WEBHOOK_URL", Credentials, High,
+            r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}", lit(&["hooks.slack.com/services/"]), 150),
+        decl("STRIPE_SECRET_KEY", Credentials, High,
+            r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b", lit(&["sk_live_", "rk_live_"]), 120),
+        decl("TWILIO_API_KEY", Credentials, High,
+            r"\bSK[0-9a-f]{32}\b", lit(&["sk"]), 34)
+            .valid(v::not_trivial).pre(pre_twilio),
+        decl("SENDGRID_API_KEY", Credentials, High,
+            r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b", lit(&["sg."]), 69),
+        decl("NPM_TOKEN", Credentials, High,
+            r"\bnpm_[A-Za-z0-9]{36}\b", lit(&["npm_"]), 40)
+            .valid(not_example),
+        decl("PYPI_TOKEN", Credentials, High,
+            r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", lit(&["pypi-ageichlwas5vcmc"]), 300),
+        decl("JSON_WEB_TOKEN", Credentials, Medium,
+            r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", lit(&["eyj"]), 4096)
+            .valid(v::jwt),
+        decl("PEM_PRIVATE_KEY", Credentials, High,
+            r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----", lit(&["private key-----"]), 40),
+        decl("OPENSSH_PRIVATE_KEY", Credentials, High,
+            r"-----BEGIN OPENSSH PRIVATE KEY-----", lit(&["openssh private key"]), 40),
+        decl("PGP_PRIVATE_KEY", Credentials, High,
+            r"-----BEGIN PGP PRIVATE KEY BLOCK-----", lit(&["pgp private key block"]), 40),
+        decl("PUTTY_PRIVATE_KEY", Credentials, High,
+            r"PuTTY-User-Key-File-[23]: [a-z0-9-]+", lit(&["putty-user-key-file-"]), 60),
+        decl("CONNECTION_STRING_PASSWORD", Credentials, High,
+            r"(?i:(?:^|[;\s])(?:password|pwd)\s*=\s*)([^;\s'\x22]{4,128})", lit(&["password", "pwd"]), 160)
+            .group().valid(conn_string_password).pre(pre_equals),
+        decl("CONFIG_PASSWORD", Credentials, High,
+            r#"(?i:\b(?:[a-z0-9_.-]*pass(?:word|wd)?|[a-z0-9_.-]*_pwd)\x22?\s*[:=]\s*)("[^"\s]{4,128}"|'[^'\s]{4,128}'|[^\s"',;]{4,128})"#, lit(&["pass"]), 200)
+            .group().valid(v::password_value).pre(pre_config_password),
+        decl("BASIC_AUTH_URL", Credentials, High,
+            r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s/@]+@[^\s/]+", lit(&["://"]), 300)
+            .valid(basic_auth_password),
+        decl("HTTP_AUTHORIZATION_HEADER", Credentials, High,
+            r"(?i:authorization:\s*(?:basic|bearer)\s+)([A-Za-z0-9._~+/-]{16,}=*)", lit(&["authorization:"]), 2048)
+            .group().valid(not_example),
+        decl("HIGH_ENTROPY_SECRET", Credentials, Medium,
+            r#"([A-Za-z0-9+/_\-=.]{20,200})"#, KEYWORDS, 200)
+            .group().valid(v::high_entropy_secret)
+            .near(&["secret", "token", "api_key", "apikey", "api-key", "access_key", "client_secret", "auth_token", "private_key", "signing_key", "encryption_key"])
+            .distance(40),
+    ]
+}
+
+fn nie(s: &str) -> bool {
+    v::spain_nie(&s.replace('-', ""))
+}
+
+fn email(s: &str) -> bool {
+    let domain = s.rsplit('@').next().unwrap_or("");
+    // Not file names with an @ (image@2x.png) or package pins (name@1.2.3).
+    !domain.rsplit('.').next().is_some_and(|tld| {
+        matches!(
+            tld.to_ascii_lowercase().as_str(),
+            "png" | "jpg" | "gif" | "svg" | "js" | "css" | "ts" | "json"
+        )
+    })
+}
+
+fn phone_national(s: &str) -> bool {
+    v::phone_nanp(s) || v::phone_national(s)
+}
+
+fn ipv4(s: &str) -> bool {
+    // Version strings have fewer or more parts; 0.0.0.0 and 255.255.255.255 are not addresses.
+    s != "0.0.0.0" && s != "255.255.255.255"
+}
+
+fn pre_mac(t: &[u8], start: usize, _end: usize) -> bool {
+    start >= 2
+        && t[start - 1].is_ascii_hexdigit()
+        && t[start - 2].is_ascii_hexdigit()
+        && t.get(start + 1).is_some_and(u8::is_ascii_hexdigit)
+}
+
+fn pre_equals(t: &[u8], _start: usize, end: usize) -> bool {
+    t[end..(end + 8).min(t.len())].contains(&b'=')
+}
+
+fn pre_config_password(t: &[u8], _start: usize, end: usize) -> bool {
+    t[end..(end + 12).min(t.len())]
+        .iter()
+        .any(|&b| b == b'=' || b == b':')
+}
+
+fn conn_string_password(s: &str) -> bool {
+    v::password_value(s)
+}
+
+fn basic_auth_password(s: &str) -> bool {
+    // scheme://user:password@host: the password is not a placeholder.
+    let Some(rest) = s.split_once("://").map(|x| x.1) else {
+        return false;
+    };
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return false;
+    };
+    let password = userinfo.split_once(':').map_or("", |x| x.1);
+    v::password_value(password) && !password.eq_ignore_ascii_case("pass")
+}
+
+/// Compiles the managed identifiers. Their patterns are constants covered by tests, so a failure
+/// is a build defect.
+pub(crate) fn managed() -> Vec<Rule> {
+    managed_decls()
+        .into_iter()
+        .map(|d| Rule {
+            id: d.id.to_owned(),
+            category: d.category,
+            severity: d.severity,
+            regex: Regex::new(d.pattern).unwrap_or_else(|e| panic!("{}: {e}", d.id)),
+            group: d.group,
+            validator: d.validator,
+            trigger: d.trigger,
+            precheck: d.precheck,
+            keywords: d.keywords.iter().map(|k| k.to_lowercase()).collect(),
+            keyword_required: d.keyword_required,
+            max_distance: d.max_distance,
+            max_len: d.max_len,
+            ignore_words: Vec::new(),
+        })
+        .collect()
+}
+
+/// A custom identifier, as Macie's `CreateCustomDataIdentifier` takes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomIdentifier {
+    pub name: String,
+    pub regex: String,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    #[serde(default)]
+    pub ignore_words: Vec<String>,
+    #[serde(default = "default_distance")]
+    pub maximum_match_distance: usize,
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+}
+
+fn default_distance() -> usize {
+    50
+}
+
+fn default_severity() -> Severity {
+    Severity::Medium
+}
+
+/// Why a custom identifier was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomError {
+    #[error("custom identifier '{name}': {what}")]
+    Invalid { name: String, what: String },
+}
+
+/// The longest match looked for around a literal of a custom regex that has no bounded length.
+const CUSTOM_WINDOW: usize = 4096;
+
+impl CustomIdentifier {
+    /// Checks the limits Macie enforces and compiles the identifier.
+    pub fn compile(&self) -> Result<Rule, CustomError> {
+        let bad = |what: String| CustomError::Invalid {
+            name: self.name.clone(),
+            what,
+        };
+        if self.name.is_empty() || self.name.len() > 128 {
+            return Err(bad("the name must be 1 to 128 characters".into()));
+        }
+        if self.regex.is_empty() || self.regex.len() > 512 {
+            return Err(bad("the regex must be 1 to 512 characters".into()));
+        }
+        if self.keywords.len() > 50 || self.ignore_words.len() > 10 {
+            return Err(bad(
+                "at most 50 keywords and 10 ignore words are allowed".into()
+            ));
+        }
+        for k in self.keywords.iter().chain(&self.ignore_words) {
+            if !(3..=90).contains(&k.chars().count()) {
+                return Err(bad(format!(
+                    "keyword or ignore word '{k}' must be 3 to 90 characters"
+                )));
+            }
+        }
+        if !(1..=300).contains(&self.maximum_match_distance) {
+            return Err(bad("maximumMatchDistance must be 1 to 300".into()));
+        }
+        let regex = Regex::new(&self.regex).map_err(|e| bad(format!("invalid regex: {e}")))?;
+        let hir =
+            regex_syntax::parse(&self.regex).map_err(|e| bad(format!("invalid regex: {e}")))?;
+        if hir.properties().minimum_len() == Some(0) {
+            return Err(bad("the regex matches the empty string".into()));
+        }
+        let max_len = hir
+            .properties()
+            .maximum_len()
+            .unwrap_or(CUSTOM_WINDOW)
+            .min(CUSTOM_WINDOW);
+        let trigger = if !self.keywords.is_empty() {
+            Trigger::Keywords
+        } else {
+            required_literals(&hir).map_or(Trigger::Everywhere, |literals| Trigger::Literals {
+                literals,
+                word: false,
+            })
+        };
+        Ok(Rule {
+            id: self.name.clone(),
+            category: Category::CustomIdentifier,
+            severity: self.severity,
+            regex,
+            group: false,
+            validator: None,
+            trigger,
+            precheck: None,
+            keywords: self.keywords.iter().map(|k| k.to_lowercase()).collect(),
+            keyword_required: !self.keywords.is_empty(),
+            max_distance: self.maximum_match_distance,
+            max_len,
+            ignore_words: self.ignore_words.iter().map(|k| k.to_lowercase()).collect(),
+        })
+    }
+}
+
+/// Literals one of which every match of `hir` contains (its prefixes, else its suffixes), when
+/// they are few and long enough to be a useful trigger.
+fn required_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let mut ex = Extractor::new();
+        ex.kind(kind);
+        let seq = ex.extract(hir);
+        let Some(lits) = seq.literals() else { continue };
+        if lits.is_empty() || lits.len() > 64 {
+            continue;
+        }
+        let mut out: Vec<String> = Vec::new();
+        for l in lits {
+            match std::str::from_utf8(l.as_bytes()) {
+                Ok(s) if s.len() >= 2 && s.is_ascii() => out.push(s.to_ascii_lowercase()),
+                _ => {
+                    out.clear();
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            out.sort();
+            out.dedup();
+            return Some(out);
+        }
+    }
+    None
+}
