@@ -3,7 +3,7 @@
 //! each identifier's pattern runs only in a small window around its own triggers, and its
 //! validator, keywords, ignore words and the allow list decide what is a finding.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::Input;
 use regex_automata::meta::Regex;
 
@@ -126,6 +126,11 @@ pub struct Scanner {
     /// Rules triggered by digit runs, and the fewest digits any of them needs.
     digit_rules: Vec<(usize, usize)>,
     min_digits: usize,
+    /// Rules triggered by a single byte (`@`, `:`, `+`, `-`): found by the byte pass, not the
+    /// automaton, where such frequent matches would cost a callback each.
+    byte_rules: Vec<Vec<usize>>,
+    /// Per byte: 1 a digit, 2 a single-byte trigger.
+    byte_class: [u8; 256],
     everywhere: Vec<usize>,
     allow: AllowList,
 }
@@ -140,6 +145,18 @@ impl Context {
     pub fn is_empty(&self) -> bool {
         !self.rules.iter().any(|&b| b)
     }
+}
+
+/// Per-thread buffers of one scan.
+#[derive(Debug, Default)]
+struct Scratch {
+    keyword_ends: Vec<Vec<usize>>,
+    events: Vec<Event>,
+    next_from: Vec<usize>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// A place worth trying one rule's pattern.
@@ -185,10 +202,22 @@ impl Scanner {
         };
         let mut digit_rules = Vec::new();
         let mut everywhere = Vec::new();
+        let mut byte_rules: Vec<Vec<usize>> = vec![Vec::new(); 256];
+        let mut byte_class = [0u8; 256];
+        for b in b'0'..=b'9' {
+            byte_class[usize::from(b)] = 1;
+        }
         for (i, r) in rules.iter().enumerate() {
             match &r.trigger {
                 Trigger::Literals { literals, word } => {
                     for l in literals {
+                        if let [b] = l.as_bytes()
+                            && !b.is_ascii_alphanumeric()
+                        {
+                            byte_rules[usize::from(*b)].push(i);
+                            byte_class[usize::from(*b)] |= 2;
+                            continue;
+                        }
                         add(
                             l,
                             Role::Trigger {
@@ -210,15 +239,20 @@ impl Scanner {
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(|e| BuildError::Automaton(e.to_string()))?;
-        let min_digits = digit_rules.iter().map(|d| d.1).min().unwrap_or(usize::MAX);
+        // Fewest digits first, so a short run stops looking early.
+        digit_rules.sort_by_key(|d| d.1);
+        let min_digits = digit_rules.first().map_or(usize::MAX, |d| d.1);
         Ok(Scanner {
             rules,
             ac,
             roles,
             digit_rules,
             min_digits,
+            byte_rules,
+            byte_class,
             everywhere,
             allow,
         })
@@ -248,10 +282,26 @@ impl Scanner {
     /// Every value in `text`, in text order. With a context, a keyword in it counts as near
     /// every value in the text.
     pub fn scan(&self, text: &str, context: Option<&Context>) -> Vec<Hit> {
+        // Buffers reused between calls on this thread (a scan of many small cells would
+        // otherwise allocate them each time, a scan of a large text fault their pages in).
+        SCRATCH.with_borrow_mut(|scratch| self.scan_with(text, context, scratch))
+    }
+
+    fn scan_with(&self, text: &str, context: Option<&Context>, scratch: &mut Scratch) -> Vec<Hit> {
         let t = text.as_bytes();
         let n = self.rules.len();
-        let mut keyword_ends: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut events: Vec<Event> = Vec::new();
+        let Scratch {
+            keyword_ends,
+            events,
+            next_from,
+        } = scratch;
+        keyword_ends.resize_with(n.max(keyword_ends.len()), Vec::new);
+        for k in keyword_ends.iter_mut() {
+            k.clear();
+        }
+        events.clear();
+        next_from.clear();
+        next_from.resize(n, 0);
 
         // Stage one: literals and keywords in one automaton pass.
         for m in self.ac.find_overlapping_iter(text) {
@@ -292,7 +342,7 @@ impl Scanner {
             }
         }
 
-        for ends in &mut keyword_ends {
+        for ends in keyword_ends.iter_mut() {
             ends.sort_unstable();
         }
         let no_context = vec![false; n];
@@ -311,32 +361,68 @@ impl Scanner {
             }
         }
 
-        // Stage one, second half: runs of digits.
-        if !self.digit_rules.is_empty() {
-            for_each_digit_run(t, self.min_digits, |start, end, count| {
-                for &(rule, min) in &self.digit_rules {
-                    if count < min {
-                        continue;
-                    }
-                    let r = &self.rules[rule];
-                    if r.precheck.is_some_and(|p| !p(t, start, end)) {
-                        continue;
-                    }
-                    // A keyword-required rule is tried only with a keyword in reach.
-                    if r.keyword_required
-                        && !in_context[rule]
-                        && !keyword_in_reach(&keyword_ends[rule], start, end, r.max_distance)
-                    {
-                        continue;
-                    }
-                    events.push(Event {
-                        rule,
-                        start,
-                        end,
-                        after_keyword: false,
-                    });
+        // Stage one, second half: runs of digits and single-byte triggers, in one pass.
+        let mut i = 0;
+        let len = t.len();
+        while i < len {
+            // Eight bytes at a time past text with nothing in 0x2B..=0x40 (`+ , - . /`, digits,
+            // `: ; < = > ? @`), the range every digit and single-byte trigger is in.
+            if let Some(word) = t.get(i..i + 8) {
+                let mask = between_2a_41(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+                if mask == 0 {
+                    i += 8;
+                    continue;
                 }
-            });
+                i += (mask.trailing_zeros() / 8) as usize;
+            }
+            let class = self.byte_class[usize::from(t[i])];
+            if class == 0 {
+                i += 1;
+                continue;
+            }
+            if class & 2 != 0 {
+                for &rule in &self.byte_rules[usize::from(t[i])] {
+                    if self.rules[rule].precheck.is_none_or(|p| p(t, i, i + 1)) {
+                        events.push(Event {
+                            rule,
+                            start: i,
+                            end: i + 1,
+                            after_keyword: false,
+                        });
+                    }
+                }
+            }
+            if class & 1 == 0 {
+                i += 1;
+                continue;
+            }
+            let (start, end, count) = digit_run(t, i);
+            i = end;
+            if count < self.min_digits {
+                continue;
+            }
+            for &(rule, min) in &self.digit_rules {
+                if count < min {
+                    break;
+                }
+                let r = &self.rules[rule];
+                if r.precheck.is_some_and(|p| !p(t, start, end)) {
+                    continue;
+                }
+                // A keyword-required rule is tried only with a keyword in reach.
+                if r.keyword_required
+                    && !in_context[rule]
+                    && !keyword_in_reach(&keyword_ends[rule], start, end, r.max_distance)
+                {
+                    continue;
+                }
+                events.push(Event {
+                    rule,
+                    start,
+                    end,
+                    after_keyword: false,
+                });
+            }
         }
         for &rule in &self.everywhere {
             events.push(Event {
@@ -347,11 +433,12 @@ impl Scanner {
             });
         }
 
-        // Stage two: each rule's pattern in the windows of its own events.
+        // Stage two: each rule's pattern in the windows of its own events, overlapping windows
+        // merged so that dense triggers cost one search, not one each.
         events.sort_unstable_by_key(|e| (e.rule, e.start));
         let mut hits = Vec::new();
-        let mut next_from = vec![0usize; n];
-        for e in events {
+        let mut current: Option<(usize, usize, usize)> = None;
+        for e in events.iter() {
             let r = &self.rules[e.rule];
             let (from, to) = if e.after_keyword {
                 (e.start, (e.start + r.max_distance).min(t.len()))
@@ -363,20 +450,37 @@ impl Scanner {
                     (e.end + r.max_len).min(t.len()),
                 )
             };
-            let from = from.max(next_from[e.rule]);
-            if from >= to {
-                continue;
+            match &mut current {
+                Some((rule, _, cur_to)) if *rule == e.rule && from <= *cur_to => {
+                    *cur_to = (*cur_to).max(to);
+                }
+                _ => {
+                    if let Some((rule, f, to)) = current.take() {
+                        self.confirm(
+                            text,
+                            rule,
+                            f,
+                            to,
+                            keyword_ends,
+                            in_context[rule],
+                            &mut hits,
+                            next_from,
+                        );
+                    }
+                    current = Some((e.rule, from, to));
+                }
             }
+        }
+        if let Some((rule, f, to)) = current {
             self.confirm(
                 text,
-                e.rule,
-                from,
+                rule,
+                f,
                 to,
-                &keyword_ends,
-                in_context[e.rule],
-                e.after_keyword,
+                keyword_ends,
+                in_context[rule],
                 &mut hits,
-                &mut next_from,
+                next_from,
             );
         }
         hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
@@ -393,11 +497,14 @@ impl Scanner {
         to: usize,
         keyword_ends: &[Vec<usize>],
         in_context: bool,
-        after_keyword: bool,
         hits: &mut Vec<Hit>,
         next_from: &mut [usize],
     ) {
         let r = &self.rules[rule];
+        let from = from.max(next_from[rule]);
+        if from >= to {
+            return;
+        }
         let input = Input::new(text).range(from..to);
         let mut record = |whole_end: usize, start: usize, end: usize| {
             let Some(value) = text.get(start..end) else {
@@ -413,7 +520,6 @@ impl Scanner {
                 }
             }
             if r.keyword_required
-                && !after_keyword
                 && !in_context
                 && !keyword_before(&keyword_ends[rule], start, end, r.max_distance)
             {
@@ -490,33 +596,33 @@ fn whole_word(t: &[u8], start: usize, end: usize) -> bool {
     !glued_before && !glued_after
 }
 
-/// Calls `f(start, end, digits)` for every run of at least `min` digits, where single spaces,
-/// dashes, dots or slashes may separate groups.
-fn for_each_digit_run(t: &[u8], min: usize, mut f: impl FnMut(usize, usize, usize)) {
-    let mut i = 0;
+/// A word with the high bit set in (at least) the lowest byte that lies strictly between 0x2A
+/// and 0x41; zero if none does. (Bit-twiddling "hasbetween": exact for the lowest such byte;
+/// bytes at or above 0x80 never count.)
+fn between_2a_41(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = ONES * 127;
+    let m = 0x2a;
+    let n = 0x41;
+    (ONES * (127 + n) - (x & LOW7)) & !x & ((x & LOW7) + ONES * (127 - m)) & (ONES * 128)
+}
+
+/// The run of digits starting at `start` (single spaces, dashes, dots or slashes may separate
+/// groups): its start, end and number of digits.
+fn digit_run(t: &[u8], start: usize) -> (usize, usize, usize) {
     let len = t.len();
-    while i < len {
-        if !t[i].is_ascii_digit() {
+    let mut i = start;
+    let mut count = 0;
+    loop {
+        while i < len && t[i].is_ascii_digit() {
+            count += 1;
+            i += 1;
+        }
+        if i + 1 < len && matches!(t[i], b' ' | b'-' | b'.' | b'/') && t[i + 1].is_ascii_digit() {
             i += 1;
             continue;
         }
-        let start = i;
-        let mut count = 0;
-        loop {
-            while i < len && t[i].is_ascii_digit() {
-                count += 1;
-                i += 1;
-            }
-            if i + 1 < len && matches!(t[i], b' ' | b'-' | b'.' | b'/') && t[i + 1].is_ascii_digit()
-            {
-                i += 1;
-                continue;
-            }
-            break;
-        }
-        if count >= min {
-            f(start, i, count);
-        }
+        return (start, i, count);
     }
 }
 

@@ -175,17 +175,56 @@ fn pre_twilio(t: &[u8], start: usize, _end: usize) -> bool {
         && t.get(start + 2).is_some_and(u8::is_ascii_hexdigit)
 }
 
-/// A dotted quad has dots.
-fn pre_dot(t: &[u8], start: usize, end: usize) -> bool {
-    t[start..end].contains(&b'.')
+/// A dotted quad has three dots in its run.
+fn pre_dotted_quad(t: &[u8], start: usize, end: usize) -> bool {
+    t[start..end].iter().filter(|&&b| b == b'.').count() >= 3
 }
 
-/// A hex digit on one side of the colon and more colons close by.
+/// A dash in the run (formatted SSNs).
+fn pre_dash(t: &[u8], start: usize, end: usize) -> bool {
+    t[start..end].contains(&b'-')
+}
+
+fn pre_itin(t: &[u8], start: usize, end: usize) -> bool {
+    t[start] == b'9' && pre_dash(t, start, end)
+}
+
+/// A letter after the digits (maybe after a dash), as a DNI's check letter.
+fn pre_dni(t: &[u8], _start: usize, end: usize) -> bool {
+    match t.get(end) {
+        Some(b) if b.is_ascii_alphabetic() => true,
+        Some(b'-') => t.get(end + 1).is_some_and(u8::is_ascii_alphabetic),
+        _ => false,
+    }
+}
+
+/// X, Y or Z before the digits (maybe with a dash), as an NIE's first letter.
+fn pre_nie(t: &[u8], start: usize, _end: usize) -> bool {
+    let xyz = |i: usize| matches!(t[i], b'X' | b'Y' | b'Z');
+    (start >= 1 && xyz(start - 1)) || (start >= 2 && t[start - 1] == b'-' && xyz(start - 2))
+}
+
+/// Dots and a dash in the run (formatted CPFs).
+fn pre_cpf(t: &[u8], start: usize, end: usize) -> bool {
+    pre_dash(t, start, end) && t[start..end].contains(&b'.')
+}
+
+/// The first colon of an address: hex or a second colon around it, no colon just before, and
+/// at least three colons (or a `::`) in the hex-and-colon run that follows.
 fn pre_colon(t: &[u8], start: usize, _end: usize) -> bool {
+    let hexc = |b: &u8| b.is_ascii_hexdigit() || *b == b':';
+    if t[start.saturating_sub(5)..start].contains(&b':') {
+        return false;
+    }
     let hex_around = (start > 0 && t[start - 1].is_ascii_hexdigit())
-        || t.get(start + 1).is_some_and(u8::is_ascii_hexdigit)
-        || t.get(start + 1) == Some(&b':');
-    hex_around && t[start + 1..(start + 40).min(t.len())].contains(&b':')
+        || t.get(start + 1)
+            .is_some_and(|b| b.is_ascii_hexdigit() || *b == b':');
+    if !hex_around {
+        return false;
+    }
+    let run = &t[start..(start + 40).min(t.len())];
+    let run = &run[..run.iter().position(|b| !hexc(b)).unwrap_or(run.len())];
+    run.iter().filter(|&&b| b == b':').count() >= 3 || run.windows(2).any(|w| w == b"::")
 }
 
 /// A digit after the plus.
@@ -306,7 +345,7 @@ fn managed_decls() -> Vec<Decl> {
         // ---- Personal information: national and tax identifiers
         decl("USA_SOCIAL_SECURITY_NUMBER", PersonalInformation, High,
             r"\b\d{3}-\d{2}-\d{4}\b", digits(9), 11)
-            .valid(v::us_ssn),
+            .valid(v::us_ssn).pre(pre_dash),
         decl("USA_SOCIAL_SECURITY_NUMBER", PersonalInformation, High,
             r"\b\d{9}\b", digits(9), 9)
             .valid(v::us_ssn)
@@ -314,7 +353,7 @@ fn managed_decls() -> Vec<Decl> {
             .distance(25),
         decl("USA_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b9\d{2}-\d{2}-\d{4}\b", digits(9), 11)
-            .valid(v::us_itin),
+            .valid(v::us_itin).pre(pre_itin),
         decl("USA_PASSPORT_NUMBER", PersonalInformation, High,
             r"\b[A-Z]?\d{8,9}\b", KEYWORDS, 9)
             .valid(v::us_passport)
@@ -345,10 +384,10 @@ fn managed_decls() -> Vec<Decl> {
             .near(&["sin", "social insurance", "numéro d'assurance sociale", "nas"]),
         decl("SPAIN_DNI_NUMBER", PersonalInformation, High,
             r"\b\d{8}-?[A-Za-z]\b", digits(8), 10)
-            .valid(v::spain_dni),
+            .valid(v::spain_dni).pre(pre_dni),
         decl("SPAIN_NIE_NUMBER", PersonalInformation, High,
             r"\b[XYZ]-?\d{7}-?[A-Z]\b", digits(7), 11)
-            .valid(nie),
+            .valid(nie).pre(pre_nie),
         decl("FRANCE_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b", digits(5), 21)
             .valid(v::france_nir)
@@ -366,7 +405,7 @@ fn managed_decls() -> Vec<Decl> {
             .near(&["bsn", "burgerservicenummer", "citizen service", "sofinummer"]),
         decl("BRAZIL_CPF_NUMBER", PersonalInformation, High,
             r"\b\d{3}\.\d{3}\.\d{3}-\d{2}\b", digits(11), 14)
-            .valid(v::brazil_cpf),
+            .valid(v::brazil_cpf).pre(pre_cpf),
         decl("BRAZIL_CPF_NUMBER", PersonalInformation, High,
             r"\b\d{11}\b", digits(11), 11)
             .valid(v::brazil_cpf)
@@ -397,7 +436,7 @@ fn managed_decls() -> Vec<Decl> {
             .distance(30),
         decl("IPV4_ADDRESS", PersonalInformation, Low,
             r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b", digits(4), 15)
-            .pre(pre_dot).valid(ipv4),
+            .pre(pre_dotted_quad).valid(ipv4),
         decl("IPV6_ADDRESS", PersonalInformation, Low,
             r"(?i:\b(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})", lit(&[":"]), 45)
             .pre(pre_colon).valid(v::ipv6),
@@ -515,11 +554,18 @@ fn ipv4(s: &str) -> bool {
     s != "0.0.0.0" && s != "255.255.255.255"
 }
 
+/// The first separator of `hh:hh:hh…`: two hex digits before it (and no separator before
+/// those), then two more and the same separator.
 fn pre_mac(t: &[u8], start: usize, _end: usize) -> bool {
+    let sep = t[start];
+    let hex = |i: usize| t.get(i).is_some_and(u8::is_ascii_hexdigit);
     start >= 2
-        && t[start - 1].is_ascii_hexdigit()
-        && t[start - 2].is_ascii_hexdigit()
-        && t.get(start + 1).is_some_and(u8::is_ascii_hexdigit)
+        && hex(start - 1)
+        && hex(start - 2)
+        && (start == 2 || t[start - 3] != sep)
+        && hex(start + 1)
+        && hex(start + 2)
+        && t.get(start + 3) == Some(&sep)
 }
 
 fn pre_equals(t: &[u8], _start: usize, end: usize) -> bool {
@@ -557,7 +603,10 @@ pub(crate) fn managed() -> Vec<Rule> {
             id: d.id.to_owned(),
             category: d.category,
             severity: d.severity,
-            regex: Regex::new(d.pattern).unwrap_or_else(|e| panic!("{}: {e}", d.id)),
+            // ASCII word boundaries: the values are ASCII, and a Unicode `\b` keeps the fast
+            // DFA engines from running (the regex would fall back to the PikeVM).
+            regex: Regex::new(&d.pattern.replace(r"\b", r"(?-u:\b)"))
+                .unwrap_or_else(|e| panic!("{}: {e}", d.id)),
             group: d.group,
             validator: d.validator,
             trigger: d.trigger,

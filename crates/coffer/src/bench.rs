@@ -31,6 +31,9 @@ pub enum BenchCommand {
     /// baseline server started alongside), in alternating rounds; optionally one very large
     /// object streamed through, with the server's peak memory.
     S3(crate::bench_s3::S3BenchArgs),
+    /// The sensitive-data scanner on one core over generated mixed text, beside a single-literal
+    /// search over the same bytes (the ceiling), in alternating rounds.
+    Scan(crate::bench_scan::ScanBenchArgs),
     /// The cost of the root of trust: Encrypt throughput of Coffers started here in dev-file,
     /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
     /// rate measured in the same run.
@@ -227,6 +230,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(crate::bench_s3::run(args))
         }
+        BenchCommand::Scan(args) => crate::bench_scan::run(args),
         BenchCommand::Root(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -5,6 +5,7 @@ mod audit_cmd;
 mod backup_cmd;
 mod bench;
 mod bench_s3;
+mod bench_scan;
 mod client;
 mod config;
 mod credentials;
