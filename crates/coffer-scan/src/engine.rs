@@ -441,7 +441,13 @@ impl Scanner {
         for e in events.iter() {
             let r = &self.rules[e.rule];
             let (from, to) = if e.after_keyword {
-                (e.start, (e.start + r.max_distance).min(t.len()))
+                // A value found from its keyword is on the keyword's line (the window keeps the
+                // newline, which may end the value's pattern). The window reaches a value's
+                // length past the distance so that no value is cut short; the distance itself is
+                // checked on each match.
+                let to = (e.start + r.max_distance + r.max_len).min(t.len());
+                let to = memchr::memchr(b'\n', &t[e.start..to]).map_or(to, |n| e.start + n + 1);
+                (e.start, to)
             } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
                 (e.start, e.end)
             } else {
@@ -548,11 +554,27 @@ impl Scanner {
     /// A value inside a longer value of another identifier (the host of a basic-auth URL that
     /// looks like an email address, the digits of an IBAN) belongs to that one.
     fn drop_nested(&self, hits: &mut Vec<Hit>) {
+        // A generic identifier (a high-entropy secret, a password in a config line) yields to a
+        // specific one it overlaps: `token: ghp_…` is a GitHub token. Overlapping hits sit near
+        // each other in start order; looking 16 either way covers any real text.
+        let level = |h: &Hit| self.rules[h.rule].generic;
+        let overlaps = |a: &Hit, b: &Hit| a.start < b.end && b.start < a.end;
+        let keep: Vec<bool> = (0..hits.len())
+            .map(|i| {
+                let h = &hits[i];
+                level(h) == 0
+                    || !hits[i.saturating_sub(16)..(i + 17).min(hits.len())]
+                        .iter()
+                        .any(|o| level(o) < level(h) && overlaps(o, h))
+            })
+            .collect();
+        let mut k = keep.into_iter();
+        hits.retain(|_| k.next().unwrap_or(true));
         let mut cover: Option<Hit> = None;
         hits.retain(|h| {
             if let Some(c) = cover
+                && self.rules[c.rule].generic <= self.rules[h.rule].generic
                 && c.rule != h.rule
-                && self.rules[c.rule].id != self.rules[h.rule].id
                 && c.start <= h.start
                 && h.end <= c.end
                 && (c.end - c.start) > (h.end - h.start)

@@ -48,6 +48,9 @@ pub struct Rule {
     pub(crate) max_len: usize,
     /// Values containing one of these (lowercase) are not findings.
     pub(crate) ignore_words: Vec<String>,
+    /// 0 for a specific identifier; higher for generic ones, which yield to any less generic
+    /// identifier whose value overlaps theirs.
+    pub(crate) generic: u8,
 }
 
 impl Rule {
@@ -81,6 +84,7 @@ struct Decl {
     keyword_required: bool,
     max_distance: usize,
     max_len: usize,
+    generic: u8,
 }
 
 fn decl(
@@ -104,6 +108,7 @@ fn decl(
         keyword_required: false,
         max_distance: 50,
         max_len,
+        generic: 0,
     }
 }
 
@@ -128,6 +133,10 @@ impl Decl {
     }
     fn group(mut self) -> Self {
         self.group = true;
+        self
+    }
+    fn generic(mut self, level: u8) -> Self {
+        self.generic = level;
         self
     }
 }
@@ -249,11 +258,15 @@ fn pre_street(t: &[u8], start: usize, _end: usize) -> bool {
 
 /// Not the example keys printed in AWS's documentation.
 fn aws_key_id(s: &str) -> bool {
-    !s.ends_with("EXAMPLE") && v::not_trivial(s)
+    !s.ends_with("EXAMPLE")
 }
 
 fn aws_secret(s: &str) -> bool {
     !s.contains("EXAMPLE") && v::high_entropy_secret(s)
+}
+
+fn generic_secret(s: &str) -> bool {
+    v::high_entropy_secret(s) && not_example(s)
 }
 
 fn not_example(s: &str) -> bool {
@@ -339,7 +352,7 @@ fn managed_decls() -> Vec<Decl> {
             .distance(30),
         decl("BANK_ACCOUNT_NUMBER", FinancialInformation, High,
             r"\b\d{8,17}\b", digits(8), 17)
-            .valid(v::not_trivial)
+            .valid(v::not_trivial).generic(1)
             .near(&["account number", "account no", "acct", "bank account", "checking account", "savings account", "account #"])
             .distance(25),
         // ---- Personal information: national and tax identifiers
@@ -469,8 +482,8 @@ fn managed_decls() -> Vec<Decl> {
         decl("GCP_SERVICE_ACCOUNT_KEY", Credentials, High,
             r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, lit(&["\"private_key_id\""]), 70),
         decl("GOOGLE_API_KEY", Credentials, High,
-            r"\bAIza[0-9A-Za-z_-]{35}\b", lit(&["aiza"]), 39)
-            .valid(not_example),
+            r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)", lit(&["aiza"]), 40)
+            .group().valid(not_example),
         decl("AZURE_STORAGE_ACCOUNT_KEY", Credentials, High,
             r"(?i:AccountKey)=([A-Za-z0-9+/]{86}==)", lit(&["accountkey="]), 100)
             .group().valid(v::azure_storage_key),
@@ -491,9 +504,10 @@ fn managed_decls() -> Vec<Decl> {
             r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b", lit(&["sk_live_", "rk_live_"]), 120),
         decl("TWILIO_API_KEY", Credentials, High,
             r"\bSK[0-9a-f]{32}\b", lit(&["sk"]), 34)
-            .valid(v::not_trivial).pre(pre_twilio),
+            .pre(pre_twilio),
         decl("SENDGRID_API_KEY", Credentials, High,
-            r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b", lit(&["sg."]), 69),
+            r"\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?:[^A-Za-z0-9_-]|$)", lit(&["sg."]), 70)
+            .group(),
         decl("NPM_TOKEN", Credentials, High,
             r"\bnpm_[A-Za-z0-9]{36}\b", lit(&["npm_"]), 40)
             .valid(not_example),
@@ -512,10 +526,10 @@ fn managed_decls() -> Vec<Decl> {
             r"PuTTY-User-Key-File-[23]: [a-z0-9-]+", lit(&["putty-user-key-file-"]), 60),
         decl("CONNECTION_STRING_PASSWORD", Credentials, High,
             r"(?i:(?:^|[;\s])(?:password|pwd)\s*=\s*)([^;\s'\x22]{4,128})", lit(&["password", "pwd"]), 160)
-            .group().valid(conn_string_password).pre(pre_equals),
+            .group().valid(conn_string_password).pre(pre_connection_string),
         decl("CONFIG_PASSWORD", Credentials, High,
             r#"(?i:\b(?:[a-z0-9_.-]*pass(?:word|wd)?|[a-z0-9_.-]*_pwd)\x22?\s*[:=]\s*)("[^"\s]{4,128}"|'[^'\s]{4,128}'|[^\s"',;]{4,128})"#, lit(&["pass"]), 200)
-            .group().valid(v::password_value).pre(pre_config_password),
+            .group().valid(v::password_value).pre(pre_config_password).generic(1),
         decl("BASIC_AUTH_URL", Credentials, High,
             r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s/@]+@[^\s/]+", lit(&["://"]), 300)
             .valid(basic_auth_password),
@@ -523,10 +537,10 @@ fn managed_decls() -> Vec<Decl> {
             r"(?i:authorization:\s*(?:basic|bearer)\s+)([A-Za-z0-9._~+/-]{16,}=*)", lit(&["authorization:"]), 2048)
             .group().valid(not_example),
         decl("HIGH_ENTROPY_SECRET", Credentials, Medium,
-            r#"([A-Za-z0-9+/_\-=.]{20,200})"#, KEYWORDS, 200)
-            .group().valid(v::high_entropy_secret)
+            r#"([A-Za-z0-9+/_\-][A-Za-z0-9+/_\-=.]{19,199})"#, KEYWORDS, 200)
+            .group().valid(generic_secret).generic(2)
             .near(&["secret", "token", "api_key", "apikey", "api-key", "access_key", "client_secret", "auth_token", "private_key", "signing_key", "encryption_key"])
-            .distance(40),
+            .distance(60),
     ]
 }
 
@@ -568,8 +582,18 @@ fn pre_mac(t: &[u8], start: usize, _end: usize) -> bool {
         && t.get(start + 3) == Some(&sep)
 }
 
-fn pre_equals(t: &[u8], _start: usize, end: usize) -> bool {
+/// `password=` in a line of `key=value;` pairs.
+fn pre_connection_string(t: &[u8], start: usize, end: usize) -> bool {
+    let line_start = t[..start]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line_end = t[end..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(t.len(), |i| end + i);
     t[end..(end + 8).min(t.len())].contains(&b'=')
+        && t[line_start.max(start.saturating_sub(200))..line_end.min(end + 200)].contains(&b';')
 }
 
 fn pre_config_password(t: &[u8], _start: usize, end: usize) -> bool {
@@ -616,6 +640,7 @@ pub(crate) fn managed() -> Vec<Rule> {
             max_distance: d.max_distance,
             max_len: d.max_len,
             ignore_words: Vec::new(),
+            generic: d.generic,
         })
         .collect()
 }
@@ -715,6 +740,7 @@ impl CustomIdentifier {
             max_distance: self.maximum_match_distance,
             max_len,
             ignore_words: self.ignore_words.iter().map(|k| k.to_lowercase()).collect(),
+            generic: 0,
         })
     }
 }

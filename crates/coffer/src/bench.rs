@@ -34,6 +34,9 @@ pub enum BenchCommand {
     /// The sensitive-data scanner on one core over generated mixed text, beside a single-literal
     /// search over the same bytes (the ceiling), in alternating rounds.
     Scan(crate::bench_scan::ScanBenchArgs),
+    /// The scanner's precision, recall and F1 per identifier over a generated corpus of
+    /// documents with planted, labelled values and hard negatives.
+    ScanAccuracy(crate::bench_scan_eval::AccuracyArgs),
     /// The cost of the root of trust: Encrypt throughput of Coffers started here in dev-file,
     /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
     /// rate measured in the same run.
@@ -231,6 +234,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runtime.block_on(crate::bench_s3::run(args))
         }
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
+        BenchCommand::ScanAccuracy(args) => crate::bench_scan_eval::run(args),
         BenchCommand::Root(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

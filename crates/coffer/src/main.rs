@@ -6,6 +6,7 @@ mod backup_cmd;
 mod bench;
 mod bench_s3;
 mod bench_scan;
+mod bench_scan_eval;
 mod client;
 mod config;
 mod credentials;
