@@ -295,6 +295,8 @@ pub struct RequestRecord<'a> {
     pub request: Option<&'a [u8]>,
     pub principal: Option<&'a Principal>,
     pub outcome: Result<&'a Value, Failure<'a>>,
+    /// CloudTrail's `additionalEventData` (an S3 data event's byte counts).
+    pub additional: Option<Value>,
 }
 
 /// How a request failed, as its event records it.
@@ -441,7 +443,7 @@ pub fn event(cfg: &KmsConfig, r: &RequestRecord<'_>) -> Vec<u8> {
         error_message,
         request_parameters: params,
         response_elements: response,
-        additional_event_data: None,
+        additional_event_data: r.additional.clone(),
         request_id: r.request_id,
         event_id: r.event_id,
         read_only: ro,
@@ -503,6 +505,7 @@ mod tests {
                 request: Some(body.as_bytes()),
                 principal: None,
                 outcome: Ok(&resp),
+                additional: None,
             },
         );
         let text = String::from_utf8(e).unwrap();

@@ -217,6 +217,33 @@ async fn record_event(
     principal: Option<&Principal>,
     outcome: Result<&serde_json::Value, audit::Failure<'_>>,
 ) -> Result<(), ApiError> {
+    record_event_with(
+        state,
+        event_source,
+        op_name,
+        request_id,
+        parts,
+        request,
+        principal,
+        outcome,
+        None,
+    )
+    .await
+}
+
+/// [`record_event`] with CloudTrail's `additionalEventData` (an S3 data event's byte counts).
+#[allow(clippy::too_many_arguments)]
+async fn record_event_with(
+    state: &AppState,
+    event_source: &'static str,
+    op_name: &str,
+    request_id: &str,
+    parts: &http::request::Parts,
+    request: Option<&[u8]>,
+    principal: Option<&Principal>,
+    outcome: Result<&serde_json::Value, audit::Failure<'_>>,
+    additional: Option<serde_json::Value>,
+) -> Result<(), ApiError> {
     let Some(log) = &state.audit else {
         return Ok(());
     };
@@ -233,6 +260,7 @@ async fn record_event(
             request,
             principal,
             outcome,
+            additional,
         },
     );
     log.record(event)

@@ -3,6 +3,7 @@
 //! matched in two stages (see [`engine`]), over text, CSV, JSON, archives and office documents
 //! (see [`read`]), with findings that say where, never what: every sample is redacted.
 
+pub mod anomaly;
 pub mod engine;
 pub mod findings;
 pub mod read;

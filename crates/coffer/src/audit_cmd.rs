@@ -123,6 +123,11 @@ pub enum AuditCommand {
     Export(ExportArgs),
     /// Print the audit public key (PEM), to keep somewhere the data dir's owner cannot change.
     PublicKey(DirArgs),
+    /// Access anomalies: a baseline per principal from the log (requests, bytes read, distinct
+    /// objects and keys, errors and denials per hour, source IPs, keys and hours used), and an
+    /// alert when the latest window departs strongly from it; alerts go to a webhook, and with
+    /// --remediate the principal's access keys are deactivated.
+    Anomalies(crate::anomaly_cmd::AnomalyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +224,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<std::process::ExitCode> {
         AuditCommand::Verify(a) => verify_cmd(a),
         AuditCommand::Query(a) => query_cmd(a).map(|()| std::process::ExitCode::SUCCESS),
         AuditCommand::Export(a) => export_cmd(a).map(|()| std::process::ExitCode::SUCCESS),
+        AuditCommand::Anomalies(a) => crate::anomaly_cmd::run(a),
         AuditCommand::PublicKey(d) => {
             let path = audit_dir(&d)?.join(PUBLIC_KEY_FILE);
             let pem = std::fs::read_to_string(&path)

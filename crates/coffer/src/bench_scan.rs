@@ -28,22 +28,16 @@ pub struct ScanBenchArgs {
     write_corpus: Option<std::path::PathBuf>,
 }
 
-/// SplitMix64: a small deterministic generator, enough to vary a corpus.
-pub(crate) struct Rng(u64);
+/// A small deterministic generator (the anomaly simulation's SplitMix64), enough to vary a
+/// corpus.
+pub(crate) struct Rng(coffer_scan::anomaly::sim::Rng);
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Rng(coffer_scan::anomaly::sim::Rng::new(seed))
     }
     pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n as u64) as usize
     }
     pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]

@@ -227,6 +227,40 @@ fn sign_headers(
     Ok(())
 }
 
+/// Builds a SigV4-signed IAM query-protocol request (`Action=…&Version=2010-05-08&…`), as an SDK
+/// would; `params` are encoded here.
+pub fn iam_request(
+    t: &Target,
+    params: &[(&str, &str)],
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        form.append_pair(k, v);
+    }
+    form.append_pair("Version", "2010-05-08");
+    let body = Bytes::from(form.finish());
+    let payload_hash = coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(&body));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+    );
+    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
+    sign_headers(
+        t,
+        "iam",
+        "POST",
+        "/",
+        None,
+        &mut headers,
+        &["content-type", "host", "x-amz-date"],
+        &payload_hash,
+    )?;
+    let mut req = hyper::Request::post("/").body(Full::new(body))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
 /// Builds a SigV4-signed KMS request, as an SDK would.
 pub fn kms_request(t: &Target, b: &KmsBody) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     let mut headers = http::HeaderMap::new();

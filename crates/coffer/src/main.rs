@@ -1,6 +1,7 @@
 //! `coffer`: the Coffer binary. `coffer server` runs the service; `coffer bench` measures it;
 //! `coffer audit` checks the audit log; `coffer iam` imports access keys.
 
+mod anomaly_cmd;
 mod audit_cmd;
 mod backup_cmd;
 mod bench;

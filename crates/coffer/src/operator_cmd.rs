@@ -502,6 +502,13 @@ fn write_share_files(dir: &Path, texts: &[Zeroizing<String>]) -> anyhow::Result<
     Ok(out)
 }
 
+impl ConnectArgs {
+    /// The server's data dir (its CA, the administrator's credentials, its audit log).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+}
+
 pub fn connect_target(c: &ConnectArgs, signed: bool) -> anyhow::Result<Target> {
     let ca = c
         .ca_bundle

@@ -686,7 +686,22 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
         code: f.code,
         message: f.message.clone(),
     });
-    let recorded = crate::record_event(
+    // As CloudTrail's S3 data events: the bytes that crossed the wire each way.
+    let length = |h: &http::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let bytes_in = match length(&parts.headers, "x-amz-decoded-content-length") {
+        0 => length(&parts.headers, "content-length"),
+        n => n,
+    };
+    let bytes_out = match &result {
+        Ok(r) if !head => length(r.headers(), "content-length"),
+        _ => 0,
+    };
+    let recorded = crate::record_event_with(
         &state,
         audit::S3_EVENT_SOURCE,
         op_name,
@@ -698,6 +713,10 @@ pub async fn handle(state: Arc<AppState>, req: Request) -> Response {
             None => Ok(&response_elements),
             Some(f) => Err(f),
         },
+        Some(serde_json::json!({
+            "bytesTransferredIn": bytes_in,
+            "bytesTransferredOut": bytes_out,
+        })),
     )
     .await;
     let elapsed = started.elapsed();

@@ -1,0 +1,359 @@
+//! `coffer audit anomalies`: per-principal baselines from the audit log (or CloudTrail files),
+//! alerts for the latest window when it departs strongly from them, delivered to a webhook, and
+//! optionally remediated by deactivating the principal's access keys through the IAM API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use coffer_scan::anomaly::{self, Alert, Config, Event};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use crate::operator_cmd::ConnectArgs;
+
+#[derive(Debug, Args)]
+pub struct AnomalyArgs {
+    /// Read events from these CloudTrail files (`{"Records": […]}`, as `coffer audit export`
+    /// writes, or one event per line) instead of DIR/audit.
+    #[arg(long = "events", value_name = "FILE")]
+    events: Vec<PathBuf>,
+    /// The end of the window judged (RFC 3339). [default: now]
+    #[arg(long, value_name = "TIME")]
+    now: Option<String>,
+    /// Minutes in the window judged.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+    window_minutes: i64,
+    /// Days of history before the window that make each principal's baseline.
+    #[arg(long, value_name = "DAYS", default_value_t = 28)]
+    baseline_days: i64,
+    /// Active hours a principal needs in its baseline before it is judged.
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    min_active_hours: usize,
+    /// How many times its busiest baseline hour a volume must reach to count.
+    #[arg(long, value_name = "X", default_value_t = 5.0)]
+    factor: f64,
+    /// POST each alert as JSON to this URL (http://, or https:// trusting --webhook-ca).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
+    /// CA certificate (PEM) an https webhook's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    webhook_ca: Option<PathBuf>,
+    /// Deactivate the access keys an alerted IAM user used in the window (IAM UpdateAccessKey on
+    /// the server at --endpoint, signed with the administrator's credentials).
+    #[arg(long)]
+    remediate: bool,
+    /// Exit with status 1 when there is any alert.
+    #[arg(long)]
+    fail_on_alert: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+fn read_events(args: &AnomalyArgs, data_dir: &std::path::Path) -> anyhow::Result<Vec<Event>> {
+    let mut out = Vec::new();
+    if args.events.is_empty() {
+        let dir = data_dir.join("audit");
+        if !dir.is_dir() {
+            bail!(
+                "no audit log at {} (point --data-dir at the server's data dir, or give --events)",
+                dir.display()
+            );
+        }
+        coffer_audit::query::for_each_event(
+            &dir,
+            &coffer_audit::query::Filter::default(),
+            |_, v| {
+                out.extend(Event::from_cloudtrail(&v));
+                true
+            },
+        )?;
+        return Ok(out);
+    }
+    for f in &args.events {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(o)) if o.contains_key("Records") => {
+                for r in o["Records"].as_array().into_iter().flatten() {
+                    out.extend(Event::from_cloudtrail(r));
+                }
+            }
+            Ok(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Event::from_cloudtrail));
+            }
+            _ => {
+                for (i, line) in text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                {
+                    let v: Value = serde_json::from_str(line).with_context(|| {
+                        format!(
+                            "{} line {}: neither a CloudTrail file nor JSON Lines",
+                            f.display(),
+                            i + 1
+                        )
+                    })?;
+                    out.extend(Event::from_cloudtrail(&v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn alert_json(a: &Alert, remediation: &[Value]) -> Value {
+    json!({
+        "type": "Policy:IAMUser/AnomalousBehavior",
+        "principal": a.principal,
+        "accessKeys": a.access_keys,
+        "severity": a.severity,
+        "windowStart": rfc3339(a.window_start),
+        "windowEnd": rfc3339(a.window_end),
+        "signals": a.signals,
+        "remediation": remediation,
+    })
+}
+
+pub fn run(args: AnomalyArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = args.connect.data_dir().to_path_buf();
+    let events = read_events(&args, &data_dir)?;
+    let now = match &args.now {
+        Some(t) => anomaly::parse_time(t).with_context(|| {
+            format!("--now {t:?} is not an RFC 3339 time (2026-11-23T10:00:00Z)")
+        })?,
+        None => time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    if args.window_minutes <= 0 || args.baseline_days <= 0 {
+        bail!("--window-minutes and --baseline-days must be positive");
+    }
+    let cfg = Config {
+        baseline: args.baseline_days * 86_400,
+        window: args.window_minutes * 60,
+        min_active_hours: args.min_active_hours,
+        factor: args.factor,
+    };
+    let principals = events
+        .iter()
+        .map(|e| e.principal.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let alerts = anomaly::detect(events.iter().cloned(), now, &cfg);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut out = Vec::new();
+    for a in &alerts {
+        let mut remediation = Vec::new();
+        if args.remediate {
+            remediation = rt.block_on(remediate(&args.connect, a));
+        }
+        let v = alert_json(a, &remediation);
+        if let Some(url) = &args.webhook {
+            let delivered = rt.block_on(post_webhook(url, args.webhook_ca.as_deref(), &v));
+            if let Err(e) = delivered {
+                eprintln!("warning: webhook {url}: {e:#}");
+            }
+        }
+        out.push(v);
+    }
+    if args.connect.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "eventsRead": events.len(),
+                "principals": principals,
+                "windowStart": rfc3339(now - cfg.window),
+                "windowEnd": rfc3339(now),
+                "alerts": out,
+            }))?
+        );
+    } else {
+        for (a, v) in alerts.iter().zip(&out) {
+            println!(
+                "{:<6} {}  keys {}",
+                a.severity.as_str(),
+                a.principal,
+                if a.access_keys.is_empty() {
+                    "-".into()
+                } else {
+                    a.access_keys.join(", ")
+                }
+            );
+            for s in &a.signals {
+                println!("         {} {}", if s.strong { "!" } else { "·" }, s.detail);
+            }
+            for r in v["remediation"].as_array().into_iter().flatten() {
+                println!(
+                    "         remediation: {}",
+                    r["result"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        println!(
+            "{} event(s), {} principal(s); window {} to {}: {} alert(s)",
+            events.len(),
+            principals,
+            rfc3339(now - cfg.window),
+            rfc3339(now),
+            alerts.len()
+        );
+    }
+    Ok(if args.fail_on_alert && !alerts.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Deactivates the access keys an IAM user used in the window; the root's keys are left alone
+/// (deactivating them would lock the administrator out), and say so.
+async fn remediate(connect: &ConnectArgs, a: &Alert) -> Vec<Value> {
+    let Some(user) = a
+        .principal
+        .split_once(":user/")
+        .map(|(_, u)| u.rsplit('/').next().unwrap_or(u).to_owned())
+    else {
+        return vec![json!({
+            "action": "none",
+            "result": format!("{} is not an IAM user; nothing deactivated", a.principal),
+        })];
+    };
+    let target = match crate::operator_cmd::connect_target(connect, true) {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![
+                json!({"action": "none", "result": format!("cannot reach the server: {e:#}")}),
+            ];
+        }
+    };
+    let mut out = Vec::new();
+    for key in &a.access_keys {
+        let result = async {
+            let mut sender = crate::client::connect(&target).await?;
+            let req = crate::client::iam_request(
+                &target,
+                &[
+                    ("Action", "UpdateAccessKey"),
+                    ("UserName", &user),
+                    ("AccessKeyId", key),
+                    ("Status", "Inactive"),
+                ],
+            )?;
+            let (status, body) = crate::client::call(&mut sender, req).await?;
+            if status != 200 {
+                bail!("HTTP {status}: {}", String::from_utf8_lossy(&body));
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        out.push(match result {
+            Ok(()) => json!({
+                "action": "UpdateAccessKey",
+                "accessKeyId": key,
+                "userName": user,
+                "result": format!("deactivated access key {key} of {user}"),
+            }),
+            Err(e) => json!({
+                "action": "UpdateAccessKey",
+                "accessKeyId": key,
+                "userName": user,
+                "result": format!("could not deactivate {key}: {e:#}"),
+            }),
+        });
+    }
+    out
+}
+
+/// POSTs `body` to `url` (http, or https trusting `ca`).
+async fn post_webhook(url: &str, ca: Option<&std::path::Path>, body: &Value) -> anyhow::Result<()> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        bail!("a webhook URL starts with http:// or https://");
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let default_port = if tls { 443 } else { 80 };
+    let port_of = |p: &str| p.parse::<u16>().context("bad port in webhook URL");
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let (h, after) = r.split_once(']').context("bad IPv6 host in webhook URL")?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, port_of(p)?),
+            None => (h, default_port),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, port_of(p)?),
+            None => (authority, default_port),
+        }
+    };
+    let payload = Bytes::from(serde_json::to_vec(body)?);
+    let req = hyper::Request::post(path)
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .header("user-agent", "coffer-anomaly-webhook")
+        .body(Full::new(payload))?;
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .context("timed out connecting")??;
+    let status = if tls {
+        let ca =
+            ca.context("an https webhook needs --webhook-ca (the CA its certificate chains to)")?;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject as _;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read {}", ca.display()))?
+        {
+            roots.add(cert?)?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        send(hyper_util::rt::TokioIo::new(stream), req).await?
+    } else {
+        send(hyper_util::rt::TokioIo::new(tcp), req).await?
+    };
+    if !(200..300).contains(&status) {
+        bail!("the webhook answered HTTP {status}");
+    }
+    Ok(())
+}
+
+async fn send<I>(io: I, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<u16>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    Ok(status)
+}
