@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import subprocess
+import tarfile
 import zipfile
 
 import pytest
@@ -140,6 +141,11 @@ def test_archives_and_documents(tmp_path):
         z.writestr("logs/app.log.gz", gzip.compress(f"user ssn {SSN}\n".encode()))
         z.write(tmp_path / "memo.docx", "docs/memo.docx")
     (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+    with tarfile.open(tmp_path / "backup.tar.gz", "w:gz") as t:
+        for name, text in (("etc/app.env", f"aws_secret_access_key = {AWS_SECRET}\n"), ("notes.txt", "nothing\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            t.addfile(info, io.BytesIO(text.encode()))
 
     report = scan_json(str(tmp_path))
     by = {(f["path"].rsplit("/", 1)[1], f["identifier"]): f for f in report["findings"]}
@@ -149,6 +155,8 @@ def test_archives_and_documents(tmp_path):
     assert ("deck.pptx", "CREDIT_CARD_NUMBER") in by
     members = {loc["member"] for f in report["findings"] if f["path"].endswith("bundle.zip") for loc in f["locations"]}
     assert members == {"nested/inner.zip/keys/deploy.env", "logs/app.log.gz", "docs/memo.docx/word/document.xml"}
+    backup = by[("backup.tar.gz", "AWS_SECRET_ACCESS_KEY")]
+    assert backup["locations"][0]["member"] == "etc/app.env" and backup["locations"][0]["line"] == 1
     pdf = [s for s in report["skipped"] if s["path"].endswith("report.pdf")]
     assert len(pdf) == 1 and "PDF" in pdf[0]["reason"]
 

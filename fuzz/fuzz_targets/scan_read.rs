@@ -1,5 +1,5 @@
 //! Any bytes through every reader (the first byte picks the name the format is guessed from:
-//! text, CSV, TSV, JSON, JSON Lines, gzip, zip or an office document): no reader panics, every
+//! text, CSV, TSV, JSON, JSON Lines, gzip, zip, tar or an office document): no reader panics, every
 //! location is well formed, and decompression stays within the limits.
 #![no_main]
 
@@ -13,8 +13,8 @@ fn scanner() -> &'static Scanner {
     S.get_or_init(Scanner::managed)
 }
 
-const NAMES: [&str; 8] = [
-    "a.txt", "a.csv", "a.tsv", "a.json", "a.jsonl", "a.gz", "a.zip", "a.docx",
+const NAMES: [&str; 9] = [
+    "a.txt", "a.csv", "a.tsv", "a.json", "a.jsonl", "a.gz", "a.zip", "a.docx", "a.tar",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -122,7 +122,9 @@ impl ScannerBuilder {
 pub struct Scanner {
     rules: Vec<Rule>,
     ac: AhoCorasick,
-    roles: Vec<Vec<Role>>,
+    /// Per pattern: what it means, and where (offset, length) — a pattern also stands for every
+    /// other pattern inside it, since the automaton reports leftmost-longest matches only.
+    roles: Vec<Vec<(Role, usize, usize)>>,
     /// Rules triggered by digit runs, and the fewest digits any of them needs.
     digit_rules: Vec<(usize, usize)>,
     min_digits: usize,
@@ -236,9 +238,26 @@ impl Scanner {
                 add(k, Role::Keyword { rule: i }, &mut patterns);
             }
         }
+        // Leftmost-longest matching reports `routing number`, not the `routing` inside it (nor
+        // `pass` inside `password`): each pattern carries the roles of the patterns within it.
+        let mut placed: Vec<Vec<(Role, usize, usize)>> = roles
+            .iter()
+            .zip(&patterns)
+            .map(|(rs, p)| rs.iter().map(|&r| (r, 0, p.len())).collect())
+            .collect();
+        for (qi, q) in patterns.iter().enumerate() {
+            for (pi, p) in patterns.iter().enumerate() {
+                if pi == qi || p.len() >= q.len() {
+                    continue;
+                }
+                for (off, _) in q.match_indices(p.as_str()) {
+                    placed[qi].extend(roles[pi].iter().map(|&r| (r, off, p.len())));
+                }
+            }
+        }
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(|e| BuildError::Automaton(e.to_string()))?;
@@ -248,7 +267,7 @@ impl Scanner {
         Ok(Scanner {
             rules,
             ac,
-            roles,
+            roles: placed,
             digit_rules,
             min_digits,
             byte_rules,
@@ -304,37 +323,35 @@ impl Scanner {
         next_from.resize(n, 0);
 
         // Stage one: literals and keywords in one automaton pass.
-        for m in self.ac.find_overlapping_iter(text) {
-            for role in &self.roles[m.pattern().as_usize()] {
-                match *role {
+        for m in self.ac.find_iter(text) {
+            for &(role, off, len) in &self.roles[m.pattern().as_usize()] {
+                let (start, end) = (m.start() + off, m.start() + off + len);
+                match role {
                     Role::Keyword { rule } => {
-                        if !whole_word(t, m.start(), m.end()) {
+                        if !whole_word(t, start, end) {
                             continue;
                         }
-                        keyword_ends[rule].push(m.end());
+                        keyword_ends[rule].push(end);
                         if matches!(self.rules[rule].trigger, Trigger::Keywords) {
                             events.push(Event {
                                 rule,
-                                start: m.end(),
-                                end: m.end(),
+                                start: end,
+                                end,
                                 after_keyword: true,
                             });
                         }
                     }
                     Role::Trigger { rule, word } => {
-                        if word && t.get(m.end()).is_some_and(u8::is_ascii_alphanumeric) {
+                        if word && t.get(end).is_some_and(u8::is_ascii_alphanumeric) {
                             continue;
                         }
-                        if self.rules[rule]
-                            .precheck
-                            .is_some_and(|p| !p(t, m.start(), m.end()))
-                        {
+                        if self.rules[rule].precheck.is_some_and(|p| !p(t, start, end)) {
                             continue;
                         }
                         events.push(Event {
                             rule,
-                            start: m.start(),
-                            end: m.end(),
+                            start,
+                            end,
                             after_keyword: false,
                         });
                     }
@@ -396,16 +413,32 @@ impl Scanner {
                 i += 1;
                 continue;
             }
-            let (start, end, count) = digit_run(t, i);
-            i = end;
-            if count < self.min_digits {
+            let (run_start, run_end, run_count) = digit_run(t, i);
+            i = run_end;
+            if run_count < self.min_digits {
                 continue;
             }
+            // A digit group glued to a word (the digits of a digest, a UUID, an identifier like
+            // `v2` or `sha256`) is only for identifiers whose digits may touch letters.
+            let word = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+            let glued_before = run_start > 0 && word(t[run_start - 1]);
+            let glued_after = t.get(run_end).is_some_and(|&b| word(b));
+            let free = free_groups(t, run_start, run_end, run_count, glued_before, glued_after);
             for &(rule, min) in &self.digit_rules {
-                if count < min {
+                if run_count < min {
                     break;
                 }
                 let r = &self.rules[rule];
+                let allowed = (!glued_before || r.glue & crate::rules::GLUE_BEFORE != 0)
+                    && (!glued_after || r.glue & crate::rules::GLUE_AFTER != 0);
+                let (start, end) = if allowed {
+                    (run_start, run_end)
+                } else {
+                    match free {
+                        Some((s, e, c)) if c >= min => (s, e),
+                        _ => continue,
+                    }
+                };
                 if r.precheck.is_some_and(|p| !p(t, start, end)) {
                     continue;
                 }
@@ -627,6 +660,31 @@ fn between_2a_41(x: u64) -> u64 {
     let m = 0x2a;
     let n = 0x41;
     (ONES * (127 + n) - (x & LOW7)) & !x & ((x & LOW7) + ONES * (127 - m)) & (ONES * 128)
+}
+
+/// The part of a digit run not glued to a word: without its first group when a letter comes
+/// right before, without its last when one comes right after; with its digit count. `None` when
+/// nothing is left.
+fn free_groups(
+    t: &[u8],
+    start: usize,
+    end: usize,
+    count: usize,
+    glued_before: bool,
+    glued_after: bool,
+) -> Option<(usize, usize, usize)> {
+    let (mut s, mut e, mut c) = (start, end, count);
+    if glued_before {
+        let cut = t[s..e].iter().position(|b| !b.is_ascii_digit())?;
+        c -= cut;
+        s += cut + 1;
+    }
+    if glued_after {
+        let cut = t[s..e].iter().rposition(|b| !b.is_ascii_digit())?;
+        c -= e - (s + cut + 1);
+        e = s + cut;
+    }
+    (s < e).then_some((s, e, c))
 }
 
 /// The run of digits starting at `start` (single spaces, dashes, dots or slashes may separate

@@ -103,7 +103,7 @@ pub struct Lines<'a> {
 impl<'a> Lines<'a> {
     pub fn new(text: &'a str) -> Self {
         let starts = std::iter::once(0)
-            .chain(memchr_newlines(text.as_bytes()))
+            .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1))
             .collect();
         Lines { text, starts }
     }
@@ -123,11 +123,4 @@ impl<'a> Lines<'a> {
             end,
         }
     }
-}
-
-fn memchr_newlines(t: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    t.iter()
-        .enumerate()
-        .filter(|&(_, &b)| b == b'\n')
-        .map(|(i, _)| i + 1)
 }

@@ -4,6 +4,7 @@
 //! reported rather than followed), and the text of DOCX, XLSX and PPTX documents. Anything else
 //! binary is skipped with the reason. No reader panics on any input.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -82,6 +83,7 @@ pub fn scan_bytes(
 enum Kind {
     Gzip,
     Zip,
+    Tar,
     Csv(u8),
     Json,
     JsonLines,
@@ -102,15 +104,16 @@ fn kind(name: &str, data: &[u8]) -> Result<Kind, String> {
     if data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06") {
         return Ok(Kind::Zip);
     }
+    // POSIX and GNU tar: "ustar" at offset 257.
+    if data.len() >= 512 && &data[257..262] == b"ustar" {
+        return Ok(Kind::Tar);
+    }
     if data.starts_with(b"%PDF-") {
         return Err("PDF: text extraction from PDF is not supported yet".into());
     }
     let head = &data[..data.len().min(8192)];
     if head.contains(&0) {
-        return Err(match extension(name).as_str() {
-            "tar" => "tar archive: tar is not read yet".into(),
-            _ => "binary data".into(),
-        });
+        return Err("binary data".into());
     }
     if std::str::from_utf8(head).is_err() {
         // Not UTF-8 (or cut mid-character at 8 KiB): text if control characters are rare.
@@ -161,6 +164,7 @@ impl Walk<'_> {
                 self.item(member, &inner_name, &inner, depth)
             }
             Kind::Zip => self.zip(member, data, depth),
+            Kind::Tar => self.tar(member, data, depth),
             Kind::Csv(delimiter) => {
                 self.csv(member, data, delimiter);
                 Ok(())
@@ -172,7 +176,7 @@ impl Walk<'_> {
                         let mut path = JsonPath::default();
                         self.json(member, 0, &v, &mut path);
                     }
-                    Err(_) => self.text(member, &String::from_utf8_lossy(data), 0),
+                    Err(_) => self.text(member, &utf8(data), 0),
                 }
                 Ok(())
             }
@@ -181,7 +185,7 @@ impl Walk<'_> {
                 Ok(())
             }
             Kind::Text => {
-                self.text(member, &String::from_utf8_lossy(data), 0);
+                self.text(member, &utf8(data), 0);
                 Ok(())
             }
         }
@@ -324,7 +328,7 @@ impl Walk<'_> {
     }
 
     fn json_lines(&mut self, member: Option<&str>, data: &[u8]) {
-        let text = String::from_utf8_lossy(data);
+        let text = utf8(data);
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -438,6 +442,61 @@ impl Walk<'_> {
         Ok(())
     }
 
+    fn tar(&mut self, member: Option<&str>, data: &[u8], depth: usize) -> Result<(), String> {
+        if depth >= self.limits.max_depth {
+            return Err(format!(
+                "archive nested more than {} deep: not followed",
+                self.limits.max_depth
+            ));
+        }
+        let mut archive = tar::Archive::new(data);
+        let entries = archive
+            .entries()
+            .map_err(|e| format!("damaged tar archive: {e}"))?;
+        for (i, entry) in entries.enumerate() {
+            if i >= self.limits.max_entries {
+                self.skip(
+                    member,
+                    "",
+                    format!(
+                        "tar archive with more than {} entries: the rest not followed",
+                        self.limits.max_entries
+                    ),
+                );
+                break;
+            }
+            let mut entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    self.skip(
+                        member,
+                        &format!("entry {i}"),
+                        format!("damaged tar entry: {e}"),
+                    );
+                    break;
+                }
+            };
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let entry_name = entry
+                .path()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| format!("entry {i}"));
+            let path = join(member, &entry_name);
+            // Tar stores members whole: what one holds is bounded by the archive's own size.
+            let mut bytes = Vec::new();
+            if let Err(e) = entry.read_to_end(&mut bytes) {
+                self.skip(None, &path, format!("damaged tar entry: {e}"));
+                break;
+            }
+            if let Err(reason) = self.item(Some(&path), &entry_name, &bytes, depth + 1) {
+                self.skip(None, &path, reason);
+            }
+        }
+        Ok(())
+    }
+
     fn office(
         &mut self,
         member: Option<&str>,
@@ -472,6 +531,15 @@ impl Walk<'_> {
             member: Some(join(member, name)),
             reason,
         });
+    }
+}
+
+/// The bytes as text: borrowed when they are UTF-8 (checked fast), with replacement characters
+/// where they are not.
+fn utf8(data: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(data) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(data),
     }
 }
 

@@ -51,7 +51,14 @@ pub struct Rule {
     /// 0 for a specific identifier; higher for generic ones, which yield to any less generic
     /// identifier whose value overlaps theirs.
     pub(crate) generic: u8,
+    /// For digit-triggered identifiers: whether their digits may follow a letter (`GLUE_BEFORE`,
+    /// an IBAN's `GB82`) or precede one (`GLUE_AFTER`, a DNI's check letter). Others are not
+    /// tried on the digit group glued to a word (the digits of a hex digest or a UUID).
+    pub(crate) glue: u8,
 }
+
+pub(crate) const GLUE_BEFORE: u8 = 1;
+pub(crate) const GLUE_AFTER: u8 = 2;
 
 impl Rule {
     /// The keywords (lowercase).
@@ -85,6 +92,7 @@ struct Decl {
     max_distance: usize,
     max_len: usize,
     generic: u8,
+    glue: u8,
 }
 
 fn decl(
@@ -109,6 +117,7 @@ fn decl(
         max_distance: 50,
         max_len,
         generic: 0,
+        glue: 0,
     }
 }
 
@@ -133,6 +142,10 @@ impl Decl {
     }
     fn group(mut self) -> Self {
         self.group = true;
+        self
+    }
+    fn glue(mut self, glue: u8) -> Self {
+        self.glue = glue;
         self
     }
     fn generic(mut self, level: u8) -> Self {
@@ -163,9 +176,14 @@ const KEYWORDS: Trigger = Trigger::Keywords;
 
 // Prechecks.
 
-/// Two capital letters right before the digits, as an IBAN's country code.
+/// Two capital letters right before the digits, starting a word, as an IBAN's country code (a
+/// real country).
 fn pre_iban(t: &[u8], start: usize, _end: usize) -> bool {
-    start >= 2 && t[start - 1].is_ascii_uppercase() && t[start - 2].is_ascii_uppercase()
+    start >= 2
+        && t[start - 1].is_ascii_uppercase()
+        && t[start - 2].is_ascii_uppercase()
+        && (start == 2 || !t[start - 3].is_ascii_alphanumeric())
+        && v::country(&t[start - 2..start])
 }
 
 /// Six capital letters before the digits, as a codice fiscale's name and surname part.
@@ -173,9 +191,24 @@ fn pre_codice_fiscale(t: &[u8], start: usize, _end: usize) -> bool {
     start >= 6 && t[start - 6..start].iter().all(u8::is_ascii_uppercase)
 }
 
-/// Two capital letters before the digits, maybe with a space between, as a NINO's prefix.
+/// Two capital letters starting a word before the digits (maybe with a space between), six
+/// digits, and a suffix letter A-D after them (maybe after a space): a NINO's shape.
 fn pre_nino(t: &[u8], start: usize, end: usize) -> bool {
-    pre_iban(t, start, end) || (start >= 3 && t[start - 1] == b' ' && pre_iban(t, start - 1, end))
+    let prefix = |at: usize| {
+        at >= 2
+            && t[at - 1].is_ascii_uppercase()
+            && t[at - 2].is_ascii_uppercase()
+            && (at == 2 || !t[at - 3].is_ascii_alphanumeric())
+    };
+    if !(prefix(start) || (start >= 1 && t[start - 1] == b' ' && prefix(start - 1))) {
+        return false;
+    }
+    let suffix = match t.get(end) {
+        Some(b' ') => t.get(end + 1),
+        other => other,
+    };
+    suffix.is_some_and(|b| matches!(b, b'A'..=b'D'))
+        && t[start..end].iter().filter(|b| b.is_ascii_digit()).count() == 6
 }
 
 /// `SK` at the start of a word, then hex.
@@ -198,13 +231,15 @@ fn pre_itin(t: &[u8], start: usize, end: usize) -> bool {
     t[start] == b'9' && pre_dash(t, start, end)
 }
 
-/// A letter after the digits (maybe after a dash), as a DNI's check letter.
-fn pre_dni(t: &[u8], _start: usize, end: usize) -> bool {
-    match t.get(end) {
-        Some(b) if b.is_ascii_alphabetic() => true,
-        Some(b'-') => t.get(end + 1).is_some_and(u8::is_ascii_alphabetic),
-        _ => false,
-    }
+/// Exactly eight digits, then a letter ending the word (maybe after a dash): a DNI's shape.
+fn pre_dni(t: &[u8], start: usize, end: usize) -> bool {
+    let letter_at = |i: usize| {
+        t.get(i).is_some_and(u8::is_ascii_alphabetic)
+            && !t.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)
+    };
+    end - start == 8
+        && t[start..end].iter().all(u8::is_ascii_digit)
+        && (letter_at(end) || (t.get(end) == Some(&b'-') && letter_at(end + 1)))
 }
 
 /// X, Y or Z before the digits (maybe with a dash), as an NIE's first letter.
@@ -340,7 +375,7 @@ fn managed_decls() -> Vec<Decl> {
             .distance(12),
         decl("INTERNATIONAL_BANK_ACCOUNT_NUMBER", FinancialInformation, High,
             r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", digits(2), 42)
-            .valid(v::iban).pre(pre_iban),
+            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER),
         decl("USA_ROUTING_NUMBER", FinancialInformation, Medium,
             r"\b\d{9}\b", digits(9), 9)
             .valid(v::aba_routing)
@@ -386,7 +421,7 @@ fn managed_decls() -> Vec<Decl> {
             .near(&["dea", "dea number", "dea registration"]),
         decl("UK_NATIONAL_INSURANCE_NUMBER", PersonalInformation, High,
             r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b", digits(2), 13)
-            .valid(v::uk_nino).pre(pre_nino),
+            .valid(v::uk_nino).pre(pre_nino).glue(GLUE_BEFORE | GLUE_AFTER),
         decl("UK_NATIONAL_HEALTH_SERVICE_NUMBER", PersonalInformation, High,
             r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b", digits(10), 12)
             .valid(v::uk_nhs)
@@ -397,17 +432,17 @@ fn managed_decls() -> Vec<Decl> {
             .near(&["sin", "social insurance", "numéro d'assurance sociale", "nas"]),
         decl("SPAIN_DNI_NUMBER", PersonalInformation, High,
             r"\b\d{8}-?[A-Za-z]\b", digits(8), 10)
-            .valid(v::spain_dni).pre(pre_dni),
+            .valid(v::spain_dni).pre(pre_dni).glue(GLUE_AFTER),
         decl("SPAIN_NIE_NUMBER", PersonalInformation, High,
             r"\b[XYZ]-?\d{7}-?[A-Z]\b", digits(7), 11)
-            .valid(nie).pre(pre_nie),
+            .valid(nie).pre(pre_nie).glue(GLUE_BEFORE | GLUE_AFTER),
         decl("FRANCE_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b", digits(5), 21)
             .valid(v::france_nir)
             .near(&["nir", "sécurité sociale", "securite sociale", "insee", "social security", "carte vitale", "numéro de sécu"]),
         decl("ITALY_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b", digits(2), 16)
-            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale),
+            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale).glue(GLUE_BEFORE | GLUE_AFTER),
         decl("GERMANY_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b", digits(11), 14)
             .valid(v::germany_tax_id)
@@ -568,18 +603,21 @@ fn ipv4(s: &str) -> bool {
     s != "0.0.0.0" && s != "255.255.255.255"
 }
 
-/// The first separator of `hh:hh:hh…`: two hex digits before it (and no separator before
-/// those), then two more and the same separator.
+/// The first separator of `hh:hh:hh:hh:hh:hh` (or with dashes): the whole shape is there, and
+/// no separator comes before it.
 fn pre_mac(t: &[u8], start: usize, _end: usize) -> bool {
     let sep = t[start];
-    let hex = |i: usize| t.get(i).is_some_and(u8::is_ascii_hexdigit);
-    start >= 2
-        && hex(start - 1)
-        && hex(start - 2)
-        && (start == 2 || t[start - 3] != sep)
-        && hex(start + 1)
-        && hex(start + 2)
-        && t.get(start + 3) == Some(&sep)
+    if start < 2 || start + 15 > t.len() || (start > 2 && t[start - 3] == sep) {
+        return false;
+    }
+    let s = &t[start - 2..start + 15];
+    (0..17).all(|i| {
+        if i % 3 == 2 {
+            s[i] == sep
+        } else {
+            s[i].is_ascii_hexdigit()
+        }
+    })
 }
 
 /// `password=` in a line of `key=value;` pairs.
@@ -641,6 +679,7 @@ pub(crate) fn managed() -> Vec<Rule> {
             max_len: d.max_len,
             ignore_words: Vec::new(),
             generic: d.generic,
+            glue: d.glue,
         })
         .collect()
 }
@@ -741,6 +780,7 @@ impl CustomIdentifier {
             max_len,
             ignore_words: self.ignore_words.iter().map(|k| k.to_lowercase()).collect(),
             generic: 0,
+            glue: 0,
         })
     }
 }
