@@ -277,3 +277,41 @@ def test_accuracy_on_the_evaluation_corpus(tmp_path):
     assert len(labels) == result["labels"] and any(not l["positive"] for l in labels)
     rescanned = scan_json(str(tmp_path / "corpus"))
     assert sum(f["count"] for f in rescanned["findings"]) == result["micro"]["tp"] + result["micro"]["fp"]
+
+
+def test_large_files_are_streamed_with_the_same_findings(tmp_path):
+    """Text, CSV and JSON Lines above --max-file-mib are read as a stream in overlapping chunks:
+    the findings (counts and places) are those of reading the file whole, values straddling the
+    8 MiB chunk boundaries included."""
+    big = tmp_path / "big.log"
+    filler = "2026-11-23T07:30:22.123Z INFO request served in 12 ms for order 12345\n"
+    with big.open("w") as f:
+        written = 0
+        for i in range(300_000):
+            line = filler if i % 997 else f"user ssn {SSN} card {CARD} mail jane.doe@example.com\n"
+            # Put a value across each 8 MiB boundary.
+            for boundary in (8 << 20, 16 << 20):
+                if written < boundary - 10 <= written + len(line):
+                    line = "x" * (boundary - 10 - written) + f" ssn {SSN} tail\n"
+            f.write(line)
+            written += len(line)
+    assert big.stat().st_size > 17 << 20
+    rows = tmp_path / "rows.csv"
+    rows.write_text("id,customer_ssn,note\n" + "".join(
+        f"{i},{'123456789' if i % 50 == 0 else '000'},row {i}\n" for i in range(80_000)))
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("".join(json.dumps({"i": i, "ssn": SSN if i % 40 == 0 else "n/a"}) + "\n" for i in range(60_000)))
+    assert rows.stat().st_size > 1 << 20 and lines.stat().st_size > 1 << 20
+
+    whole = scan_json(str(tmp_path), "--max-file-mib", "256")
+    streamed = scan_json(str(tmp_path), "--max-file-mib", "1", "--progress")
+    assert streamed["findings"] == whole["findings"]
+    assert streamed["bytes_scanned"] >= big.stat().st_size
+    counts = {(f["path"].rsplit("/", 1)[1], f["identifier"]): f["count"] for f in whole["findings"]}
+    assert counts[("big.log", "USA_SOCIAL_SECURITY_NUMBER")] == 300_000 // 997 + 1 + 2
+    assert counts[("rows.csv", "USA_SOCIAL_SECURITY_NUMBER")] == 80_000 // 50
+    assert counts[("events.jsonl", "USA_SOCIAL_SECURITY_NUMBER")] == 60_000 // 40
+    with (tmp_path / "big.bin").open("wb") as f:
+        f.write(b"\0" * (2 << 20))
+    skipped = scan_json(str(tmp_path / "big.bin"), "--max-file-mib", "1")["skipped"]
+    assert skipped[0]["reason"] == "larger than 1 MiB and binary data"

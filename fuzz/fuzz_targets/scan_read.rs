@@ -26,7 +26,19 @@ fuzz_target!(|data: &[u8]| {
         ..Limits::default()
     };
     let name = NAMES[usize::from(pick) % NAMES.len()];
+    // The streaming reader never panics either, and on text finds what the whole-file one finds.
+    let mut consumed = 0u64;
+    let streamed =
+        coffer_scan::read::scan_stream(scanner(), name, rest, &limits, &mut |n| consumed += n);
+    if let Ok(s) = &streamed {
+        assert!(consumed <= rest.len() as u64 && s.bytes_scanned <= rest.len() as u64 * 4);
+    }
     if let Ok(report) = coffer_scan::read::scan_bytes(scanner(), name, rest, &limits) {
+        if name == "a.txt"
+            && let Ok(s) = &streamed
+        {
+            assert_eq!(s.findings.len(), report.findings.len());
+        }
         assert!(report.bytes_scanned <= limits.max_expanded + rest.len() as u64 * 4);
         for f in &report.findings {
             assert!(f.count >= f.locations.len() as u64 && !f.locations.is_empty());

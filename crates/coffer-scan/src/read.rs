@@ -79,6 +79,80 @@ pub fn scan_bytes(
     })
 }
 
+/// Text read this much at a time from a stream.
+const CHUNK: usize = 8 << 20;
+/// Bytes past a chunk scanned with it, so that a value across the boundary is found whole (no
+/// identifier's value is longer).
+const OVERLAP: usize = 64 << 10;
+/// Bytes before a chunk scanned with it, so that a keyword just before the boundary counts.
+const BACK: usize = 1024;
+
+/// Scans a file too large to hold in memory, as it is read: plain text in chunks (overlapping, so
+/// nothing across a boundary is missed), CSV/TSV row by row, JSON Lines line by line, calling
+/// `progress` with the bytes consumed as it goes. Other formats are refused (`Err`, the reason):
+/// they are read whole with [`scan_bytes`].
+pub fn scan_stream(
+    scanner: &Scanner,
+    name: &str,
+    mut reader: impl Read,
+    limits: &Limits,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, String> {
+    let mut head = Vec::with_capacity(8192);
+    (&mut reader)
+        .take(8192)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let kind = kind(name, &head)?;
+    let mut walk = Walk {
+        scanner,
+        limits,
+        collector: Collector::default(),
+        skipped: Vec::new(),
+        bytes: 0,
+        expanded: 0,
+    };
+    let chained = std::io::Read::chain(std::io::Cursor::new(head.clone()), reader);
+    let counted = Counted {
+        inner: chained,
+        progress,
+    };
+    match kind {
+        Kind::Text => walk
+            .stream_text(counted)
+            .map_err(|e| format!("cannot read: {e}"))?,
+        Kind::Csv(delimiter) => walk.csv(None, counted, delimiter),
+        Kind::JsonLines => walk
+            .stream_json_lines(counted)
+            .map_err(|e| format!("cannot read: {e}"))?,
+        _ => {
+            return Err(
+                "too large to read whole, and not text, CSV or JSON Lines (which are read as a stream)"
+                    .into(),
+            );
+        }
+    }
+    Ok(Report {
+        findings: walk.collector.findings,
+        skipped: walk.skipped,
+        bytes_scanned: walk.bytes,
+    })
+}
+
+/// A reader that reports the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Gzip,
@@ -238,7 +312,7 @@ impl Walk<'_> {
         }
     }
 
-    fn csv(&mut self, member: Option<&str>, data: &[u8], delimiter: u8) {
+    fn csv(&mut self, member: Option<&str>, data: impl Read, delimiter: u8) {
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(false)
@@ -254,13 +328,10 @@ impl Walk<'_> {
                 Ok(false) => break,
                 Err(_) => {
                     // Not CSV after all (or damaged past this row): what is left is text.
-                    let at = usize::try_from(reader.position().byte()).unwrap_or(0);
-                    let rest = data.get(at..).unwrap_or_default();
-                    self.text(
-                        member,
-                        &String::from_utf8_lossy(rest),
-                        reader.position().line() as usize,
-                    );
+                    let line = reader.position().line() as usize;
+                    let mut rest = Vec::new();
+                    let _ = reader.into_inner().read_to_end(&mut rest);
+                    self.text(member, &String::from_utf8_lossy(&rest), line);
                     return;
                 }
             }
@@ -284,6 +355,115 @@ impl Walk<'_> {
                 }
             }
         }
+    }
+
+    /// Plain text from a stream, in chunks: each is scanned with `BACK` bytes before it (for
+    /// keywords) and `OVERLAP` after (for values across the boundary), and keeps the hits that
+    /// start inside it.
+    fn stream_text(&mut self, mut r: impl Read) -> std::io::Result<()> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut buf_off = 0usize; // stream offset of buf[0]
+        let mut a = 0usize; // hits starting at or after a are this chunk's
+        let mut lines_before_a = 0usize;
+        let mut eof = false;
+        loop {
+            while !eof && buf_off + buf.len() < a + CHUNK + OVERLAP {
+                let before = buf.len();
+                buf.resize(before + (1 << 20), 0);
+                let n = r.read(&mut buf[before..])?;
+                buf.truncate(before + n);
+                eof = n == 0;
+            }
+            let buf_end = buf_off + buf.len();
+            let last = eof && buf_end <= a + CHUNK + OVERLAP;
+            let b = if last { buf_end } else { a + CHUNK };
+            // Whole characters only: start after any continuation bytes, end before a cut one.
+            let mut ts = a.saturating_sub(BACK).max(buf_off);
+            while ts < a && is_continuation(buf[ts - buf_off]) {
+                ts += 1;
+            }
+            let mut te = buf_end;
+            if !last {
+                while te > b && is_continuation(buf[te - buf_off - 1]) {
+                    te -= 1;
+                }
+                te = te.saturating_sub(usize::from(te > b && buf[te - buf_off - 1] >= 0xC0));
+            }
+            let slice = &buf[ts - buf_off..te - buf_off];
+            let text = utf8(slice);
+            self.bytes += (b - a) as u64;
+            let hits = self.scanner.scan(&text, None);
+            if !hits.is_empty() {
+                let lines = Lines::new(&text);
+                let lines_before_ts = lines_before_a
+                    - memchr::memchr_iter(b'\n', &buf[ts - buf_off..a - buf_off]).count();
+                for h in &hits {
+                    let (start, end) = (ts + h.start, ts + h.end);
+                    if start < a || start >= b {
+                        continue;
+                    }
+                    let value = &text[h.start..h.end];
+                    let place = match lines.place(h.start, h.end) {
+                        Place::Text { line, column, .. } => Place::Text {
+                            line: lines_before_ts + line,
+                            column,
+                            start,
+                            end,
+                        },
+                        other => other,
+                    };
+                    self.add(None, h, value, || place);
+                }
+            }
+            if last {
+                return Ok(());
+            }
+            lines_before_a += memchr::memchr_iter(b'\n', &buf[a - buf_off..b - buf_off]).count();
+            a = b;
+            let keep_from = a.saturating_sub(BACK);
+            buf.drain(..keep_from - buf_off);
+            buf_off = keep_from;
+        }
+    }
+
+    /// JSON Lines from a stream, a line at a time (a line longer than 16 MiB is skipped).
+    fn stream_json_lines(&mut self, r: impl Read) -> std::io::Result<()> {
+        use std::io::BufRead;
+        const MAX_LINE: u64 = 16 << 20;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, r);
+        let mut line = Vec::new();
+        for i in 0.. {
+            line.clear();
+            let n = (&mut r).take(MAX_LINE + 1).read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if n as u64 > MAX_LINE && line.last() != Some(&b'\n') {
+                self.skip(
+                    None,
+                    &format!("line {}", i + 1),
+                    "a line longer than 16 MiB".into(),
+                );
+                // Skip the rest of the line.
+                let mut rest = Vec::new();
+                r.read_until(b'\n', &mut rest)?;
+                continue;
+            }
+            let text = utf8(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(v) => {
+                    self.bytes += text.len() as u64;
+                    let mut path = JsonPath::default();
+                    self.json(None, i, &v, &mut path);
+                }
+                Err(_) => self.text(None, text, i),
+            }
+        }
+        Ok(())
     }
 
     fn json(
@@ -532,6 +712,10 @@ impl Walk<'_> {
             reason,
         });
     }
+}
+
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
 }
 
 /// The bytes as text: borrowed when they are UTF-8 (checked fast), with replacement characters

@@ -60,7 +60,8 @@ pub struct ScanArgs {
     /// Never show progress.
     #[arg(long)]
     no_progress: bool,
-    /// Files and objects larger than this many MiB are skipped, with the reason.
+    /// Files larger than this many MiB are read as a stream if they are text, CSV or JSON Lines,
+    /// and skipped (with the reason) otherwise; objects larger than this are skipped.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_file_mib: u64,
     #[command(flatten)]
@@ -263,8 +264,8 @@ fn spawn_progress(
     })
 }
 
-/// What scanning one source gave.
-type SourceResult = Result<coffer_scan::Report, String>;
+/// What scanning one source gave, and whether it was streamed (its bytes counted as read).
+type SourceResult = Result<(coffer_scan::Report, bool), String>;
 
 pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let scanner = build_scanner(&args)?;
@@ -323,10 +324,22 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             Source::File(path) => {
                 let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
                 if len > max_file {
-                    return Err(format!(
-                        "larger than {} MiB (see --max-file-mib)",
-                        args.max_file_mib
-                    ));
+                    // Too large to hold: text, CSV and JSON Lines are read as a stream.
+                    let file =
+                        std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+                    let name = path.display().to_string();
+                    let mut on_bytes = |n: u64| {
+                        progress.bytes.fetch_add(n, Ordering::Relaxed);
+                    };
+                    return coffer_scan::read::scan_stream(
+                        &scanner,
+                        &name,
+                        file,
+                        &limits,
+                        &mut on_bytes,
+                    )
+                    .map(|rep| (rep, true))
+                    .map_err(|e| format!("larger than {} MiB and {e}", args.max_file_mib));
                 }
                 (
                     path.display().to_string(),
@@ -349,7 +362,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
                 (key.clone(), body)
             }
         };
-        coffer_scan::read::scan_bytes(&scanner, &name, &bytes, &limits)
+        coffer_scan::read::scan_bytes(&scanner, &name, &bytes, &limits).map(|r| (r, false))
     };
     let results: Vec<(usize, SourceResult)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
@@ -360,10 +373,12 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(src) = sources.get(i) else { break };
                         let r = scan_one(src);
-                        if let Ok(rep) = &r {
-                            progress
-                                .bytes
-                                .fetch_add(rep.bytes_scanned, Ordering::Relaxed);
+                        if let Ok((rep, streamed)) = &r {
+                            if !streamed {
+                                progress
+                                    .bytes
+                                    .fetch_add(rep.bytes_scanned, Ordering::Relaxed);
+                            }
                             progress.findings.fetch_add(
                                 rep.findings.iter().map(|f| f.count).sum(),
                                 Ordering::Relaxed,
@@ -392,7 +407,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     for (i, r) in results {
         let path = sources[i].display();
         match r {
-            Ok(rep) => {
+            Ok((rep, _)) => {
                 report.files_scanned += 1;
                 report.bytes_scanned += rep.bytes_scanned;
                 report
