@@ -364,6 +364,7 @@ impl Walk<'_> {
         let mut buf: Vec<u8> = Vec::new();
         let mut buf_off = 0usize; // stream offset of buf[0]
         let mut a = 0usize; // hits starting at or after a are this chunk's
+        let mut dec_a = 0usize; // a's offset in the text as decoded (they differ past bad UTF-8)
         let mut lines_before_a = 0usize;
         let mut eof = false;
         loop {
@@ -376,8 +377,12 @@ impl Walk<'_> {
             }
             let buf_end = buf_off + buf.len();
             let last = eof && buf_end <= a + CHUNK + OVERLAP;
-            let b = if last { buf_end } else { a + CHUNK };
-            // Whole characters only: start after any continuation bytes, end before a cut one.
+            // Chunk bounds never split a character (nor an invalid sequence), so that decoding
+            // a prefix agrees with decoding the whole.
+            let mut b = if last { buf_end } else { a + CHUNK };
+            while b < buf_end && is_continuation(buf[b - buf_off]) {
+                b += 1;
+            }
             let mut ts = a.saturating_sub(BACK).max(buf_off);
             while ts < a && is_continuation(buf[ts - buf_off]) {
                 ts += 1;
@@ -391,6 +396,14 @@ impl Walk<'_> {
             }
             let slice = &buf[ts - buf_off..te - buf_off];
             let text = utf8(slice);
+            // Where a and b fall in the decoded chunk.
+            let (l1, l2) = match &text {
+                Cow::Borrowed(_) => (a - ts, b - ts),
+                Cow::Owned(_) => (
+                    String::from_utf8_lossy(&slice[..a - ts]).len(),
+                    String::from_utf8_lossy(&slice[..b - ts]).len(),
+                ),
+            };
             self.bytes += (b - a) as u64;
             let hits = self.scanner.scan(&text, None);
             if !hits.is_empty() {
@@ -398,10 +411,11 @@ impl Walk<'_> {
                 let lines_before_ts = lines_before_a
                     - memchr::memchr_iter(b'\n', &buf[ts - buf_off..a - buf_off]).count();
                 for h in &hits {
-                    let (start, end) = (ts + h.start, ts + h.end);
-                    if start < a || start >= b {
+                    if h.start < l1 || h.start >= l2 {
                         continue;
                     }
+                    let start = dec_a - l1 + h.start;
+                    let end = start + (h.end - h.start);
                     let value = &text[h.start..h.end];
                     let place = match lines.place(h.start, h.end) {
                         Place::Text { line, column, .. } => Place::Text {
@@ -415,12 +429,13 @@ impl Walk<'_> {
                     self.add(None, h, value, || place);
                 }
             }
-            if last {
+            if last || (eof && b >= buf_end) {
                 return Ok(());
             }
             lines_before_a += memchr::memchr_iter(b'\n', &buf[a - buf_off..b - buf_off]).count();
+            dec_a = dec_a - l1 + l2;
             a = b;
-            let keep_from = a.saturating_sub(BACK);
+            let keep_from = a.saturating_sub(BACK).max(buf_off);
             buf.drain(..keep_from - buf_off);
             buf_off = keep_from;
         }
@@ -454,14 +469,7 @@ impl Walk<'_> {
             if text.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str::<serde_json::Value>(text) {
-                Ok(v) => {
-                    self.bytes += text.len() as u64;
-                    let mut path = JsonPath::default();
-                    self.json(None, i, &v, &mut path);
-                }
-                Err(_) => self.text(None, text, i),
-            }
+            self.json_line(None, i, text);
         }
         Ok(())
     }
@@ -513,14 +521,19 @@ impl Walk<'_> {
             if line.trim().is_empty() {
                 continue;
             }
-            match serde_json::from_str::<serde_json::Value>(line) {
-                Ok(v) => {
-                    self.bytes += line.len() as u64;
-                    let mut path = JsonPath::default();
-                    self.json(member, i, &v, &mut path);
-                }
-                Err(_) => self.text(member, line, i),
+            self.json_line(member, i, line);
+        }
+    }
+
+    /// Line `i` of JSON Lines: a record, or text when it is not JSON.
+    fn json_line(&mut self, member: Option<&str>, i: usize, line: &str) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => {
+                self.bytes += line.len() as u64;
+                let mut path = JsonPath::default();
+                self.json(member, i, &v, &mut path);
             }
+            Err(_) => self.text(member, line, i),
         }
     }
 
