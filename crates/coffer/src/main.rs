@@ -54,8 +54,8 @@ enum Command {
     /// The root of trust: choose it (init), unseal, seal, rotate.
     #[command(subcommand)]
     Operator(operator_cmd::OperatorCommand),
-    /// Find sensitive data (card numbers, national ids, credentials, …) in local text files;
-    /// reports where, never the values.
+    /// Find sensitive data (card numbers, national ids, credentials, …) in local files, archives,
+    /// documents and s3:// buckets; reports where, never the values
     Scan(scan_cmd::ScanArgs),
 }
 
