@@ -470,7 +470,7 @@ impl Scanner {
         // merged so that dense triggers cost one search, not one each.
         events.sort_unstable_by_key(|e| (e.rule, e.start));
         let mut hits = Vec::new();
-        let mut current: Option<(usize, usize, usize)> = None;
+        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
         for e in events.iter() {
             let r = &self.rules[e.rule];
             let (from, to) = if e.after_keyword {
@@ -489,32 +489,18 @@ impl Scanner {
                     (e.end + r.max_len).min(t.len()),
                 )
             };
-            match &mut current {
+            match windows.last_mut() {
                 Some((rule, _, cur_to)) if *rule == e.rule && from <= *cur_to => {
                     *cur_to = (*cur_to).max(to);
                 }
-                _ => {
-                    if let Some((rule, f, to)) = current.take() {
-                        self.confirm(
-                            text,
-                            rule,
-                            f,
-                            to,
-                            keyword_ends,
-                            in_context[rule],
-                            &mut hits,
-                            next_from,
-                        );
-                    }
-                    current = Some((e.rule, from, to));
-                }
+                _ => windows.push((e.rule, from, to)),
             }
         }
-        if let Some((rule, f, to)) = current {
+        for (rule, from, to) in windows {
             self.confirm(
                 text,
                 rule,
-                f,
+                from,
                 to,
                 keyword_ends,
                 in_context[rule],
