@@ -225,6 +225,9 @@ def test_sarif_and_progress(tmp_path):
     results = {res["ruleId"]: res for res in run["results"]}
     ssn = results["USA_SOCIAL_SECURITY_NUMBER"]
     assert ssn["level"] == "error" and rule_ids[ssn["ruleIndex"]] == "USA_SOCIAL_SECURITY_NUMBER"
+    again = json.loads(scan(str(tmp_path), "--sarif").stdout)["runs"][0]["results"]
+    assert {r["partialFingerprints"]["cofferFinding/v1"] for r in again} == {
+        r["partialFingerprints"]["cofferFinding/v1"] for r in run["results"]}
     region = ssn["locations"][0]["physicalLocation"]["region"]
     assert region == {"startLine": 2, "startColumn": 5}
     card = results["CREDIT_CARD_NUMBER"]

@@ -610,6 +610,48 @@ mod tests {
     }
 
     #[test]
+    fn a_quiet_night_login_from_a_new_address_is_flagged_but_either_alone_is_not() {
+        let (mut rng, habits, mut events, end) = world(3, 30, 4);
+        let day = habits
+            .iter()
+            .find(|h| h.hours.0 >= 6 && h.hours.1 <= 19)
+            .expect("an office-hours principal")
+            .clone();
+        // Monday 03:00-04:00 UTC, a handful of ordinary reads: unusual hour and new address.
+        let now_hour = end + 24 * 5 + 4;
+        events.extend(traffic(&mut rng, &habits, end, now_hour));
+        let night = |rng: &mut Rng, ip: &str| {
+            (0..3)
+                .map(|k| {
+                    let mut e = event(rng, &day, (now_hour - 1) * 3_600 + k * 300);
+                    e.source_ip = Some(ip.to_owned());
+                    e
+                })
+                .collect::<Vec<_>>()
+        };
+        let cfg = Config::default();
+        let both: Vec<Event> = events
+            .iter()
+            .cloned()
+            .chain(night(&mut rng, "198.51.100.9"))
+            .collect();
+        let alerts = detect(both, now_hour * 3_600, &cfg);
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        assert_eq!(alerts[0].principal, day.principal);
+        assert_eq!(alerts[0].severity, crate::Severity::Medium);
+        let kinds: Vec<&str> = alerts[0].signals.iter().map(|s| s.signal).collect();
+        assert_eq!(kinds, ["new_source_ips", "unusual_hours"]);
+        // The unusual hour alone (from its usual address) is one weak sign: no alert.
+        let usual = day.ip.clone();
+        let hour_only: Vec<Event> = events
+            .iter()
+            .cloned()
+            .chain(night(&mut rng, &usual))
+            .collect();
+        assert!(detect(hour_only, now_hour * 3_600, &cfg).is_empty());
+    }
+
+    #[test]
     fn reads_cloudtrail_events() {
         let v: Value = serde_json::from_str(
             r#"{"eventTime":"2026-11-23T07:30:22Z","eventName":"GetObject","eventSource":"s3.amazonaws.com",

@@ -560,6 +560,12 @@ fn sarif(scanner: &Scanner, report: &Report) -> Value {
                 )},
                 "locations": locations,
                 "properties": {"count": f.finding.count, "category": f.finding.category},
+                // Stable across runs, so code-scanning tools track one finding over time.
+                "partialFingerprints": {"cofferFinding/v1": coffer_crypto::digest::hex(
+                    &coffer_crypto::digest::sha256(
+                        format!("{}\n{}", f.path, f.finding.identifier).as_bytes()
+                    )
+                )},
             })
         })
         .collect();
