@@ -464,6 +464,30 @@ fn address(r: &mut Rng) -> String {
         ["Street", "Avenue", "Road", "Terrace", "Lane", "Drive"][r.below(6)]
     )
 }
+/// Capitalised phrases that are not people, in the places names go.
+fn name_bad(r: &mut Rng) -> String {
+    [
+        "Quarterly Report",
+        "Project Phoenix",
+        "Customer Service",
+        "Room Seven",
+        "Annual Review Board",
+        "Blue Team",
+    ][r.below(6)]
+    .into()
+}
+
+/// Numbered things that are not street addresses.
+fn address_bad(r: &mut Rng) -> String {
+    [
+        "3 Way Handshake",
+        "12 Angry Men Court",
+        "2 Factor Authentication Drive",
+        "404 Not Found Lane",
+    ][r.below(4)]
+    .into()
+}
+
 fn name(r: &mut Rng) -> String {
     format!("{} {}", r.pick(FIRST), r.pick(LAST))
 }
@@ -678,8 +702,8 @@ fn specs() -> Vec<Spec> {
         s("IPV6_ADDRESS", true, ipv6, Some(v::ipv6), Some(ipv6_bad), &["addr {}", "{}"]),
         s("MAC_ADDRESS", true, mac, Some(v::mac_address), Some(mac_bad), &["hw {}", "mac={}"]),
         s("DATE_OF_BIRTH", false, dob, Some(v::birth_date), Some(dob_bad), &["DOB: {}", "date of birth {}", "born {}"]),
-        s("ADDRESS", false, address, None, None, &["ship to {}", "lives at {}"]),
-        s("NAME", false, name, None, None, &["Name: {}", "Patient: {}", "Dear {},"]),
+        s("ADDRESS", false, address, None, Some(address_bad), &["ship to {}", "lives at {}"]),
+        s("NAME", false, name, None, Some(name_bad), &["Name: {}", "Patient: {}", "Dear {},"]),
         s("AWS_ACCESS_KEY_ID", true, aws_key_id, None, Some(aws_key_id_bad), &["aws_access_key_id = {}", "{}"]),
         s("AWS_SECRET_ACCESS_KEY", true, aws_secret, None, Some(aws_secret_bad), &["aws_secret_access_key = {}", "AWS secret key: {}"]),
         s("GCP_SERVICE_ACCOUNT_KEY", true, gcp_key, None, None, &["{\"type\": \"service_account\", {}}"]),
