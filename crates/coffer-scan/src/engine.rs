@@ -691,14 +691,3 @@ fn digit_run(t: &[u8], start: usize) -> (usize, usize, usize) {
         return (start, i, count);
     }
 }
-
-impl Scanner {
-    /// A scanner with every managed identifier and these custom ones.
-    pub fn with_custom(custom: Vec<CustomIdentifier>) -> Result<Scanner, BuildError> {
-        let mut b = ScannerBuilder::default();
-        for c in custom {
-            b = b.custom(c);
-        }
-        b.build()
-    }
-}
