@@ -8,6 +8,7 @@ mod auth;
 mod authorize;
 pub mod error;
 pub mod kms;
+pub mod macie;
 pub mod metrics;
 pub mod operator;
 pub mod query;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub s3_access: s3::access::AccessCache,
     /// S3 Bucket Keys in use, and decrypted for reads.
     pub s3_bucket_keys: s3::BucketKeys,
+    /// Sensitive-data discovery: jobs, automated discovery, findings to publish.
+    pub discovery: macie::Discovery,
 }
 
 /// The router for every endpoint Coffer serves.
@@ -62,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_coffer/health", get(health))
         .route("/_coffer/metrics", get(metrics_text))
+        .route("/_coffer/macie2/{*rest}", axum::routing::any(macie::handle))
         .route("/_coffer/{*rest}", axum::routing::any(not_found))
         .route("/", post(post_root).fallback(s3_request))
         .fallback(s3_request)

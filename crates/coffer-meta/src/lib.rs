@@ -5,10 +5,12 @@
 //! The store never sees a secret in the clear: key material and secret access keys arrive already
 //! wrapped under the root key.
 
+pub mod discovery;
 pub mod objects;
 mod records;
 mod sqlite;
 
+pub use discovery::{DiscoveryMeta, FindingRecord, JobRecord};
 pub use objects::{
     BucketAttr, BucketRecord, ListQuery, ObjectMeta, ObjectRecord, PartRef, SseRecord,
     UploadPartRecord, UploadRecord,
@@ -50,7 +52,7 @@ pub struct Page<T> {
 /// The metadata interface. Every method is one transaction: it happens whole or not at all, and once
 /// it returns `Ok` it survives a crash of the process.
 #[async_trait]
-pub trait MetaStore: ObjectMeta + Send + Sync + std::fmt::Debug {
+pub trait MetaStore: ObjectMeta + DiscoveryMeta + Send + Sync + std::fmt::Debug {
     /// Creates a key with its first material version (none for a key awaiting imported material),
     /// its tags and its key policy.
     async fn create_key(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+mod discovery;
 mod objects;
 
 use crate::{
@@ -244,6 +245,34 @@ CREATE INDEX s3_upload_parts_by_blob ON s3_upload_parts(blob);
 CREATE TABLE s3_garbage (
     blob      TEXT PRIMARY KEY,
     since_ms  BIGINT NOT NULL
+);
+"#,
+    // 8: sensitive-data discovery.
+    r#"
+CREATE TABLE discovery_jobs (
+    id            TEXT PRIMARY KEY,
+    client_token  TEXT NOT NULL UNIQUE,
+    created_ms    BIGINT NOT NULL,
+    status        TEXT NOT NULL,
+    doc           TEXT NOT NULL
+);
+CREATE TABLE discovery_findings (
+    id            TEXT PRIMARY KEY,
+    bucket        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    finding_type  TEXT NOT NULL,
+    origin        TEXT NOT NULL,
+    created_ms    BIGINT NOT NULL,
+    updated_ms    BIGINT NOT NULL,
+    archived      INTEGER NOT NULL,
+    doc           TEXT NOT NULL
+);
+CREATE INDEX discovery_findings_by_bucket ON discovery_findings(bucket, updated_ms);
+CREATE INDEX discovery_findings_by_time ON discovery_findings(updated_ms);
+CREATE TABLE discovery_settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
 );
 "#,
 ];

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::Args;
 use coffer_scan::anomaly::{self, Alert, Config, Event};
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use crate::operator_cmd::ConnectArgs;
@@ -281,79 +279,8 @@ async fn remediate(connect: &ConnectArgs, a: &Alert) -> Vec<Value> {
 
 /// POSTs `body` to `url` (http, or https trusting `ca`).
 async fn post_webhook(url: &str, ca: Option<&std::path::Path>, body: &Value) -> anyhow::Result<()> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
-        (false, r)
-    } else {
-        bail!("a webhook URL starts with http:// or https://");
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let default_port = if tls { 443 } else { 80 };
-    let port_of = |p: &str| p.parse::<u16>().context("bad port in webhook URL");
-    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-        let (h, after) = r.split_once(']').context("bad IPv6 host in webhook URL")?;
-        match after.strip_prefix(':') {
-            Some(p) => (h, port_of(p)?),
-            None => (h, default_port),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, port_of(p)?),
-            None => (authority, default_port),
-        }
-    };
-    let payload = Bytes::from(serde_json::to_vec(body)?);
-    let req = hyper::Request::post(path)
-        .header("host", authority)
-        .header("content-type", "application/json")
-        .header("user-agent", "coffer-anomaly-webhook")
-        .body(Full::new(payload))?;
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    .context("timed out connecting")??;
-    let status = if tls {
-        let ca =
-            ca.context("an https webhook needs --webhook-ca (the CA its certificate chains to)")?;
-        let mut roots = rustls::RootCertStore::empty();
-        use rustls::pki_types::pem::PemObject as _;
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)
-            .with_context(|| format!("cannot read {}", ca.display()))?
-        {
-            roots.add(cert?)?;
-        }
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
-        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake")?;
-        send(hyper_util::rt::TokioIo::new(stream), req).await?
-    } else {
-        send(hyper_util::rt::TokioIo::new(tcp), req).await?
-    };
-    if !(200..300).contains(&status) {
-        bail!("the webhook answered HTTP {status}");
-    }
-    Ok(())
-}
-
-async fn send<I>(io: I, req: hyper::Request<Full<Bytes>>) -> anyhow::Result<u16>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
-    Ok(status)
+    crate::webhook::Webhook::new(url, ca)?
+        .with_agent("coffer-anomaly-webhook")
+        .post(body)
+        .await
 }

@@ -126,6 +126,16 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_S3_DOMAIN", value_name = "DOMAIN")]
     pub s3_domain: Option<String>,
 
+    /// POST every new or updated sensitive-data finding, as an EventBridge-shaped "Macie Finding"
+    /// event (JSON), to this URL: http:// or https:// (trusting --findings-webhook-ca). Failed
+    /// deliveries are retried with backoff for up to an hour. [default: none]
+    #[arg(long, env = "COFFER_FINDINGS_WEBHOOK", value_name = "URL")]
+    pub findings_webhook: Option<String>,
+
+    /// The CA certificate (PEM) an https findings webhook's certificate must chain to.
+    #[arg(long, env = "COFFER_FINDINGS_WEBHOOK_CA", value_name = "PEM")]
+    pub findings_webhook_ca: Option<PathBuf>,
+
     /// For `coffer bench s3` only: store objects UNENCRYPTED (copied where they would be sealed)
     /// in a new, empty data dir that is marked so it can never be served normally, to measure
     /// what sealing costs. Hidden from --help.
@@ -159,6 +169,8 @@ struct FileConfig {
     lifecycle_interval: Option<u64>,
     lifecycle_clock_offset: Option<String>,
     s3_domain: Option<String>,
+    findings_webhook: Option<String>,
+    findings_webhook_ca: Option<PathBuf>,
     audit: Option<Switch>,
     audit_segment_mib: Option<u64>,
     audit_digest_interval: Option<u64>,
@@ -183,6 +195,8 @@ pub struct Settings {
     pub audit_segment_bytes: u64,
     pub audit_digest_interval: std::time::Duration,
     pub s3_domain: Option<String>,
+    /// Where findings are published, and the CA its certificate chains to.
+    pub findings_webhook: Option<(String, Option<PathBuf>)>,
     pub insecure_bench_baseline: bool,
 }
 
@@ -322,7 +336,16 @@ impl Settings {
         {
             bail!("the S3 domain must be a DNS name like s3.example.internal, not '{d}'");
         }
+        let findings_webhook = match args.findings_webhook.or(file.findings_webhook) {
+            None => None,
+            Some(url) => {
+                let ca = args.findings_webhook_ca.or(file.findings_webhook_ca);
+                crate::webhook::Webhook::new(&url, ca.as_deref()).context("findings_webhook")?;
+                Some((url, ca))
+            }
+        };
         Ok(Self {
+            findings_webhook,
             insecure_bench_baseline: args.insecure_bench_baseline,
             s3_domain,
             data_dir: args

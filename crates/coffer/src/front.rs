@@ -34,6 +34,8 @@ struct Unsealed {
     /// References to `state` held by the API itself; more mean requests in flight.
     idle_refs: usize,
     sweeper: JoinHandle<()>,
+    /// Sensitive-data discovery's job and automated loops.
+    discovery: Vec<JoinHandle<()>>,
 }
 
 impl Unsealed {
@@ -41,6 +43,10 @@ impl Unsealed {
     /// audit log with a signed digest.
     async fn close(self, grace: Duration) {
         self.sweeper.abort();
+        for task in self.discovery {
+            task.abort();
+            let _ = task.await;
+        }
         let deadline = Instant::now() + grace;
         while Arc::strong_count(&self.state) > self.idle_refs && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -248,7 +254,18 @@ impl Front {
                 blob_dir.display()
             ),
         }
+        let publish = match &s.findings_webhook {
+            None => None,
+            Some((url, ca)) => {
+                let hook = crate::webhook::Webhook::new(url, ca.as_deref())?
+                    .with_agent("coffer-findings-webhook");
+                let (tx, rx) = tokio::sync::mpsc::channel(10_000);
+                tokio::spawn(crate::webhook::deliver(hook, rx));
+                Some(tx)
+            }
+        };
         let state = Arc::new(AppState {
+            discovery: coffer_api::macie::Discovery::new(publish),
             objects,
             s3_domain: s.s3_domain.clone(),
             s3_access: Default::default(),
@@ -262,6 +279,7 @@ impl Front {
             operator: Some(Arc::new(OperatorHandle(self.me.clone()))),
         });
         let router = coffer_api::router(state.clone());
+        let discovery = coffer_api::macie::runner::spawn(state.clone());
         let idle_refs = Arc::strong_count(&state);
         let sweeper = tokio::spawn(crate::server::lifecycle_clock(
             kms,
@@ -273,6 +291,7 @@ impl Front {
             state,
             idle_refs,
             sweeper,
+            discovery,
         }));
         crate::server::print_ready(
             &self.endpoint,

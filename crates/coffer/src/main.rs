@@ -17,6 +17,7 @@ mod operator_cmd;
 mod scan_cmd;
 mod server;
 mod tls;
+mod webhook;
 
 use clap::{Parser, Subcommand};
 

@@ -10,7 +10,7 @@ pub mod access;
 pub mod body;
 pub mod chunked;
 mod ops;
-mod sse;
+pub(crate) mod sse;
 pub mod xml;
 
 pub use sse::BucketKeys;
@@ -257,7 +257,7 @@ fn target(parts: &http::request::Parts, s3_domain: Option<&str>) -> Result<Targe
 pub struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: Option<&str>) -> Self {
+    pub(crate) fn parse(raw: Option<&str>) -> Self {
         Query(
             raw.map(|q| {
                 form_urlencoded::parse(q.as_bytes())

@@ -1093,6 +1093,9 @@ async fn put_object(ctx: &mut Ctx<'_>, body: Body) -> Result<Response, Fail> {
     let record = objects
         .commit_put(plan, &written, etag.clone(), &attrs, &tags)
         .await?;
+    ctx.state
+        .discovery
+        .object_written(&record.bucket, &record.key, &record.version_id);
     let mut r = respond(StatusCode::OK, Body::empty());
     set(&mut r, "etag", &etag);
     sse_headers(&mut r, &record.sse);
@@ -1612,6 +1615,9 @@ async fn copy_object(ctx: &mut Ctx<'_>) -> Result<Response, Fail> {
     let record = objects
         .commit_put(plan, &written, etag.clone(), &attrs, &tags)
         .await?;
+    ctx.state
+        .discovery
+        .object_written(&record.bucket, &record.key, &record.version_id);
     let mut r = xml_ok(copy_result(
         "CopyObjectResult",
         &etag,
@@ -1796,6 +1802,9 @@ async fn complete_multipart_upload(ctx: &mut Ctx<'_>, body: Body) -> Result<Resp
         })
         .filter(|(_, v)| !v.contains('-'));
     let record = objects.complete_upload(&upload, &listed, expected).await?;
+    ctx.state
+        .discovery
+        .object_written(&record.bucket, &record.key, &record.version_id);
     let host = ctx.header("host").unwrap_or_default();
     let checksum = ObjectAttrs::from_json(&record.attrs)
         .checksum

@@ -1,0 +1,954 @@
+//! The discovery worker: runs classification jobs when they are due, and classifies new objects
+//! as they are written when automated discovery is on. It reads every object as the principal
+//! who asked for the work (a job's creator, or whoever enabled automated discovery) through the
+//! same authorization as a GetObject of theirs — bucket policy, identity policies, and the key
+//! policy for SSE-KMS objects — so discovery never reads what its owner could not. Each object
+//! read is an audit event; findings are stored and published (to the webhook, by the binary).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use coffer_kms::{Caller, Principal};
+use coffer_meta::ObjectRecord;
+use coffer_scan::Scanner;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::findings::{self, Origin};
+use super::jobs;
+use super::{MacieError, MacieResult, iso, now_ms};
+use crate::AppState;
+use crate::s3::{Ctx, Payload, Query, Target};
+
+/// Objects this large or smaller are read whole; larger ones are streamed (text, CSV, JSON
+/// Lines) or skipped.
+const WHOLE: u64 = 64 << 20;
+/// Objects listed per page of a job run; the run's progress is saved after each.
+const PAGE: usize = 500;
+/// New-object notices held before automated discovery falls back to a sweep.
+const BACKLOG: usize = 10_000;
+const SETTING_AUTOMATED: &str = "automated";
+const SETTING_SCOPE: &str = "scope";
+
+/// Every managed identifier, built once.
+pub fn managed_scanner() -> Arc<Scanner> {
+    static S: OnceLock<Arc<Scanner>> = OnceLock::new();
+    S.get_or_init(|| Arc::new(Scanner::managed())).clone()
+}
+
+/// An object written, for automated discovery.
+#[derive(Debug, Clone)]
+struct Written {
+    bucket: String,
+    key: String,
+    version_id: String,
+}
+
+/// The handle the API holds: wakes the job loop, queues new objects, publishes findings.
+#[derive(Debug)]
+pub struct Discovery {
+    wake: Notify,
+    written: mpsc::Sender<Written>,
+    inbox: Mutex<Option<mpsc::Receiver<Written>>>,
+    /// A notice was dropped (the backlog was full): the next pass sweeps instead.
+    overflow: AtomicBool,
+    publish: Option<mpsc::Sender<Value>>,
+    /// Findings that could not be handed to the publisher (its queue was full).
+    pub unpublished: AtomicU64,
+}
+
+impl Discovery {
+    /// `publish` receives every new or updated finding as an EventBridge-shaped event.
+    pub fn new(publish: Option<mpsc::Sender<Value>>) -> Self {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        Discovery {
+            wake: Notify::new(),
+            written: tx,
+            inbox: Mutex::new(Some(rx)),
+            overflow: AtomicBool::new(false),
+            publish,
+            unpublished: AtomicU64::new(0),
+        }
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Tells automated discovery that an object version was written.
+    pub fn object_written(&self, bucket: &str, key: &str, version_id: &str) {
+        let w = Written {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: version_id.to_owned(),
+        };
+        if self.written.try_send(w).is_err() {
+            self.overflow.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn publish(&self, state: &AppState, finding: &Value) {
+        let Some(tx) = &self.publish else {
+            return;
+        };
+        let cfg = state.kms.config();
+        let event = json!({
+            "version": "0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "detail-type": "Macie Finding",
+            "source": "aws.macie",
+            "account": cfg.account_id,
+            "time": iso(now_ms()),
+            "region": cfg.region,
+            "resources": [],
+            "detail": finding,
+        });
+        if tx.try_send(event).is_err() {
+            self.unpublished.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("the findings publisher is behind; a finding was not published");
+        }
+    }
+}
+
+/// Starts the job loop and the automated-discovery loop; abort the tasks to stop them.
+pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
+    let inbox = state
+        .discovery
+        .inbox
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let s = state.clone();
+    let mut tasks = vec![tokio::spawn(async move {
+        loop {
+            if let Err(e) = run_due_jobs(&s).await {
+                tracing::error!(error = ?e, "classification jobs failed to run");
+            }
+            tokio::select! {
+                _ = s.discovery.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    })];
+    if let Some(inbox) = inbox {
+        tasks.push(tokio::spawn(automated_loop(state, inbox)));
+    }
+    tasks
+}
+
+// ---- reading one object ---------------------------------------------------------------------
+
+/// What classifying one object came to.
+#[derive(Debug)]
+enum Outcome {
+    Classified {
+        bytes: u64,
+        finding: Option<Value>,
+    },
+    /// Not classified: a reason code (Macie's vocabulary where it has one) and the detail.
+    Skipped(&'static str, String),
+}
+
+fn mime_of(key: &str) -> &'static str {
+    match jobs::extension(key).to_ascii_lowercase().as_str() {
+        "csv" => "text/csv",
+        "tsv" => "text/tab-separated-values",
+        "json" => "application/json",
+        "jsonl" | "ndjson" => "application/x-ndjson",
+        "gz" | "gzip" => "application/gzip",
+        "zip" => "application/zip",
+        "tar" => "application/x-tar",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "htm" | "html" => "text/html",
+        "xml" => "application/xml",
+        _ => "text/plain",
+    }
+}
+
+/// A reader over bytes that another thread sends.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Reads and scans one object version as `caller`, recording the read as an audit event.
+#[allow(clippy::too_many_arguments)]
+async fn classify(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    user_agent: &str,
+    scanner: &Arc<Scanner>,
+    origin: &Origin,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+) -> MacieResult<Outcome> {
+    let mut req = http::Request::new(());
+    if let Ok(v) = http::HeaderValue::from_str(user_agent) {
+        req.headers_mut().insert(http::header::USER_AGENT, v);
+    }
+    let (parts, ()) = req.into_parts();
+    let query = Query::default();
+    let target = Target {
+        bucket: Some(bucket.to_owned()),
+        key: Some(key.to_owned()),
+    };
+    let request_id = crate::request_id();
+    let ctx = Ctx {
+        state,
+        parts: &parts,
+        query: &query,
+        target: &target,
+        caller: caller.clone(),
+        payload: Payload::Unsigned,
+        signing: None,
+        request_id: &request_id,
+        audit_request: serde_json::Map::new(),
+        audit_response: serde_json::Map::new(),
+    };
+    let read = async {
+        ctx.authorize(
+            "s3:GetObjectVersion",
+            &crate::s3::arn(bucket, Some(key)),
+        )
+        .await
+        .map_err(|f| ("ACCESS_DENIED", f.message))?;
+        let record = state
+            .objects
+            .head(bucket, key, Some(version_id))
+            .await
+            .map_err(|e| ("OBJECT_NOT_FOUND", e.to_string()))?;
+        if record.sse.mode == coffer_store::s3::SSE_C {
+            return Err((
+                "UNABLE_TO_DECRYPT",
+                "the object is encrypted with a customer-provided key (SSE-C), which Coffer does not keep".to_owned(),
+            ));
+        }
+        let object_key = crate::s3::sse::object_key(&ctx, &record, false)
+            .await
+            .map_err(|f| ("UNABLE_TO_DECRYPT", f.message))?;
+        let pieces = state
+            .objects
+            .pieces(&record, &object_key)
+            .map_err(|e| ("INTERNAL_ERROR", e.to_string()))?;
+        Ok((record, pieces))
+    }
+    .await;
+    let (record, pieces) = match read {
+        Ok(r) => r,
+        Err((code, detail)) => {
+            audit_read(&ctx, bucket, key, version_id, 0, Some((code, &detail))).await?;
+            return Ok(Outcome::Skipped(code, detail));
+        }
+    };
+    let blobs = state.objects.blobs().clone();
+    let scanner = scanner.clone();
+    let name = key.to_owned();
+    let size = record.size;
+    let scanned = tokio::task::spawn_blocking(
+        move || -> Result<coffer_scan::Report, (&'static str, String)> {
+            let limits = coffer_scan::Limits::default();
+            if size <= WHOLE {
+                let mut data = Vec::with_capacity(size as usize);
+                coffer_store::read_pieces(blobs.as_ref(), &pieces, None, &mut |b| {
+                    data.extend_from_slice(b);
+                    Ok(())
+                })
+                .map_err(|e| ("INTERNAL_ERROR", e.to_string()))?;
+                return coffer_scan::read::scan_bytes(&scanner, &name, &data, &limits)
+                    .map_err(|why| ("UNSUPPORTED_FILE_TYPE", why));
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let producer = std::thread::spawn(move || {
+                coffer_store::read_pieces(blobs.as_ref(), &pieces, None, &mut |b| {
+                    tx.send(b.to_vec())
+                        .map_err(|_| coffer_store::StoreError::Io {
+                            what: "the scanner".into(),
+                            source: std::io::Error::other("the scanner stopped reading"),
+                        })
+                })
+            });
+            let reader = ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            };
+            let report =
+                coffer_scan::read::scan_stream(&scanner, &name, reader, &limits, &mut |_| {});
+            let produced = producer.join();
+            let report = report.map_err(|why| ("UNSUPPORTED_FILE_TYPE", why))?;
+            match produced {
+                Ok(Ok(())) => Ok(report),
+                Ok(Err(e)) => Err(("INTERNAL_ERROR", e.to_string())),
+                Err(_) => Err(("INTERNAL_ERROR", "the object reader failed".to_owned())),
+            }
+        },
+    )
+    .await
+    .map_err(|e| MacieError::Api(crate::ApiError::Internal(e.to_string())))?;
+    let report = match scanned {
+        Ok(r) => r,
+        Err((code, detail)) => {
+            audit_read(&ctx, bucket, key, version_id, 0, Some((code, &detail))).await?;
+            return Ok(Outcome::Skipped(code, detail));
+        }
+    };
+    audit_read(&ctx, bucket, key, version_id, record.size, None).await?;
+    let bytes = report.bytes_scanned;
+    let finding = match findings::build(state, origin, &record, &report, mime_of(key)) {
+        None => None,
+        Some(f) => {
+            state.kms.meta().put_finding(&f).await?;
+            let doc: Value = serde_json::from_str(&f.doc).unwrap_or_default();
+            state.discovery.publish(state, &doc);
+            Some(doc)
+        }
+    };
+    Ok(Outcome::Classified { bytes, finding })
+}
+
+/// Classifies objects, `par` at a time.
+async fn classify_all(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    agent: &str,
+    scanner: &Arc<Scanner>,
+    origin: &Origin,
+    todo: Vec<(String, String, String)>,
+    par: usize,
+) -> Vec<MacieResult<Outcome>> {
+    let one = |(b, k, v): (String, String, String)| async move {
+        classify(state, caller, agent, scanner, origin, &b, &k, &v).await
+    };
+    futures_util::stream::iter(todo)
+        .map(one)
+        .buffer_unordered(par)
+        .collect()
+        .await
+}
+
+/// The audit event of one object read by discovery (an S3 GetObject by the job's principal).
+async fn audit_read(
+    ctx: &Ctx<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    bytes: u64,
+    failed: Option<(&str, &str)>,
+) -> MacieResult<()> {
+    let request = json!({ "bucketName": bucket, "key": key, "versionId": version_id }).to_string();
+    let ok = json!({});
+    let outcome = match failed {
+        None => Ok(&ok),
+        Some((code, message)) => Err(crate::audit::Failure {
+            code,
+            message: message.to_owned(),
+        }),
+    };
+    crate::record_event_with(
+        ctx.state,
+        "s3.amazonaws.com",
+        "GetObject",
+        ctx.request_id,
+        ctx.parts,
+        Some(request.as_bytes()),
+        Some(&ctx.caller.principal),
+        outcome,
+        Some(json!({ "bytesTransferredIn": 0, "bytesTransferredOut": bytes })),
+    )
+    .await
+    .map_err(MacieError::Api)
+}
+
+/// The caller a job or automated discovery reads as; an error when that principal is gone.
+async fn caller_for(
+    state: &AppState,
+    arn: &str,
+    access_key_id: &str,
+    agent: &str,
+) -> Result<Caller, String> {
+    let account = state.kms.config().account_id.clone();
+    if let Some(name) = coffer_kms::authz::user_name(arn) {
+        let exists = state
+            .kms
+            .meta()
+            .iam_entity(coffer_meta::IamKind::User, name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if !exists {
+            return Err(format!(
+                "{arn}, whose authority the work runs with, no longer exists"
+            ));
+        }
+    } else if arn != format!("arn:aws:iam::{account}:root") {
+        return Err(format!("{arn} is not a principal of this account"));
+    }
+    Ok(Caller::new(
+        Principal {
+            arn: arn.to_owned(),
+            account_id: account,
+            access_key_id: access_key_id.to_owned(),
+        },
+        None,
+        Some(agent),
+    ))
+}
+
+// ---- jobs -----------------------------------------------------------------------------------
+
+fn scanner_for(doc: &Value) -> MacieResult<Arc<Scanner>> {
+    let ids: Vec<String> = doc["managedDataIdentifierIds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let builder = match doc["managedDataIdentifierSelector"].as_str() {
+        Some("INCLUDE") => Scanner::builder().only(ids),
+        Some("EXCLUDE") => Scanner::builder().exclude(ids),
+        _ => return Ok(managed_scanner()),
+    };
+    builder
+        .build()
+        .map(Arc::new)
+        .map_err(|e| MacieError::Validation(e.to_string()))
+}
+
+async fn run_due_jobs(state: &Arc<AppState>) -> MacieResult<()> {
+    let now = now_ms();
+    for r in state.kms.meta().jobs().await? {
+        let Ok(mut doc) = serde_json::from_str::<Value>(&r.doc) else {
+            continue;
+        };
+        let due = match r.status.as_str() {
+            "RUNNING" => true,
+            "IDLE" => doc["coffer"]["nextRunMs"]
+                .as_i64()
+                .is_some_and(|t| t <= now),
+            "USER_PAUSED" => {
+                let expires = doc["userPausedDetails"]["jobExpiresAt"]
+                    .as_str()
+                    .and_then(super::parse_iso);
+                if expires.is_some_and(|t| t <= now) {
+                    doc["jobStatus"] = json!("CANCELLED");
+                    jobs::save(state, &doc).await?;
+                }
+                false
+            }
+            _ => false,
+        };
+        if due {
+            run_job(state, doc).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A job's buckets, in order.
+fn buckets_of(doc: &Value) -> Vec<String> {
+    doc["s3JobDefinition"]["bucketDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["buckets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The listing prefix a job's scope allows: its one `OBJECT_KEY STARTS_WITH` include, if any.
+fn list_prefix(doc: &Value) -> String {
+    doc["s3JobDefinition"]["scoping"]["includes"]["and"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.get("simpleScopeTerm"))
+        .find(|t| t["key"] == "OBJECT_KEY" && t["comparator"] == "STARTS_WITH")
+        .and_then(|t| t["values"].as_array())
+        .filter(|v| v.len() == 1)
+        .and_then(|v| v[0].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Whether a job still wants to run (nobody paused or cancelled it meanwhile).
+async fn still_running(state: &AppState, id: &str) -> MacieResult<bool> {
+    Ok(jobs::load(state, id).await?["jobStatus"] == "RUNNING")
+}
+
+async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
+    let id = doc["jobId"].as_str().unwrap_or_default().to_owned();
+    let started = doc["coffer"]["runStartedMs"]
+        .as_i64()
+        .unwrap_or_else(now_ms);
+    if doc["jobStatus"] != "RUNNING" {
+        doc["jobStatus"] = json!("RUNNING");
+    }
+    doc["coffer"]["runStartedMs"] = json!(started);
+    doc["lastRunTime"] = json!(iso(started));
+    let agent = format!("coffer-discovery/{} job/{id}", env!("CARGO_PKG_VERSION"));
+    let caller = match caller_for(
+        state,
+        doc["coffer"]["runAs"].as_str().unwrap_or_default(),
+        doc["coffer"]["accessKeyId"].as_str().unwrap_or_default(),
+        &agent,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(job = id, reason = why, "a classification job could not run");
+            doc["lastRunErrorStatus"] = json!({ "code": "ERROR" });
+            doc["coffer"]["lastError"] = json!(why);
+            return finish(state, doc, started, false).await;
+        }
+    };
+    let scanner = scanner_for(&doc)?;
+    let origin = Origin::Job {
+        id: id.clone(),
+        arn: doc["jobArn"].as_str().unwrap_or_default().to_owned(),
+    };
+    let sampling = doc["samplingPercentage"].as_i64().unwrap_or(100);
+    let watermark = doc["coffer"]["watermarkMs"].as_i64();
+    let scoping = doc["s3JobDefinition"].get("scoping").cloned();
+    let prefix = list_prefix(&doc);
+    let buckets = buckets_of(&doc);
+    let wanted = |o: &ObjectRecord| {
+        !o.delete_marker
+            && watermark.is_none_or(|w| o.last_modified_ms > w)
+            && jobs::in_scope(scoping.as_ref(), o)
+            && jobs::sampled(&id, &o.bucket, &o.key, sampling)
+    };
+    // The estimate Macie gives before a run: how many objects it will look at.
+    if doc["coffer"]["cursor"].is_null() {
+        let mut n = 0u64;
+        for b in &buckets {
+            let mut after: Option<String> = None;
+            loop {
+                let Ok(page) = state
+                    .objects
+                    .list(b, &prefix, None, after.as_deref(), 1000)
+                    .await
+                else {
+                    break;
+                };
+                n += page.items.iter().filter(|o| wanted(o)).count() as u64;
+                after = page.items.last().map(|o| o.key.clone());
+                if !page.truncated || after.is_none() {
+                    break;
+                }
+            }
+        }
+        doc["statistics"]["approximateNumberOfObjectsToProcess"] = json!(n as f64);
+        doc["coffer"]["cursor"] = json!({ "bucket": 0, "after": Value::Null });
+        doc["coffer"]["run"] = json!({ "objectsClassified": 0, "objectsSkipped": 0,
+            "objectsWithFindings": 0, "bytesClassified": 0, "skipped": {} });
+        jobs::save(state, &doc).await?;
+    }
+    let par = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let first_bucket = doc["coffer"]["cursor"]["bucket"].as_u64().unwrap_or(0) as usize;
+    for (bi, bucket) in buckets.iter().enumerate().skip(first_bucket) {
+        let mut after = if bi == first_bucket {
+            doc["coffer"]["cursor"]["after"].as_str().map(str::to_owned)
+        } else {
+            None
+        };
+        loop {
+            let page = match state
+                .objects
+                .list(bucket, &prefix, None, after.as_deref(), PAGE)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // The bucket went away: nothing left to read in it.
+                    tracing::warn!(job = id, bucket, error = %e, "a job's bucket could not be listed");
+                    break;
+                }
+            };
+            let todo: Vec<(String, String, String)> = page
+                .items
+                .iter()
+                .filter(|o| wanted(o))
+                .map(|o| (o.bucket.clone(), o.key.clone(), o.version_id.clone()))
+                .collect();
+            let outcomes = classify_all(state, &caller, &agent, &scanner, &origin, todo, par).await;
+            let run = &mut doc["coffer"]["run"];
+            for o in outcomes {
+                match o? {
+                    Outcome::Classified { bytes, finding } => {
+                        bump(&mut run["objectsClassified"], 1);
+                        bump(&mut run["bytesClassified"], bytes);
+                        if finding.is_some() {
+                            bump(&mut run["objectsWithFindings"], 1);
+                        }
+                    }
+                    Outcome::Skipped(code, detail) => {
+                        bump(&mut run["objectsSkipped"], 1);
+                        bump(&mut run["skipped"][code], 1);
+                        if run["skippedExample"].get(code).is_none() {
+                            run["skippedExample"][code] = json!(detail);
+                        }
+                    }
+                }
+            }
+            after = page.items.last().map(|o| o.key.clone()).or(after);
+            doc["coffer"]["cursor"] = json!({ "bucket": bi, "after": after });
+            if !still_running(state, &id).await? {
+                // Paused or cancelled: keep the progress, leave the status as it was set.
+                let mut current = jobs::load(state, &id).await?;
+                current["coffer"]["cursor"] = doc["coffer"]["cursor"].clone();
+                current["coffer"]["run"] = doc["coffer"]["run"].clone();
+                current["coffer"]["runStartedMs"] = json!(started);
+                return jobs::save(state, &current).await;
+            }
+            jobs::save(state, &doc).await?;
+            if !page.truncated || page.items.is_empty() {
+                break;
+            }
+        }
+    }
+    finish(state, doc, started, true).await
+}
+
+fn bump(v: &mut Value, by: u64) {
+    *v = json!(v.as_u64().unwrap_or(0) + by);
+}
+
+/// Ends a run: a one-time job is complete, a scheduled one idles until its next run.
+async fn finish(state: &AppState, mut doc: Value, started: i64, ran: bool) -> MacieResult<()> {
+    let id = doc["jobId"].as_str().unwrap_or_default().to_owned();
+    let current = jobs::load(state, &id).await?;
+    if current["jobStatus"] != "RUNNING" {
+        return Ok(());
+    }
+    let scheduled = doc["jobType"] == "SCHEDULED";
+    let runs = doc["statistics"]["numberOfRuns"].as_f64().unwrap_or(0.0);
+    doc["statistics"]["numberOfRuns"] = json!(runs + 1.0);
+    let coffer = doc["coffer"]
+        .as_object_mut()
+        .expect("a job has Coffer state");
+    coffer.remove("cursor");
+    coffer.remove("runStartedMs");
+    if let Some(run) = coffer.remove("run") {
+        coffer.insert("lastRun".into(), run);
+    }
+    if ran {
+        coffer.insert("watermarkMs".into(), json!(started));
+    }
+    if scheduled {
+        let next = jobs::next_run(&doc["scheduleFrequency"], now_ms());
+        doc["coffer"]["nextRunMs"] = json!(next);
+        doc["jobStatus"] = json!("IDLE");
+    } else {
+        doc["jobStatus"] = json!(if ran { "COMPLETE" } else { "CANCELLED" });
+    }
+    tracing::info!(job = id, status = %doc["jobStatus"], run = %doc["coffer"]["lastRun"], "classification job run ended");
+    jobs::save(state, &doc).await
+}
+
+// ---- automated discovery --------------------------------------------------------------------
+
+fn scope_id(account: &str) -> String {
+    let h = coffer_crypto::digest::sha256(format!("classification-scope\0{account}").as_bytes());
+    coffer_crypto::digest::hex(&h)[..32].to_owned()
+}
+
+async fn setting(state: &AppState, name: &str) -> MacieResult<Value> {
+    Ok(state
+        .kms
+        .meta()
+        .discovery_setting(name)
+        .await?
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| json!({})))
+}
+
+async fn put_setting(state: &AppState, name: &str, v: &Value) -> MacieResult<()> {
+    Ok(state
+        .kms
+        .meta()
+        .put_discovery_setting(name, &v.to_string())
+        .await?)
+}
+
+async fn excluded_buckets(state: &AppState) -> MacieResult<Vec<String>> {
+    Ok(setting(state, SETTING_SCOPE).await?["excludes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.as_str().map(str::to_owned))
+        .collect())
+}
+
+pub async fn get_automated(state: &AppState) -> MacieResult<Value> {
+    let a = setting(state, SETTING_AUTOMATED).await?;
+    let cfg = state.kms.config();
+    let mut out = json!({
+        "status": a["status"].as_str().unwrap_or("DISABLED"),
+        "classificationScopeId": scope_id(&cfg.account_id),
+        "sensitivityInspectionTemplateId": scope_id(&format!("template\0{}", cfg.account_id)),
+        "autoEnableOrganizationMembers": "NONE",
+    });
+    for k in ["firstEnabledAt", "lastUpdatedAt", "disabledAt"] {
+        if let Some(t) = a.get(k) {
+            out[k] = t.clone();
+        }
+    }
+    Ok(out)
+}
+
+pub async fn update_automated(
+    state: &AppState,
+    input: &Value,
+    caller: &Caller,
+) -> MacieResult<Value> {
+    let status = input.get("status").and_then(Value::as_str).unwrap_or("");
+    if !matches!(status, "ENABLED" | "DISABLED") {
+        return Err(MacieError::Validation(
+            "status must be ENABLED or DISABLED.".into(),
+        ));
+    }
+    let mut a = setting(state, SETTING_AUTOMATED).await?;
+    let now = now_ms();
+    let was = a["status"].as_str().unwrap_or("DISABLED").to_owned();
+    a["status"] = json!(status);
+    a["lastUpdatedAt"] = json!(iso(now));
+    if status == "ENABLED" {
+        if a.get("firstEnabledAt").is_none() {
+            a["firstEnabledAt"] = json!(iso(now));
+        }
+        // Automated discovery reads as whoever turned it on.
+        a["runAs"] = json!(caller.principal.arn);
+        a["accessKeyId"] = json!(caller.principal.access_key_id);
+        if was != "ENABLED" {
+            a["watermarkMs"] = json!(now);
+        }
+    } else {
+        a["disabledAt"] = json!(iso(now));
+    }
+    put_setting(state, SETTING_AUTOMATED, &a).await?;
+    Ok(json!({}))
+}
+
+pub async fn list_scopes(state: &AppState, _query: &Query) -> MacieResult<Value> {
+    let id = scope_id(&state.kms.config().account_id);
+    Ok(
+        json!({ "classificationScopes": [{ "id": id, "name": "automated-sensitive-data-discovery" }] }),
+    )
+}
+
+fn check_scope_id(state: &AppState, id: &str) -> MacieResult<()> {
+    if id != scope_id(&state.kms.config().account_id) {
+        return Err(MacieError::NotFound(format!(
+            "The classification scope {id} does not exist; ListClassificationScopes gives its id."
+        )));
+    }
+    Ok(())
+}
+
+pub async fn get_scope(state: &AppState, id: &str) -> MacieResult<Value> {
+    check_scope_id(state, id)?;
+    Ok(json!({
+        "id": id,
+        "name": "automated-sensitive-data-discovery",
+        "s3": { "excludes": { "bucketNames": excluded_buckets(state).await? } },
+    }))
+}
+
+pub async fn update_scope(state: &AppState, id: &str, input: &Value) -> MacieResult<Value> {
+    check_scope_id(state, id)?;
+    let ex = &input["s3"]["excludes"];
+    let names: Vec<String> = ex["bucketNames"]
+        .as_array()
+        .ok_or_else(|| MacieError::Validation("s3.excludes.bucketNames is required.".into()))?
+        .iter()
+        .filter_map(|b| b.as_str().map(str::to_owned))
+        .collect();
+    let mut current = excluded_buckets(state).await?;
+    match ex["operation"].as_str().unwrap_or("") {
+        "ADD" => current.extend(names),
+        "REMOVE" => current.retain(|b| !names.contains(b)),
+        "REPLACE" => current = names,
+        _ => {
+            return Err(MacieError::Validation(
+                "s3.excludes.operation must be ADD, REMOVE or REPLACE.".into(),
+            ));
+        }
+    }
+    current.sort();
+    current.dedup();
+    if current.len() > 1000 {
+        return Err(MacieError::Validation(
+            "A classification scope excludes at most 1,000 buckets.".into(),
+        ));
+    }
+    put_setting(state, SETTING_SCOPE, &json!({ "excludes": current })).await?;
+    Ok(json!({}))
+}
+
+/// Classifies new objects as their notices arrive, and sweeps the buckets for objects written
+/// since the last pass after a restart or when notices were dropped.
+async fn automated_loop(state: Arc<AppState>, mut inbox: mpsc::Receiver<Written>) {
+    let mut sweep = true;
+    loop {
+        let mut batch = Vec::new();
+        if !sweep {
+            tokio::select! {
+                w = inbox.recv() => match w {
+                    Some(w) => batch.push(w),
+                    None => return,
+                },
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+        while batch.len() < 1000 {
+            match inbox.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        if state.discovery.overflow.swap(false, Ordering::Relaxed) {
+            sweep = true;
+        }
+        match automated_pass(&state, batch, sweep).await {
+            Ok(()) => sweep = false,
+            Err(e) => {
+                tracing::error!(error = ?e, "automated discovery failed; retrying with a sweep");
+                sweep = true;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+async fn automated_pass(
+    state: &Arc<AppState>,
+    batch: Vec<Written>,
+    sweep: bool,
+) -> MacieResult<()> {
+    let mut a = setting(state, SETTING_AUTOMATED).await?;
+    if a["status"] != "ENABLED" {
+        return Ok(());
+    }
+    // Everything written before this instant (less a margin for notices in flight) is covered
+    // once this pass ends.
+    let covered_to = now_ms() - 5_000;
+    let watermark = a["watermarkMs"].as_i64().unwrap_or(covered_to);
+    let agent = format!("coffer-discovery/{} automated", env!("CARGO_PKG_VERSION"));
+    let caller = match caller_for(
+        state,
+        a["runAs"].as_str().unwrap_or_default(),
+        a["accessKeyId"].as_str().unwrap_or_default(),
+        &agent,
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::warn!(
+                reason = why,
+                "automated discovery is enabled but cannot run"
+            );
+            return Ok(());
+        }
+    };
+    let excluded = excluded_buckets(state).await?;
+    let mut todo: BTreeMap<(String, String, String), ()> = BTreeMap::new();
+    for w in batch {
+        if !excluded.contains(&w.bucket) {
+            todo.insert((w.bucket, w.key, w.version_id), ());
+        }
+    }
+    if sweep {
+        for b in state
+            .objects
+            .list_buckets()
+            .await
+            .map_err(|e| MacieError::Api(crate::ApiError::Internal(e.to_string())))?
+        {
+            if excluded.contains(&b.name) {
+                continue;
+            }
+            let mut after: Option<String> = None;
+            loop {
+                let page = state
+                    .objects
+                    .list(&b.name, "", None, after.as_deref(), 1000)
+                    .await
+                    .map_err(|e| MacieError::Api(crate::ApiError::Internal(e.to_string())))?;
+                for o in &page.items {
+                    if !o.delete_marker && o.last_modified_ms > watermark {
+                        todo.insert((o.bucket.clone(), o.key.clone(), o.version_id.clone()), ());
+                    }
+                }
+                after = page.items.last().map(|o| o.key.clone());
+                if !page.truncated || after.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    let scanner = managed_scanner();
+    let par = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let todo: Vec<(String, String, String)> = todo.into_keys().collect();
+    let outcomes = classify_all(
+        state,
+        &caller,
+        &agent,
+        &scanner,
+        &Origin::Automated,
+        todo,
+        par,
+    )
+    .await;
+    let mut classified = 0u64;
+    for o in outcomes {
+        if let Outcome::Classified { .. } = o? {
+            classified += 1;
+        }
+    }
+    bump(&mut a["objectsClassified"], classified);
+    if covered_to > watermark {
+        a["watermarkMs"] = json!(covered_to);
+    }
+    // Re-read the status so that a concurrent disable is not undone.
+    let latest = setting(state, SETTING_AUTOMATED).await?;
+    for k in [
+        "status",
+        "runAs",
+        "accessKeyId",
+        "lastUpdatedAt",
+        "disabledAt",
+        "firstEnabledAt",
+    ] {
+        if let Some(v) = latest.get(k) {
+            a[k] = v.clone();
+        }
+    }
+    put_setting(state, SETTING_AUTOMATED, &a).await
+}

@@ -1,0 +1,359 @@
+"""Sensitive-data discovery in the server, through the Amazon Macie API (boto3's `macie2` client and
+the aws CLI pointed at /_coffer/macie2): classification jobs over buckets (scoping, sampling,
+schedules, pause/resume/cancel), findings listed, fetched and counted as Macie shapes them,
+delivered to a webhook, automated discovery of new objects with per-bucket exclusions, jobs that
+read only what their creator may read, and every object read in the audit log."""
+
+import http.server
+import json
+import pathlib
+import subprocess
+import tempfile
+import threading
+import time
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from conftest import Coffer, audit_events
+
+SSN = "123-45-6789"
+CARD = "4111 1111 1111 1111"
+AWS_SECRET = "9drTJvcXLB89EXhRXqhlc4oZxXFsF2yTzDOhGWWF"
+VALUES = [SSN, CARD, CARD.replace(" ", ""), AWS_SECRET]
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Hook.received.append((self.path, self.headers.get("user-agent"), json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def hook():
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(hook):
+    with tempfile.TemporaryDirectory(prefix="coffer-test-") as d:
+        c = Coffer(pathlib.Path(d) / "data",
+                   extra_args=["--findings-webhook", f"http://127.0.0.1:{hook.server_port}/findings"]).start()
+        try:
+            yield c
+        finally:
+            c.stop()
+
+
+def macie(c, access_key=None, secret_key=None):
+    ident, secret = (access_key, secret_key) if access_key else c.credentials()
+    return boto3.client(
+        "macie2", endpoint_url=c.endpoint + "/_coffer/macie2", verify=c.ca, region_name="us-east-1",
+        aws_access_key_id=ident, aws_secret_access_key=secret,
+        config=botocore.config.Config(retries={"max_attempts": 1}, parameter_validation=False))
+
+
+def account(c):
+    return c.client("sts").get_caller_identity()["Account"]
+
+
+def wait_for(job_id, m, statuses=("COMPLETE",), timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = m.describe_classification_job(jobId=job_id)
+        if d["jobStatus"] in statuses:
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} is still {d['jobStatus']}")
+
+
+def error_code(call):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call()
+    return e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"], \
+        e.value.response["Error"]["Message"]
+
+
+def job_definition(acct, *buckets, scoping=None):
+    d = {"bucketDefinitions": [{"accountId": acct, "buckets": list(buckets)}]}
+    if scoping:
+        d["scoping"] = scoping
+    return d
+
+
+def test_a_one_time_job_finds_what_each_object_holds(server, hook):
+    s3, m, acct = server.client("s3"), macie(server), account(server)
+    kms = server.client("kms")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket="hr-data")
+    s3.put_object(Bucket="hr-data", Key="people.csv", Body=f"name,ssn\nJane,{SSN}\nJohn,none\n".encode())
+    s3.put_object(Bucket="hr-data", Key="notes.txt", Body=f"paid with {CARD} today\nand again\n".encode())
+    s3.put_object(Bucket="hr-data", Key="kms/deploy.env", Body=f"aws_secret_access_key = {AWS_SECRET}\n".encode(),
+                  ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+    s3.put_object(Bucket="hr-data", Key="clean.txt", Body=b"nothing to see\n")
+    s3.put_object(Bucket="hr-data", Key="logs/app.log", Body=f"ssn {SSN}\n".encode())
+
+    job = m.create_classification_job(
+        jobType="ONE_TIME", name="hr sweep", clientToken="hr-sweep-1", description="first look",
+        s3JobDefinition=job_definition(acct, "hr-data", scoping={"excludes": {"and": [
+            {"simpleScopeTerm": {"key": "OBJECT_KEY", "comparator": "STARTS_WITH", "values": ["logs/"]}}]}}))
+    assert job["jobArn"] == f"arn:aws:macie2:us-east-1:{acct}:classification-job/{job['jobId']}"
+    # The same client token is the same job.
+    again = m.create_classification_job(jobType="ONE_TIME", name="hr sweep", clientToken="hr-sweep-1",
+                                        s3JobDefinition=job_definition(acct, "hr-data"))
+    assert again["jobId"] == job["jobId"]
+    done = wait_for(job["jobId"], m)
+    assert done["statistics"] == {"approximateNumberOfObjectsToProcess": 4.0, "numberOfRuns": 1.0}
+    assert done["description"] == "first look" and done["lastRunErrorStatus"] == {"code": "NONE"}
+
+    ids = m.list_findings(findingCriteria={"criterion": {
+        "classificationDetails.jobId": {"eq": [job["jobId"]]}}})["findingIds"]
+    findings = {f["resourcesAffected"]["s3Object"]["key"]: f for f in m.get_findings(findingIds=ids)["findings"]}
+    assert set(findings) == {"people.csv", "notes.txt", "kms/deploy.env"}
+    people = findings["people.csv"]
+    assert people["type"] == "SensitiveData:S3Object/Personal"
+    assert people["severity"] == {"description": "High", "score": 3}
+    detection = people["classificationDetails"]["result"]["sensitiveData"][0]["detections"][0]
+    assert detection["type"] == "USA_SOCIAL_SECURITY_NUMBER" and detection["count"] == 1
+    assert detection["occurrences"]["cells"] == [{"row": 2, "column": 2, "columnName": "ssn", "cellReference": "B2"}]
+    notes = findings["notes.txt"]
+    assert notes["type"] == "SensitiveData:S3Object/Financial"
+    line = notes["classificationDetails"]["result"]["sensitiveData"][0]["detections"][0]["occurrences"]["lineRanges"]
+    assert line == [{"start": 1, "end": 1, "startColumn": 11}]
+    secret = findings["kms/deploy.env"]
+    assert secret["type"] == "SensitiveData:S3Object/Credentials"
+    assert secret["resourcesAffected"]["s3Object"]["serverSideEncryption"] == {
+        "encryptionType": "aws:kms", "kmsMasterKeyId": key}
+    assert secret["classificationDetails"]["originType"] == "SENSITIVE_DATA_DISCOVERY_JOB"
+    assert secret["classificationDetails"]["jobArn"] == job["jobArn"]
+
+    # Criteria, sorting and statistics.
+    financial = m.list_findings(findingCriteria={"criterion": {
+        "classificationDetails.result.sensitiveData.detections.type": {"eq": ["CREDIT_CARD_NUMBER"]}}})
+    assert financial["findingIds"] == [notes["id"]]
+    not_high = m.list_findings(findingCriteria={"criterion": {"severity.description": {"neq": ["High"]}}})
+    assert not_high["findingIds"] == []
+    by_key = m.list_findings(sortCriteria={"attributeName": "resourcesAffected.s3Object.key", "orderBy": "ASC"},
+                             findingCriteria={"criterion": {"resourcesAffected.s3Bucket.name": {"eq": ["hr-data"]}}})
+    assert by_key["findingIds"] == [secret["id"], notes["id"], people["id"]]
+    paged = m.list_findings(maxResults=2)
+    assert len(paged["findingIds"]) == 2 and paged["nextToken"]
+    assert len(m.list_findings(maxResults=2, nextToken=paged["nextToken"])["findingIds"]) == 1
+    stats = m.get_finding_statistics(groupBy="type", sortCriteria={"attributeName": "groupKey", "orderBy": "ASC"})
+    assert stats["countsByGroup"] == [
+        {"groupKey": "SensitiveData:S3Object/Credentials", "count": 1},
+        {"groupKey": "SensitiveData:S3Object/Financial", "count": 1},
+        {"groupKey": "SensitiveData:S3Object/Personal", "count": 1}]
+
+    # The jobs list, filtered.
+    items = m.list_classification_jobs(filterCriteria={"includes": [
+        {"key": "jobStatus", "comparator": "EQ", "values": ["COMPLETE"]}]})["items"]
+    assert [i["jobId"] for i in items] == [job["jobId"]]
+
+    # Every finding reached the webhook as a Macie Finding event; no value is anywhere.
+    deadline = time.time() + 10
+    while len([r for r in Hook.received if r[2]["detail"]["id"] in ids]) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    events = [r for r in Hook.received if r[2]["detail"]["id"] in ids]
+    assert sorted(e[2]["detail"]["id"] for e in events) == sorted(ids)
+    assert all(p == "/findings" and ua == "coffer-findings-webhook" and e["detail-type"] == "Macie Finding"
+               and e["source"] == "aws.macie" for p, ua, e in events)
+    everything = json.dumps(findings, default=str) + json.dumps([e[2] for e in events])
+    assert not any(v in everything for v in VALUES)
+
+    # Each object read is an audit event of the job's principal; KMS Decrypt for the SSE-KMS one.
+    trail = audit_events(server.data_dir)
+    reads = [e for e in trail if e["eventName"] == "GetObject" and "coffer-discovery" in e.get("userAgent", "")]
+    assert sorted(e["requestParameters"]["key"] for e in reads) == [
+        "clean.txt", "kms/deploy.env", "notes.txt", "people.csv"]
+    assert any(e["eventName"] == "Decrypt" and "coffer-discovery" in e.get("userAgent", "") for e in trail)
+    assert any(e["eventName"] == "CreateClassificationJob" and e["eventSource"] == "macie2.amazonaws.com"
+               for e in trail)
+
+
+def test_requests_are_checked_as_macie_checks_them(server):
+    m, acct = macie(server), account(server)
+    server.client("s3").create_bucket(Bucket="checks")
+    bad = [
+        dict(jobType="SCHEDULED", name="x", s3JobDefinition=job_definition(acct, "checks")),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "checks"),
+             scheduleFrequency={"dailySchedule": {}}),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "no-such-bucket")),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition("999999999999", "checks")),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "checks"), samplingPercentage=0),
+        dict(jobType="ONE_TIME", name="", s3JobDefinition=job_definition(acct, "checks")),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "checks"),
+             managedDataIdentifierSelector="INCLUDE"),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "checks"),
+             managedDataIdentifierSelector="INCLUDE", managedDataIdentifierIds=["NOT_AN_IDENTIFIER"]),
+        dict(jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "checks", scoping={
+            "includes": {"and": [{"simpleScopeTerm": {"key": "OBJECT_SIZE", "comparator": "GT", "values": ["big"]}}]}})),
+        dict(jobType="WEEKLY", name="x", s3JobDefinition=job_definition(acct, "checks")),
+    ]
+    for req in bad:
+        code, status, message = error_code(lambda: m.create_classification_job(**req))
+        assert (code, status) == ("ValidationException", 400), (req, code, message)
+        assert message.endswith("."), message
+    assert error_code(lambda: m.describe_classification_job(jobId="0" * 32))[:2] == ("ResourceNotFoundException", 404)
+    assert error_code(lambda: m.create_classification_job(
+        jobType="ONE_TIME", name="x", s3JobDefinition=job_definition(acct, "checks"),
+        customDataIdentifierIds=["nope"]))[:2] == ("ResourceNotFoundException", 404)
+    assert error_code(lambda: m.get_findings(findingIds=[]))[0] == "ValidationException"
+    assert error_code(lambda: m.get_finding_statistics(groupBy="colour"))[0] == "ValidationException"
+    managed = m.list_managed_data_identifiers()["items"]
+    assert len(managed) >= 45 and {"id": "USA_SOCIAL_SECURITY_NUMBER", "category": "PERSONAL_INFORMATION"} in managed
+    # Unsigned and wrongly signed requests are refused before anything happens.
+    wrong = macie(server, "AKIAIOSFODNN7EXAMPLE", "x" * 40)
+    assert error_code(lambda: wrong.list_findings())[1] == 403
+
+
+def test_sampling_selectors_and_the_job_lifecycle(server):
+    s3, m, acct = server.client("s3"), macie(server), account(server)
+    s3.create_bucket(Bucket="many")
+    for i in range(120):
+        s3.put_object(Bucket="many", Key=f"rows/{i:03}.txt", Body=f"customer {i} card {CARD}\nssn {SSN}\n".encode())
+    sampled = m.create_classification_job(jobType="ONE_TIME", name="sample", samplingPercentage=25,
+                                          managedDataIdentifierSelector="INCLUDE",
+                                          managedDataIdentifierIds=["USA_SOCIAL_SECURITY_NUMBER"],
+                                          s3JobDefinition=job_definition(acct, "many"))
+    done = wait_for(sampled["jobId"], m, timeout=120)
+    n = done["statistics"]["approximateNumberOfObjectsToProcess"]
+    assert 15 <= n <= 45, n
+    got = m.get_finding_statistics(groupBy="classificationDetails.jobId", findingCriteria={"criterion": {
+        "classificationDetails.jobId": {"eq": [sampled["jobId"]]}}})["countsByGroup"]
+    assert got == [{"groupKey": sampled["jobId"], "count": int(n)}]
+    ids = m.list_findings(findingCriteria={"criterion": {"classificationDetails.jobId": {"eq": [sampled["jobId"]]}}},
+                          maxResults=50)["findingIds"]
+    types = {d["type"] for f in m.get_findings(findingIds=ids)["findings"]
+             for c in f["classificationDetails"]["result"]["sensitiveData"] for d in c["detections"]}
+    assert types == {"USA_SOCIAL_SECURITY_NUMBER"}, "INCLUDE keeps to the named identifiers"
+
+    # A scheduled job without an initial run waits for its schedule; it can be paused, resumed
+    # and cancelled, and a finished job can't be changed.
+    weekly = m.create_classification_job(jobType="SCHEDULED", name="weekly", initialRun=False,
+                                         scheduleFrequency={"weeklySchedule": {"dayOfWeek": "MONDAY"}},
+                                         s3JobDefinition=job_definition(acct, "many"))
+    assert m.describe_classification_job(jobId=weekly["jobId"])["jobStatus"] == "IDLE"
+    m.update_classification_job(jobId=weekly["jobId"], jobStatus="USER_PAUSED")
+    paused = m.describe_classification_job(jobId=weekly["jobId"])
+    assert paused["jobStatus"] == "USER_PAUSED" and paused["userPausedDetails"]["jobExpiresAt"]
+    m.update_classification_job(jobId=weekly["jobId"], jobStatus="RUNNING")
+    assert m.describe_classification_job(jobId=weekly["jobId"])["jobStatus"] == "IDLE"
+    m.update_classification_job(jobId=weekly["jobId"], jobStatus="CANCELLED")
+    assert m.describe_classification_job(jobId=weekly["jobId"])["jobStatus"] == "CANCELLED"
+    assert error_code(lambda: m.update_classification_job(jobId=weekly["jobId"], jobStatus="RUNNING"))[0] == \
+        "ValidationException"
+    assert error_code(lambda: m.update_classification_job(jobId=sampled["jobId"], jobStatus="CANCELLED"))[0] == \
+        "ValidationException"
+
+    # A scheduled job with an initial run looks at everything now, then idles until its schedule.
+    daily = m.create_classification_job(jobType="SCHEDULED", name="daily", initialRun=True,
+                                        scheduleFrequency={"dailySchedule": {}},
+                                        s3JobDefinition=job_definition(acct, "many", scoping={"includes": {"and": [
+                                            {"simpleScopeTerm": {"key": "OBJECT_KEY", "comparator": "STARTS_WITH",
+                                                                 "values": ["rows/00"]}}]}}))
+    idle = wait_for(daily["jobId"], m, statuses=("IDLE",))
+    assert idle["statistics"] == {"approximateNumberOfObjectsToProcess": 10.0, "numberOfRuns": 1.0}
+
+
+def test_a_job_reads_only_what_its_creator_may(server):
+    s3, m, acct = server.client("s3"), macie(server), account(server)
+    iam, kms = server.client("iam"), server.client("kms")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    for b in ("analyst-ok", "analyst-closed"):
+        s3.create_bucket(Bucket=b)
+        s3.put_object(Bucket=b, Key="plain.txt", Body=f"ssn {SSN}\n".encode())
+    s3.put_object(Bucket="analyst-ok", Key="sealed.txt", Body=f"ssn {SSN}\n".encode(),
+                  ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
+    iam.create_user(UserName="analyst")
+    iam.put_user_policy(UserName="analyst", PolicyName="p", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "macie2:*", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket"],
+             "Resource": ["arn:aws:s3:::analyst-ok", "arn:aws:s3:::analyst-ok/*"]}]}))
+    creds = iam.create_access_key(UserName="analyst")["AccessKey"]
+    analyst = macie(server, creds["AccessKeyId"], creds["SecretAccessKey"])
+    job = analyst.create_classification_job(jobType="ONE_TIME", name="analyst",
+                                            s3JobDefinition=job_definition(acct, "analyst-ok", "analyst-closed"))
+    done = wait_for(job["jobId"], analyst)
+    assert done["cofferRunAs"] if "cofferRunAs" in done else True
+    raw = json.loads(subprocess.run(
+        ["aws", "macie2", "describe-classification-job", "--job-id", job["jobId"],
+         "--endpoint-url", server.endpoint + "/_coffer/macie2", "--output", "json"],
+        env={**server.cli_env(), "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+             "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"]},
+        capture_output=True, text=True, check=True).stdout)
+    assert raw["jobStatus"] == "COMPLETE"
+    ids = m.list_findings(findingCriteria={"criterion": {"classificationDetails.jobId": {"eq": [job["jobId"]]}}})
+    keys = {(f["resourcesAffected"]["s3Bucket"]["name"], f["resourcesAffected"]["s3Object"]["key"])
+            for f in m.get_findings(findingIds=ids["findingIds"])["findings"]}
+    assert keys == {("analyst-ok", "plain.txt")}
+    denied = [e for e in audit_events(server.data_dir)
+              if e["eventName"] == "GetObject" and e.get("errorCode")
+              and e["userIdentity"]["arn"].endswith(":user/analyst")]
+    assert sorted((e["requestParameters"]["bucketName"], e["requestParameters"]["key"], e["errorCode"])
+                  for e in denied) == [("analyst-closed", "plain.txt", "ACCESS_DENIED"),
+                                       ("analyst-ok", "sealed.txt", "UNABLE_TO_DECRYPT")]
+    # Without macie2 permissions, nothing.
+    iam.delete_user_policy(UserName="analyst", PolicyName="p")
+    code, status, _ = error_code(lambda: analyst.list_findings())
+    assert (code, status) == ("AccessDeniedException", 403)
+
+
+def test_automated_discovery_classifies_new_objects(server):
+    s3, m = server.client("s3"), macie(server)
+    for b in ("auto-loud", "auto-quiet"):
+        s3.create_bucket(Bucket=b)
+    s3.put_object(Bucket="auto-loud", Key="before.txt", Body=f"ssn {SSN}\n".encode())
+    assert m.get_automated_discovery_configuration()["status"] == "DISABLED"
+    scope = m.list_classification_scopes()["classificationScopes"][0]["id"]
+    m.update_classification_scope(id=scope, s3={"excludes": {"bucketNames": ["auto-quiet"], "operation": "ADD"}})
+    assert m.get_classification_scope(id=scope)["s3"]["excludes"]["bucketNames"] == ["auto-quiet"]
+    m.update_automated_discovery_configuration(status="ENABLED")
+    config = m.get_automated_discovery_configuration()
+    assert config["status"] == "ENABLED" and config["classificationScopeId"] == scope
+    s3.put_object(Bucket="auto-loud", Key="after.txt", Body=f"card {CARD}\n".encode())
+    s3.put_object(Bucket="auto-quiet", Key="after.txt", Body=f"card {CARD}\n".encode())
+    mp = s3.create_multipart_upload(Bucket="auto-loud", Key="big.txt")
+    part = s3.upload_part(Bucket="auto-loud", Key="big.txt", UploadId=mp["UploadId"], PartNumber=1,
+                          Body=f"aws_secret_access_key={AWS_SECRET}\n".encode())
+    s3.complete_multipart_upload(Bucket="auto-loud", Key="big.txt", UploadId=mp["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    automated = {"criterion": {"classificationDetails.originType": {"eq": ["AUTOMATED_SENSITIVE_DATA_DISCOVERY"]}}}
+    deadline = time.time() + 30
+    while time.time() < deadline and len(m.list_findings(findingCriteria=automated)["findingIds"]) < 2:
+        time.sleep(0.2)
+    time.sleep(1)
+    ids = m.list_findings(findingCriteria=automated)["findingIds"]
+    found = {(f["resourcesAffected"]["s3Bucket"]["name"], f["resourcesAffected"]["s3Object"]["key"], f["type"])
+             for f in m.get_findings(findingIds=ids)["findings"]}
+    # Objects from before it was enabled and excluded buckets are left alone.
+    assert found == {("auto-loud", "after.txt", "SensitiveData:S3Object/Financial"),
+                     ("auto-loud", "big.txt", "SensitiveData:S3Object/Credentials")}
+    m.update_automated_discovery_configuration(status="DISABLED")
+    s3.put_object(Bucket="auto-loud", Key="later.txt", Body=f"card {CARD}\n".encode())
+    time.sleep(1.5)
+    assert len(m.list_findings(findingCriteria=automated)["findingIds"]) == 2
+    assert error_code(lambda: m.get_classification_scope(id="0" * 32))[:2] == ("ResourceNotFoundException", 404)
+
+
+def test_findings_survive_a_restart(server):
+    m = macie(server)
+    before = m.list_findings(maxResults=50)["findingIds"]
+    assert before
+    server.stop()
+    server.start()
+    m = macie(server)
+    assert m.list_findings(maxResults=50)["findingIds"] == before
