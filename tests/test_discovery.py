@@ -357,3 +357,49 @@ def test_findings_survive_a_restart(server):
     server.start()
     m = macie(server)
     assert m.list_findings(maxResults=50)["findingIds"] == before
+
+
+def discovery(server, *args):
+    from conftest import coffer_bin
+    return subprocess.run([coffer_bin(), "discovery", *args, "--endpoint", server.endpoint,
+                           "--data-dir", str(server.data_dir)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli(server):
+    s3 = server.client("s3")
+    s3.create_bucket(Bucket="cli-bucket")
+    s3.put_object(Bucket="cli-bucket", Key="hr/people.csv", Body=f"name,ssn\nJane,{SSN}\n".encode())
+    s3.put_object(Bucket="cli-bucket", Key="hr/debug.log", Body=f"ssn {SSN}\n".encode())
+    s3.put_object(Bucket="cli-bucket", Key="ops/notes.txt", Body=f"card {CARD}\n".encode())
+    r = discovery(server, "job", "create", "--name", "cli", "--bucket", "cli-bucket/hr/", "--skip-extension", "log",
+                  "--wait", "--json")
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)
+    assert job["jobStatus"] == "COMPLETE" and job["cofferLastRun"]["objectsClassified"] == 1
+    human = discovery(server, "job", "show", job["jobId"])
+    assert "COMPLETE" in human.stdout and "1 classified" in human.stdout, human.stdout
+    assert job["jobId"] in discovery(server, "job", "list").stdout
+
+    r = discovery(server, "findings", "--bucket", "cli-bucket", "--severity", "high",
+                  "--identifier", "USA_SOCIAL_SECURITY_NUMBER", "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [f["resourcesAffected"]["s3Object"]["key"] for f in got] == ["hr/people.csv"]
+    assert json.loads(discovery(server, "findings", "--bucket", "cli-bucket", "--identifier",
+                                "CREDIT_CARD_NUMBER", "--json").stdout) == []
+    table = discovery(server, "findings", "--bucket", "cli-bucket")
+    assert "s3://cli-bucket/hr/people.csv" in table.stdout and "USA_SOCIAL_SECURITY_NUMBER×1" in table.stdout
+    assert not any(v in table.stdout for v in VALUES)
+    stats = json.loads(discovery(server, "stats", "--by", "bucket", "--json").stdout)
+    assert {"groupKey": "cli-bucket", "count": 1} in stats
+
+    status = json.loads(discovery(server, "automated", "exclude", "cli-bucket", "--json").stdout)
+    assert "cli-bucket" in status["excludedBuckets"]
+    status = json.loads(discovery(server, "automated", "include", "cli-bucket", "--json").stdout)
+    assert "cli-bucket" not in status["excludedBuckets"]
+
+    missing = discovery(server, "job", "show", "f" * 32)
+    assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
+    bad = discovery(server, "job", "create", "--name", "x", "--bucket", "cli-bucket", "--schedule", "hourly")
+    assert bad.returncode != 0 and "daily, weekly:<day> or monthly:<1-31>" in bad.stderr

@@ -233,11 +233,21 @@ pub fn iam_request(
     t: &Target,
     params: &[(&str, &str)],
 ) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    query_request(t, "iam", "2010-05-08", params)
+}
+
+/// Builds a SigV4-signed query-protocol request to `service` (`iam` or `sts`) at API `version`.
+pub fn query_request(
+    t: &Target,
+    service: &str,
+    version: &str,
+    params: &[(&str, &str)],
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
     let mut form = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         form.append_pair(k, v);
     }
-    form.append_pair("Version", "2010-05-08");
+    form.append_pair("Version", version);
     let body = Bytes::from(form.finish());
     let payload_hash = coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(&body));
     let mut headers = http::HeaderMap::new();
@@ -248,7 +258,7 @@ pub fn iam_request(
     headers.insert("host", http::HeaderValue::from_str(&t.host)?);
     sign_headers(
         t,
-        "iam",
+        service,
         "POST",
         "/",
         None,
@@ -257,6 +267,44 @@ pub fn iam_request(
         &payload_hash,
     )?;
     let mut req = hyper::Request::post("/").body(Full::new(body))?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Builds a SigV4-signed request to Coffer's Macie API (REST-JSON under `/_coffer/macie2`), as
+/// an SDK would; `path` is below that prefix and already URL-encoded.
+pub fn macie_request(
+    t: &Target,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<hyper::Request<Full<Bytes>>> {
+    let bytes = match body {
+        Some(v) => Bytes::from(serde_json::to_vec(v)?),
+        None => Bytes::new(),
+    };
+    let full = format!("{}{path}", coffer_api::macie::PREFIX);
+    let payload_hash = coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(&bytes));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert("host", http::HeaderValue::from_str(&t.host)?);
+    sign_headers(
+        t,
+        "macie2",
+        method,
+        &full,
+        None,
+        &mut headers,
+        &["content-type", "host", "x-amz-date"],
+        &payload_hash,
+    )?;
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(full)
+        .body(Full::new(bytes))?;
     *req.headers_mut() = headers;
     Ok(req)
 }

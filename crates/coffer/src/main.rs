@@ -11,6 +11,7 @@ mod bench_scan_eval;
 mod client;
 mod config;
 mod credentials;
+mod discovery_cmd;
 mod front;
 mod iam_cmd;
 mod operator_cmd;
@@ -58,6 +59,10 @@ enum Command {
     /// Find sensitive data (card numbers, national ids, credentials, …) in local files, archives,
     /// documents and s3:// buckets; reports where, never the values
     Scan(scan_cmd::ScanArgs),
+    /// The server's sensitive-data discovery: classification jobs over buckets, findings,
+    /// counts, and automated discovery of new objects (the Macie API under /_coffer/macie2)
+    #[command(subcommand)]
+    Discovery(discovery_cmd::DiscoveryCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +75,9 @@ fn main() -> std::process::ExitCode {
         Command::Operator(cmd) => operator_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Backup(cmd) => backup_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Scan(args) => scan_cmd::run(args),
+        Command::Discovery(cmd) => {
+            discovery_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
