@@ -403,3 +403,79 @@ def test_the_cli(server):
     assert missing.returncode != 0 and "ResourceNotFoundException" in missing.stderr
     bad = discovery(server, "job", "create", "--name", "x", "--bucket", "cli-bucket", "--schedule", "hourly")
     assert bad.returncode != 0 and "daily, weekly:<day> or monthly:<1-31>" in bad.stderr
+
+
+def test_custom_identifiers_and_allow_lists_in_jobs(server):
+    s3, m, acct = server.client("s3"), macie(server), account(server)
+    s3.create_bucket(Bucket="custom-data")
+    s3.put_object(Bucket="custom-data", Key="staff.txt", Body=(
+        "employee EMP-482913 joined\nemployee EMP-100200 left\nemployee EMP-555555 (test account)\n"
+        f"ssn {SSN}\nssn 219-09-9999\n").encode())
+    s3.put_object(Bucket="custom-data", Key="one.txt", Body=b"employee EMP-777111\n")
+    s3.put_object(Bucket="custom-data", Key="allowed/words.txt", Body=b"219-09-9999\n")
+
+    assert m.test_custom_data_identifier(regex=r"EMP-[0-9]{6}", keywords=["employee"], ignoreWords=["654321"],
+                                         sampleText="employee EMP-123456, EMP-654321 test")["matchCount"] == 1
+    cdi = m.create_custom_data_identifier(
+        name="employee-id", regex=r"EMP-[0-9]{6}", keywords=["employee"], ignoreWords=["555555"],
+        maximumMatchDistance=20, clientToken="cdi-1",
+        severityLevels=[{"occurrencesThreshold": 1, "severity": "LOW"},
+                        {"occurrencesThreshold": 2, "severity": "HIGH"}])["customDataIdentifierId"]
+    assert m.create_custom_data_identifier(name="employee-id", regex="x+", clientToken="cdi-1")[
+        "customDataIdentifierId"] == cdi
+    assert error_code(lambda: m.create_custom_data_identifier(name="employee-id", regex="x+"))[0] == \
+        "ConflictException"
+    assert error_code(lambda: m.create_custom_data_identifier(name="bad", regex="("))[0] == "ValidationException"
+    got = m.get_custom_data_identifier(id=cdi)
+    assert got["arn"].endswith(f":custom-data-identifier/{cdi}") and got["maximumMatchDistance"] == 20
+    assert [i["id"] for i in m.list_custom_data_identifiers()["items"]] == [cdi]
+
+    words = m.create_allow_list(name="test ssns", clientToken="al-1", criteria={
+        "s3WordsList": {"bucketName": "custom-data", "objectKey": "allowed/words.txt"}})["id"]
+    assert m.get_allow_list(id=words)["status"] == {"code": "OK"}
+    missing = m.create_allow_list(name="missing", clientToken="al-2", criteria={
+        "s3WordsList": {"bucketName": "custom-data", "objectKey": "nope.txt"}})["id"]
+    assert m.get_allow_list(id=missing)["status"]["code"] == "S3_OBJECT_NOT_FOUND"
+    regex = m.create_allow_list(name="regex", clientToken="al-3", criteria={"regex": "123-45-[0-9]{4}"})["id"]
+    assert {a["id"] for a in m.list_allow_lists()["allowLists"]} == {words, missing, regex}
+
+    job = m.create_classification_job(
+        jobType="ONE_TIME", name="custom", customDataIdentifierIds=[cdi], allowListIds=[words],
+        managedDataIdentifierSelector="INCLUDE", managedDataIdentifierIds=["USA_SOCIAL_SECURITY_NUMBER"],
+        s3JobDefinition=job_definition(acct, "custom-data", scoping={"excludes": {"and": [
+            {"simpleScopeTerm": {"key": "OBJECT_KEY", "comparator": "STARTS_WITH", "values": ["allowed/"]}}]}}))
+    wait_for(job["jobId"], m)
+    ids = m.list_findings(findingCriteria={"criterion": {"classificationDetails.jobId": {"eq": [job["jobId"]]}}})
+    found = {f["resourcesAffected"]["s3Object"]["key"]: f for f in m.get_findings(findingIds=ids["findingIds"])["findings"]}
+    staff = found["staff.txt"]["classificationDetails"]["result"]
+    assert found["staff.txt"]["type"] == "SensitiveData:S3Object/Multiple"
+    custom = staff["customDataIdentifiers"]
+    # Two employee ids (the ignore word drops the third): HIGH by the severity levels.
+    assert custom["totalCount"] == 2 and custom["detections"][0]["arn"] == got["arn"]
+    assert custom["detections"][0]["name"] == "employee-id"
+    assert [r["start"] for r in custom["detections"][0]["occurrences"]["lineRanges"]] == [1, 2]
+    # The allow list's word is not a finding; the other SSN is.
+    ssn = staff["sensitiveData"][0]["detections"][0]
+    assert (ssn["type"], ssn["count"]) == ("USA_SOCIAL_SECURITY_NUMBER", 1)
+    assert found["one.txt"]["type"] == "SensitiveData:S3Object/CustomIdentifier"
+    assert found["one.txt"]["severity"]["description"] == "Low"
+    assert found["staff.txt"]["severity"]["description"] == "High"
+
+    # An identifier only custom ones: NONE needs at least one.
+    assert error_code(lambda: m.create_classification_job(
+        jobType="ONE_TIME", name="none", managedDataIdentifierSelector="NONE",
+        s3JobDefinition=job_definition(acct, "custom-data")))[0] == "ValidationException"
+    weekly = m.create_classification_job(jobType="SCHEDULED", name="uses list", allowListIds=[regex],
+                                         scheduleFrequency={"dailySchedule": {}},
+                                         s3JobDefinition=job_definition(acct, "custom-data"))
+    assert error_code(lambda: m.delete_allow_list(id=regex))[0] == "ValidationException"
+    m.delete_allow_list(id=regex, ignoreJobChecks="true")
+    m.update_classification_job(jobId=weekly["jobId"], jobStatus="CANCELLED")
+    m.delete_custom_data_identifier(id=cdi)
+    assert m.get_custom_data_identifier(id=cdi)["deleted"] is True
+    assert m.list_custom_data_identifiers()["items"] == []
+    assert error_code(lambda: m.create_classification_job(
+        jobType="ONE_TIME", name="gone", customDataIdentifierIds=[cdi],
+        s3JobDefinition=job_definition(acct, "custom-data")))[0] == "ResourceNotFoundException"
+    batch = m.batch_get_custom_data_identifiers(ids=[cdi, "0" * 32])
+    assert batch["customDataIdentifiers"][0]["deleted"] is True and batch["notFoundIdentifierIds"] == ["0" * 32]

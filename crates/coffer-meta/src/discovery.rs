@@ -61,4 +61,8 @@ pub trait DiscoveryMeta: Send + Sync {
     /// A discovery setting (a JSON document), by name.
     async fn discovery_setting(&self, name: &str) -> Result<Option<String>>;
     async fn put_discovery_setting(&self, name: &str, value: &str) -> Result<()>;
+    /// Every setting whose name starts with `prefix`, by name.
+    async fn discovery_settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>>;
+    /// `NotFound` when there is no such setting.
+    async fn delete_discovery_setting(&self, name: &str) -> Result<()>;
 }

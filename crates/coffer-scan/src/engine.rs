@@ -47,6 +47,12 @@ impl AllowList {
         Ok(())
     }
 
+    /// Adds everything another list allows.
+    pub fn extend(&mut self, other: AllowList) {
+        self.exact.extend(other.exact);
+        self.regexes.extend(other.regexes);
+    }
+
     fn allows(&self, value: &str) -> bool {
         self.exact.contains(value) || self.regexes.iter().any(|r| r.is_match(value))
     }

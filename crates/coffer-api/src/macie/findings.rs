@@ -112,17 +112,41 @@ pub fn build(
     object: &ObjectRecord,
     report: &coffer_scan::Report,
     mime: &str,
+    customs: &std::collections::HashMap<String, Value>,
 ) -> Option<FindingRecord> {
-    if report.findings.is_empty() {
-        return None;
-    }
     let cfg = state.kms.config();
     let now = super::now_ms();
     let mut by_category: BTreeMap<&'static str, (Vec<Value>, u64)> = BTreeMap::new();
     let mut severity = Severity::Low;
     let mut categories = Vec::new();
     let mut total = 0;
+    let mut custom_detections = Vec::new();
+    let mut custom_total = 0;
     for f in &report.findings {
+        if f.category == Category::CustomIdentifier {
+            // A custom identifier's severity follows its levels; below the lowest threshold
+            // its matches make no finding.
+            let def = customs.get(&f.identifier);
+            let levels = def
+                .map(|d| d["severityLevels"].clone())
+                .unwrap_or(Value::Null);
+            let Some(s) = super::custom::severity_for(&levels, f.count) else {
+                continue;
+            };
+            severity = severity.max(s);
+            categories.push(f.category);
+            total += f.count;
+            custom_total += f.count;
+            custom_detections.push(json!({
+                "arn": def.map(|d| d["arn"].clone()).unwrap_or(Value::Null),
+                "name": f.identifier,
+                "count": f.count,
+                "occurrences": occurrences(&f.locations),
+                "cofferSeverity": s.as_str(),
+                "cofferSample": f.sample,
+            }));
+            continue;
+        }
         severity = severity.max(f.severity);
         categories.push(f.category);
         total += f.count;
@@ -135,6 +159,9 @@ pub fn build(
             "cofferSample": f.sample,
         }));
         entry.1 += f.count;
+    }
+    if categories.is_empty() {
+        return None;
     }
     let sensitive: Vec<Value> = by_category
         .into_iter()
@@ -217,7 +244,7 @@ pub fn build(
                 "sizeClassified": report.bytes_scanned,
                 "status": status,
                 "sensitiveData": sensitive,
-                "customDataIdentifiers": { "detections": [], "totalCount": 0 },
+                "customDataIdentifiers": { "detections": custom_detections, "totalCount": custom_total },
                 "additionalOccurrences": additional,
             },
         },

@@ -152,19 +152,19 @@ async fn new_job(state: &AppState, input: &Value, caller: &Caller) -> MacieResul
         }
         _ => {}
     }
-    for list in ["customDataIdentifierIds", "allowListIds"] {
-        if let Some(id) = str_list(input.get(list), list)?.first() {
-            return Err(MacieError::NotFound(format!(
-                "The {} {id} does not exist.",
-                if list == "allowListIds" {
-                    "allow list"
-                } else {
-                    "custom data identifier"
-                }
-            )));
-        }
+    let custom_ids = str_list(
+        input.get("customDataIdentifierIds"),
+        "customDataIdentifierIds",
+    )?;
+    let allow_ids = str_list(input.get("allowListIds"), "allowListIds")?;
+    if custom_ids.len() > 30 || allow_ids.len() > 10 {
+        return Err(invalid(
+            "A job uses at most 30 custom data identifiers and 10 allow lists.",
+        ));
     }
-    if selector == "NONE" {
+    super::custom::check_identifiers(state, &custom_ids).await?;
+    super::custom::check_allow_lists(state, &allow_ids).await?;
+    if selector == "NONE" && custom_ids.is_empty() {
         return Err(invalid(
             "A job with managedDataIdentifierSelector NONE needs custom data identifiers.",
         ));
@@ -197,8 +197,8 @@ async fn new_job(state: &AppState, input: &Value, caller: &Caller) -> MacieResul
         "samplingPercentage": sampling,
         "managedDataIdentifierSelector": selector,
         "managedDataIdentifierIds": managed_ids,
-        "customDataIdentifierIds": [],
-        "allowListIds": [],
+        "customDataIdentifierIds": custom_ids,
+        "allowListIds": allow_ids,
         "initialRun": initial_run,
         "tags": input.get("tags").filter(|v| !v.is_null()).cloned().unwrap_or_else(|| json!({})),
         "statistics": { "approximateNumberOfObjectsToProcess": 0.0, "numberOfRuns": 0.0 },

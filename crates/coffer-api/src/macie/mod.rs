@@ -6,6 +6,7 @@
 //! policy that allows `macie2:<Operation>`; every request is an audit event. The work itself runs
 //! in the background ([`runner`]), reading objects with the authority of whoever asked for it.
 
+mod custom;
 mod findings;
 mod jobs;
 pub mod runner;
@@ -111,6 +112,17 @@ enum Op {
     GetClassificationScope,
     UpdateClassificationScope,
     ListManagedDataIdentifiers,
+    CreateCustomDataIdentifier,
+    GetCustomDataIdentifier,
+    ListCustomDataIdentifiers,
+    BatchGetCustomDataIdentifiers,
+    DeleteCustomDataIdentifier,
+    TestCustomDataIdentifier,
+    CreateAllowList,
+    GetAllowList,
+    ListAllowLists,
+    UpdateAllowList,
+    DeleteAllowList,
 }
 
 impl Op {
@@ -130,17 +142,18 @@ impl Op {
             Op::GetClassificationScope => "GetClassificationScope",
             Op::UpdateClassificationScope => "UpdateClassificationScope",
             Op::ListManagedDataIdentifiers => "ListManagedDataIdentifiers",
+            Op::CreateCustomDataIdentifier => "CreateCustomDataIdentifier",
+            Op::GetCustomDataIdentifier => "GetCustomDataIdentifier",
+            Op::ListCustomDataIdentifiers => "ListCustomDataIdentifiers",
+            Op::BatchGetCustomDataIdentifiers => "BatchGetCustomDataIdentifiers",
+            Op::DeleteCustomDataIdentifier => "DeleteCustomDataIdentifier",
+            Op::TestCustomDataIdentifier => "TestCustomDataIdentifier",
+            Op::CreateAllowList => "CreateAllowList",
+            Op::GetAllowList => "GetAllowList",
+            Op::ListAllowLists => "ListAllowLists",
+            Op::UpdateAllowList => "UpdateAllowList",
+            Op::DeleteAllowList => "DeleteAllowList",
         }
-    }
-
-    fn read_only(self) -> bool {
-        !matches!(
-            self,
-            Op::CreateClassificationJob
-                | Op::UpdateClassificationJob
-                | Op::UpdateAutomatedDiscoveryConfiguration
-                | Op::UpdateClassificationScope
-        )
     }
 }
 
@@ -175,6 +188,19 @@ fn route(method: &Method, path: &str) -> Option<(Op, Option<String>)> {
             (Op::UpdateClassificationScope, Some(param(id)?))
         }
         ("POST", ["managed-data-identifiers", "list"]) => (Op::ListManagedDataIdentifiers, None),
+        ("POST", ["custom-data-identifiers"]) => (Op::CreateCustomDataIdentifier, None),
+        ("POST", ["custom-data-identifiers", "list"]) => (Op::ListCustomDataIdentifiers, None),
+        ("POST", ["custom-data-identifiers", "get"]) => (Op::BatchGetCustomDataIdentifiers, None),
+        ("POST", ["custom-data-identifiers", "test"]) => (Op::TestCustomDataIdentifier, None),
+        ("GET", ["custom-data-identifiers", id]) => (Op::GetCustomDataIdentifier, Some(param(id)?)),
+        ("DELETE", ["custom-data-identifiers", id]) => {
+            (Op::DeleteCustomDataIdentifier, Some(param(id)?))
+        }
+        ("POST", ["allow-lists"]) => (Op::CreateAllowList, None),
+        ("GET", ["allow-lists"]) => (Op::ListAllowLists, None),
+        ("GET", ["allow-lists", id]) => (Op::GetAllowList, Some(param(id)?)),
+        ("PUT", ["allow-lists", id]) => (Op::UpdateAllowList, Some(param(id)?)),
+        ("DELETE", ["allow-lists", id]) => (Op::DeleteAllowList, Some(param(id)?)),
         _ => return None,
     })
 }
@@ -302,7 +328,6 @@ async fn dispatch(
     caller: &Caller,
 ) -> MacieResult<Value> {
     let id = || param.unwrap_or_default();
-    let _ = op.read_only();
     match op {
         Op::GetMacieSession => Ok(session(state)),
         Op::CreateClassificationJob => jobs::create(state, input, caller).await,
@@ -320,6 +345,17 @@ async fn dispatch(
         Op::GetClassificationScope => runner::get_scope(state, id()).await,
         Op::UpdateClassificationScope => runner::update_scope(state, id(), input).await,
         Op::ListManagedDataIdentifiers => Ok(managed_identifiers()),
+        Op::CreateCustomDataIdentifier => custom::create_identifier(state, input).await,
+        Op::GetCustomDataIdentifier => custom::get_identifier(state, id()).await,
+        Op::ListCustomDataIdentifiers => custom::list_identifiers(state, input).await,
+        Op::BatchGetCustomDataIdentifiers => custom::batch_get_identifiers(state, input).await,
+        Op::DeleteCustomDataIdentifier => custom::delete_identifier(state, id()).await,
+        Op::TestCustomDataIdentifier => custom::test_identifier(input),
+        Op::CreateAllowList => custom::create_allow_list(state, input, caller).await,
+        Op::GetAllowList => custom::get_allow_list(state, id()).await,
+        Op::ListAllowLists => custom::list_allow_lists(state, query).await,
+        Op::UpdateAllowList => custom::update_allow_list(state, id(), input).await,
+        Op::DeleteAllowList => custom::delete_allow_list(state, id(), query).await,
     }
 }
 

@@ -195,70 +195,160 @@ impl std::io::Read for ChannelReader {
     }
 }
 
+/// The request parts discovery's reads go through: no network request behind them, the
+/// discovery user agent, the object as target.
+struct Synthetic {
+    parts: http::request::Parts,
+    query: Query,
+    target: Target,
+    request_id: String,
+}
+
+impl Synthetic {
+    fn new(agent: &str, bucket: &str, key: &str) -> Self {
+        let mut req = http::Request::new(());
+        if let Ok(v) = http::HeaderValue::from_str(agent) {
+            req.headers_mut().insert(http::header::USER_AGENT, v);
+        }
+        Synthetic {
+            parts: req.into_parts().0,
+            query: Query::default(),
+            target: Target {
+                bucket: Some(bucket.to_owned()),
+                key: Some(key.to_owned()),
+            },
+            request_id: crate::request_id(),
+        }
+    }
+
+    fn ctx<'a>(&'a self, state: &'a AppState, caller: &Caller) -> Ctx<'a> {
+        Ctx {
+            state,
+            parts: &self.parts,
+            query: &self.query,
+            target: &self.target,
+            caller: caller.clone(),
+            payload: Payload::Unsigned,
+            signing: None,
+            request_id: &self.request_id,
+            audit_request: serde_json::Map::new(),
+            audit_response: serde_json::Map::new(),
+        }
+    }
+}
+
+type Refusal = (&'static str, String);
+
+/// Opens an object version (the latest when `version_id` is `None`) as the context's caller:
+/// authorized as a GetObject of theirs, its key opened as they would open it.
+async fn open_object(
+    ctx: &Ctx<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<(ObjectRecord, Vec<coffer_store::Piece>), Refusal> {
+    let state = ctx.state;
+    let action = if version_id.is_some() {
+        "s3:GetObjectVersion"
+    } else {
+        "s3:GetObject"
+    };
+    ctx.authorize(action, &crate::s3::arn(bucket, Some(key)))
+        .await
+        .map_err(|f| ("ACCESS_DENIED", f.message))?;
+    let record = state
+        .objects
+        .head(bucket, key, version_id)
+        .await
+        .map_err(|e| ("OBJECT_NOT_FOUND", e.to_string()))?;
+    if record.sse.mode == coffer_store::s3::SSE_C {
+        return Err((
+            "UNABLE_TO_DECRYPT",
+            "the object is encrypted with a customer-provided key (SSE-C), which Coffer does not keep"
+                .to_owned(),
+        ));
+    }
+    let object_key = crate::s3::sse::object_key(ctx, &record, false)
+        .await
+        .map_err(|f| ("UNABLE_TO_DECRYPT", f.message))?;
+    let pieces = state
+        .objects
+        .pieces(&record, &object_key)
+        .map_err(|e| ("INTERNAL_ERROR", e.to_string()))?;
+    Ok((record, pieces))
+}
+
+/// Reads a whole object (its latest version, at most `max` bytes) as `caller`, recorded as a
+/// GetObject in the audit log.
+pub(crate) async fn read_object(
+    state: &AppState,
+    caller: &Caller,
+    agent: &str,
+    bucket: &str,
+    key: &str,
+    max: u64,
+) -> Result<Vec<u8>, Refusal> {
+    let s = Synthetic::new(agent, bucket, key);
+    let ctx = s.ctx(state, caller);
+    let opened = open_object(&ctx, bucket, key, None)
+        .await
+        .and_then(|(r, p)| {
+            if r.size > max {
+                Err((
+                    "OBJECT_EXCEEDS_SIZE_QUOTA",
+                    format!("the object is {} bytes; at most {max} are read", r.size),
+                ))
+            } else {
+                Ok((r, p))
+            }
+        });
+    let (record, pieces) = match opened {
+        Ok(o) => o,
+        Err((code, why)) => {
+            let _ = audit_read(&ctx, bucket, key, "", 0, Some((code, &why))).await;
+            return Err((code, why));
+        }
+    };
+    let blobs = state.objects.blobs().clone();
+    let data = tokio::task::spawn_blocking(move || {
+        let mut data = Vec::with_capacity(record.size as usize);
+        coffer_store::read_pieces(blobs.as_ref(), &pieces, None, &mut |b| {
+            data.extend_from_slice(b);
+            Ok(())
+        })
+        .map(|()| data)
+    })
+    .await
+    .map_err(|e| ("INTERNAL_ERROR", e.to_string()))?
+    .map_err(|e| ("INTERNAL_ERROR", e.to_string()))?;
+    audit_read(&ctx, bucket, key, "", data.len() as u64, None)
+        .await
+        .map_err(|e| ("INTERNAL_ERROR", format!("{e:?}")))?;
+    Ok(data)
+}
+
+/// What a job's or automated discovery's scan uses: the scanner, and the custom identifiers'
+/// definitions by name (for their ARNs and severity levels in findings).
+pub(crate) struct Plan {
+    pub scanner: Arc<Scanner>,
+    pub customs: std::collections::HashMap<String, Value>,
+}
+
 /// Reads and scans one object version as `caller`, recording the read as an audit event.
 #[allow(clippy::too_many_arguments)]
 async fn classify(
     state: &Arc<AppState>,
     caller: &Caller,
     user_agent: &str,
-    scanner: &Arc<Scanner>,
+    plan: &Plan,
     origin: &Origin,
     bucket: &str,
     key: &str,
     version_id: &str,
 ) -> MacieResult<Outcome> {
-    let mut req = http::Request::new(());
-    if let Ok(v) = http::HeaderValue::from_str(user_agent) {
-        req.headers_mut().insert(http::header::USER_AGENT, v);
-    }
-    let (parts, ()) = req.into_parts();
-    let query = Query::default();
-    let target = Target {
-        bucket: Some(bucket.to_owned()),
-        key: Some(key.to_owned()),
-    };
-    let request_id = crate::request_id();
-    let ctx = Ctx {
-        state,
-        parts: &parts,
-        query: &query,
-        target: &target,
-        caller: caller.clone(),
-        payload: Payload::Unsigned,
-        signing: None,
-        request_id: &request_id,
-        audit_request: serde_json::Map::new(),
-        audit_response: serde_json::Map::new(),
-    };
-    let read = async {
-        ctx.authorize(
-            "s3:GetObjectVersion",
-            &crate::s3::arn(bucket, Some(key)),
-        )
-        .await
-        .map_err(|f| ("ACCESS_DENIED", f.message))?;
-        let record = state
-            .objects
-            .head(bucket, key, Some(version_id))
-            .await
-            .map_err(|e| ("OBJECT_NOT_FOUND", e.to_string()))?;
-        if record.sse.mode == coffer_store::s3::SSE_C {
-            return Err((
-                "UNABLE_TO_DECRYPT",
-                "the object is encrypted with a customer-provided key (SSE-C), which Coffer does not keep".to_owned(),
-            ));
-        }
-        let object_key = crate::s3::sse::object_key(&ctx, &record, false)
-            .await
-            .map_err(|f| ("UNABLE_TO_DECRYPT", f.message))?;
-        let pieces = state
-            .objects
-            .pieces(&record, &object_key)
-            .map_err(|e| ("INTERNAL_ERROR", e.to_string()))?;
-        Ok((record, pieces))
-    }
-    .await;
-    let (record, pieces) = match read {
+    let s = Synthetic::new(user_agent, bucket, key);
+    let ctx = s.ctx(state, caller);
+    let (record, pieces) = match open_object(&ctx, bucket, key, Some(version_id)).await {
         Ok(r) => r,
         Err((code, detail)) => {
             audit_read(&ctx, bucket, key, version_id, 0, Some((code, &detail))).await?;
@@ -266,7 +356,7 @@ async fn classify(
         }
     };
     let blobs = state.objects.blobs().clone();
-    let scanner = scanner.clone();
+    let scanner = plan.scanner.clone();
     let name = key.to_owned();
     let size = record.size;
     let scanned = tokio::task::spawn_blocking(
@@ -319,15 +409,16 @@ async fn classify(
     };
     audit_read(&ctx, bucket, key, version_id, record.size, None).await?;
     let bytes = report.bytes_scanned;
-    let finding = match findings::build(state, origin, &record, &report, mime_of(key)) {
-        None => None,
-        Some(f) => {
-            state.kms.meta().put_finding(&f).await?;
-            let doc: Value = serde_json::from_str(&f.doc).unwrap_or_default();
-            state.discovery.publish(state, &doc);
-            Some(doc)
-        }
-    };
+    let finding =
+        match findings::build(state, origin, &record, &report, mime_of(key), &plan.customs) {
+            None => None,
+            Some(f) => {
+                state.kms.meta().put_finding(&f).await?;
+                let doc: Value = serde_json::from_str(&f.doc).unwrap_or_default();
+                state.discovery.publish(state, &doc);
+                Some(doc)
+            }
+        };
     Ok(Outcome::Classified { bytes, finding })
 }
 
@@ -336,13 +427,13 @@ async fn classify_all(
     state: &Arc<AppState>,
     caller: &Caller,
     agent: &str,
-    scanner: &Arc<Scanner>,
+    plan: &Plan,
     origin: &Origin,
     todo: Vec<(String, String, String)>,
     par: usize,
 ) -> Vec<MacieResult<Outcome>> {
     let one = |(b, k, v): (String, String, String)| async move {
-        classify(state, caller, agent, scanner, origin, &b, &k, &v).await
+        classify(state, caller, agent, plan, origin, &b, &k, &v).await
     };
     futures_util::stream::iter(todo)
         .map(one)
@@ -385,7 +476,7 @@ async fn audit_read(
 }
 
 /// The caller a job or automated discovery reads as; an error when that principal is gone.
-async fn caller_for(
+pub(crate) async fn caller_for(
     state: &AppState,
     arn: &str,
     access_key_id: &str,
@@ -421,22 +512,51 @@ async fn caller_for(
 
 // ---- jobs -----------------------------------------------------------------------------------
 
-fn scanner_for(doc: &Value) -> MacieResult<Arc<Scanner>> {
-    let ids: Vec<String> = doc["managedDataIdentifierIds"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    let builder = match doc["managedDataIdentifierSelector"].as_str() {
+/// A job's scanner: its managed identifiers, custom identifiers and allow lists. Allow lists
+/// that cannot be read are left out; the second value says why.
+async fn plan_for(state: &Arc<AppState>, doc: &Value) -> MacieResult<(Plan, Vec<String>)> {
+    let list = |k: &str| -> Vec<String> {
+        doc[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let ids = list("managedDataIdentifierIds");
+    let customs = super::custom::for_job(state, &list("customDataIdentifierIds")).await?;
+    let (allow, problems) = super::custom::allow_for_job(state, &list("allowListIds")).await?;
+    let mut builder = match doc["managedDataIdentifierSelector"].as_str() {
         Some("INCLUDE") => Scanner::builder().only(ids),
         Some("EXCLUDE") => Scanner::builder().exclude(ids),
-        _ => return Ok(managed_scanner()),
+        Some("NONE") => Scanner::builder().only(Vec::new()),
+        _ if customs.is_empty() && allow.is_empty() => {
+            return Ok((
+                Plan {
+                    scanner: managed_scanner(),
+                    customs: Default::default(),
+                },
+                problems,
+            ));
+        }
+        _ => Scanner::builder(),
     };
-    builder
+    let mut by_name = std::collections::HashMap::new();
+    for (c, d) in customs {
+        by_name.insert(c.name.clone(), d);
+        builder = builder.custom(c);
+    }
+    let scanner = builder
+        .allow(allow)
         .build()
-        .map(Arc::new)
-        .map_err(|e| MacieError::Validation(e.to_string()))
+        .map_err(|e| MacieError::Validation(e.to_string()))?;
+    Ok((
+        Plan {
+            scanner: Arc::new(scanner),
+            customs: by_name,
+        },
+        problems,
+    ))
 }
 
 async fn run_due_jobs(state: &Arc<AppState>) -> MacieResult<()> {
@@ -527,7 +647,10 @@ async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
             return finish(state, doc, started, false).await;
         }
     };
-    let scanner = scanner_for(&doc)?;
+    let (plan, problems) = plan_for(state, &doc).await?;
+    if !problems.is_empty() {
+        tracing::warn!(job = id, problems = ?problems, "a job runs without allow lists it names");
+    }
     let origin = Origin::Job {
         id: id.clone(),
         arn: doc["jobArn"].as_str().unwrap_or_default().to_owned(),
@@ -566,7 +689,7 @@ async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
         doc["statistics"]["approximateNumberOfObjectsToProcess"] = json!(n as f64);
         doc["coffer"]["cursor"] = json!({ "bucket": 0, "after": Value::Null });
         doc["coffer"]["run"] = json!({ "objectsClassified": 0, "objectsSkipped": 0,
-            "objectsWithFindings": 0, "bytesClassified": 0, "skipped": {} });
+            "objectsWithFindings": 0, "bytesClassified": 0, "skipped": {}, "warnings": problems });
         jobs::save(state, &doc).await?;
     }
     let par = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -596,7 +719,7 @@ async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
                 .filter(|o| wanted(o))
                 .map(|o| (o.bucket.clone(), o.key.clone(), o.version_id.clone()))
                 .collect();
-            let outcomes = classify_all(state, &caller, &agent, &scanner, &origin, todo, par).await;
+            let outcomes = classify_all(state, &caller, &agent, &plan, &origin, todo, par).await;
             let run = &mut doc["coffer"]["run"];
             for o in outcomes {
                 match o? {
@@ -913,19 +1036,13 @@ async fn automated_pass(
             }
         }
     }
-    let scanner = managed_scanner();
+    let plan = Plan {
+        scanner: managed_scanner(),
+        customs: Default::default(),
+    };
     let par = std::thread::available_parallelism().map_or(2, |n| n.get());
     let todo: Vec<(String, String, String)> = todo.into_keys().collect();
-    let outcomes = classify_all(
-        state,
-        &caller,
-        &agent,
-        &scanner,
-        &Origin::Automated,
-        todo,
-        par,
-    )
-    .await;
+    let outcomes = classify_all(state, &caller, &agent, &plan, &Origin::Automated, todo, par).await;
     let mut classified = 0u64;
     for o in outcomes {
         if let Outcome::Classified { .. } = o? {

@@ -215,6 +215,37 @@ impl DiscoveryMeta for SqliteStore {
         })
         .await
     }
+
+    async fn discovery_settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let prefix = prefix.to_owned();
+        self.with(move |c| {
+            let mut st = c
+                .prepare(
+                    "SELECT name, value FROM discovery_settings \
+                     WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+                )
+                .map_err(backend)?;
+            st.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn delete_discovery_setting(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let n = c
+                .execute("DELETE FROM discovery_settings WHERE name = ?1", [&name])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(MetaError::NotFound(format!("discovery setting {name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
