@@ -10,7 +10,14 @@ import random
 import subprocess
 import threading
 
-from conftest import audit_events, coffer_bin
+import pathlib
+import tempfile
+import time
+
+import boto3
+import botocore.config
+
+from conftest import Coffer, audit_events, coffer_bin
 
 ACCOUNT = "111122223333"
 START = datetime.datetime(2026, 10, 21, tzinfo=datetime.timezone.utc)  # a Wednesday
@@ -38,13 +45,13 @@ def event(t, arn, key, ip, name="GetObject", obj=None, kms_key=None, nbytes=0, e
     return e
 
 
-def simulate(rng, users, weeks, end_hours_after=0):
+def simulate(rng, users, weeks, end_hours_after=0, start=START):
     """Ordinary traffic: office hours on weekdays, a service account around the clock, busier
     mornings and random busy days, Poisson-like counts."""
     events = []
     hours = weeks * 7 * 24 + end_hours_after
     for h in range(hours):
-        t0 = START + datetime.timedelta(hours=h)
+        t0 = start + datetime.timedelta(hours=h)
         weekend = t0.weekday() >= 5
         for u in users:
             if (weekend and not u["service"]) or not (u["from"] <= t0.hour <= u["to"]):
@@ -191,3 +198,98 @@ def test_the_servers_own_log_is_the_baseline(coffer):
     report = json.loads(r.stdout)
     # Minutes of history are no baseline: nobody is judged yet, so nothing is flagged.
     assert report["eventsRead"] >= 5 and report["alerts"] == []
+
+
+def test_the_server_detects_and_remediates_an_exfiltration(tmp_path):
+    """The server's own detection: three weeks of ordinary history (as CloudTrail, seeding the
+    baselines) end now; then a real IAM user reads hundreds of objects through S3. Exactly that user
+    is flagged: a POLICY finding listed through the Macie API, a webhook call, and its access key
+    deactivated, which the audit log records. Coffer's own discovery reads flag nobody."""
+    Hook.received.clear()
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps({"Records": []}))
+    with tempfile.TemporaryDirectory(prefix="coffer-test-") as d:
+        c = Coffer(pathlib.Path(d) / "data", extra_args=[
+            "--anomaly-interval", "1", "--anomaly-remediate", "on", "--anomaly-history", str(history),
+            "--findings-webhook", f"http://127.0.0.1:{hook.server_port}/alerts"]).start()
+        try:
+            iam, s3 = c.client("iam"), c.client("s3")
+            iam.create_user(UserName="thief")
+            iam.put_user_policy(UserName="thief", PolicyName="read", PolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*", "macie2:*"], "Resource": "*"}]}))
+            creds = iam.create_access_key(UserName="thief")["AccessKey"]
+            rng = random.Random(21)
+            users = make_users(rng, 12, thief={"name": "thief", "key": creds["AccessKeyId"]})
+            # Office hours around the clock, so that the thief is judged whatever the hour now.
+            users[0]["from"], users[0]["to"], users[0]["service"] = 0, 23, True
+            now = datetime.datetime.now(datetime.timezone.utc).replace(minute=0, second=0, microsecond=0)
+            start = now - datetime.timedelta(weeks=3)
+            ordinary = simulate(rng, users, 3, start=start)
+            history.write_text(json.dumps({"Records": ordinary}))
+            # A discovery job reading everything flags nobody: its reads are the service's.
+            s3.create_bucket(Bucket="vault")
+            for i in range(40):
+                s3.put_object(Bucket="vault", Key=f"o{i}", Body=b"x" * 2000)
+            findings_api = boto3.client(
+                "macie2", endpoint_url=c.endpoint + "/_coffer/macie2", verify=c.ca, region_name="us-east-1",
+                aws_access_key_id=c.credentials()[0], aws_secret_access_key=c.credentials()[1],
+                config=botocore.config.Config(retries={"max_attempts": 1}))
+            as_thief = boto3.client(
+                "macie2", endpoint_url=c.endpoint + "/_coffer/macie2", verify=c.ca, region_name="us-east-1",
+                aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                config=botocore.config.Config(retries={"max_attempts": 1}))
+            for n in range(8):
+                job = as_thief.create_classification_job(
+                    jobType="ONE_TIME", name=f"sweep {n}",
+                    s3JobDefinition={"bucketDefinitions": [{"accountId": ACCOUNT, "buckets": ["vault"]}]})
+                while as_thief.describe_classification_job(jobId=job["jobId"])["jobStatus"] != "COMPLETE":
+                    time.sleep(0.1)
+            reads = [e for e in audit_events(c.data_dir) if e["eventName"] == "GetObject"
+                     and e["userIdentity"].get("arn", "").endswith(":user/thief")]
+            assert len(reads) == 320 and all(e["userAgent"].startswith("coffer-discovery/") for e in reads)
+            time.sleep(2.5)
+            policy = {"criterion": {"category": {"eq": ["POLICY"]}}}
+            assert findings_api.list_findings(findingCriteria=policy)["findingIds"] == []
+
+            thief = c.client("s3", access_key=creds["AccessKeyId"], secret_key=creds["SecretAccessKey"])
+            for i in range(400):
+                thief.get_object(Bucket="vault", Key=f"o{i % 40}")["Body"].read()
+            deadline = time.time() + 30
+            ids = []
+            while time.time() < deadline and not ids:
+                ids = findings_api.list_findings(findingCriteria=policy)["findingIds"]
+                time.sleep(0.3)
+            assert len(ids) == 1, "exactly one principal is flagged"
+            f = findings_api.get_findings(findingIds=ids)["findings"][0]
+            assert f["type"] == "Policy:IAMUser/AnomalousBehavior" and f["severity"]["description"] == "High"
+            actor = f["policyDetails"]["actor"]["userIdentity"]
+            assert actor["type"] == "IAMUser" and actor["iamUser"]["userName"] == "thief"
+            raw = json.loads(subprocess.run(
+                [coffer_bin(), "discovery", "findings", "--json", "--endpoint", c.endpoint,
+                 "--data-dir", str(c.data_dir)], capture_output=True, text=True, check=True).stdout)
+            alert = next(x for x in raw if x["id"] == ids[0])
+            assert alert["cofferRemediation"] == [{"action": "UpdateAccessKey", "accessKeyId": creds["AccessKeyId"],
+                                                   "result": f"deactivated access key {creds['AccessKeyId']}"}]
+            assert {s["signal"] for s in alert["cofferAlert"]["signals"]} >= {"requests"}
+            assert [k["Status"] for k in iam.list_access_keys(UserName="thief")["AccessKeyMetadata"]] == ["Inactive"]
+            try:
+                thief.get_object(Bucket="vault", Key="o1")
+                raise AssertionError("the deactivated key still works")
+            except thief.exceptions.ClientError as e:
+                assert e.response["Error"]["Code"] == "InvalidAccessKeyId"
+            assert any(e["eventName"] == "UpdateAccessKey" and e["eventSource"] == "coffer.operator"
+                       and e["requestParameters"]["accessKeyId"] == creds["AccessKeyId"]
+                       for e in audit_events(c.data_dir))
+            deadline = time.time() + 10
+            while time.time() < deadline and not any(p == "/alerts" for p, _ in Hook.received):
+                time.sleep(0.1)
+            sent = [b for p, b in Hook.received if p == "/alerts"]
+            assert len(sent) == 1 and sent[0]["detail"]["id"] == ids[0]
+            # Later runs update the same finding rather than adding more.
+            time.sleep(2.5)
+            assert findings_api.list_findings(findingCriteria=policy)["findingIds"] == ids
+        finally:
+            c.stop()
+            hook.shutdown()

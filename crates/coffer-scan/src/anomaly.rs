@@ -33,10 +33,21 @@ pub struct Event {
     pub keys: Vec<String>,
 }
 
+/// The user agent prefix of Coffer's discovery reads.
+pub const DISCOVERY_AGENT: &str = "coffer-discovery/";
+
 impl Event {
     /// Reads a CloudTrail-shaped event; `None` for records that are not a principal's request
-    /// (server start-up, operator actions without a principal).
+    /// (server start-up, operator actions without a principal) and for reads by Coffer's own
+    /// sensitive-data discovery (user agent `coffer-discovery/…`), which are the service's work
+    /// on the principal's behalf, not the principal's behaviour.
     pub fn from_cloudtrail(v: &Value) -> Option<Event> {
+        if v.get("userAgent")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.starts_with(DISCOVERY_AGENT))
+        {
+            return None;
+        }
         let time = parse_time(v.get("eventTime")?.as_str()?)?;
         let identity = v.get("userIdentity")?;
         let access_key = identity
@@ -516,6 +527,19 @@ mod tests {
     use super::*;
 
     const DAY_HOURS: i64 = 24;
+
+    #[test]
+    fn discovery_reads_are_not_the_principals() {
+        let read = |agent: &str| {
+            serde_json::json!({
+                "eventTime": "2026-11-23T10:00:00Z", "eventName": "GetObject", "userAgent": agent,
+                "userIdentity": { "arn": "arn:aws:iam::111122223333:user/a", "accessKeyId": "AKIA1" },
+            })
+        };
+        assert!(Event::from_cloudtrail(&read("aws-cli/2.15")).is_some());
+        assert!(Event::from_cloudtrail(&read("coffer-discovery/0.1.0 job/abc")).is_none());
+    }
+
     /// A Wednesday, 2026-11-18T00:00Z, in hours.
     const START: i64 = 1_794_960_000 / 3_600;
 

@@ -71,39 +71,47 @@ fn read_events(args: &AnomalyArgs, data_dir: &std::path::Path) -> anyhow::Result
         return Ok(out);
     }
     for f in &args.events {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(o)) if o.contains_key("Records") => {
-                for r in o["Records"].as_array().into_iter().flatten() {
-                    out.extend(Event::from_cloudtrail(r));
-                }
+        out.extend(read_trail(f)?);
+    }
+    Ok(out)
+}
+
+/// The events of a CloudTrail file: `{"Records": […]}` (as `coffer audit export` and AWS write
+/// it), a JSON array, or one event per line.
+pub fn read_trail(f: &std::path::Path) -> anyhow::Result<Vec<Event>> {
+    let mut out = Vec::new();
+    let text =
+        std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) if o.contains_key("Records") => {
+            for r in o["Records"].as_array().into_iter().flatten() {
+                out.extend(Event::from_cloudtrail(r));
             }
-            Ok(Value::Array(items)) => {
-                out.extend(items.iter().filter_map(Event::from_cloudtrail));
-            }
-            _ => {
-                for (i, line) in text
-                    .lines()
-                    .enumerate()
-                    .filter(|(_, l)| !l.trim().is_empty())
-                {
-                    let v: Value = serde_json::from_str(line).with_context(|| {
-                        format!(
-                            "{} line {}: neither a CloudTrail file nor JSON Lines",
-                            f.display(),
-                            i + 1
-                        )
-                    })?;
-                    out.extend(Event::from_cloudtrail(&v));
-                }
+        }
+        Ok(Value::Array(items)) => {
+            out.extend(items.iter().filter_map(Event::from_cloudtrail));
+        }
+        _ => {
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let v: Value = serde_json::from_str(line).with_context(|| {
+                    format!(
+                        "{} line {}: neither a CloudTrail file nor JSON Lines",
+                        f.display(),
+                        i + 1
+                    )
+                })?;
+                out.extend(Event::from_cloudtrail(&v));
             }
         }
     }
     Ok(out)
 }
 
-fn rfc3339(t: i64) -> String {
+pub fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|t| {

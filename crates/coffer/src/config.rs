@@ -136,6 +136,40 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_FINDINGS_WEBHOOK_CA", value_name = "PEM")]
     pub findings_webhook_ca: Option<PathBuf>,
 
+    /// Seconds between runs of access-anomaly detection over the audit log (per-principal
+    /// baselines against the latest window; alerts become findings); 0 turns it off.
+    /// [default: 300]
+    #[arg(long, env = "COFFER_ANOMALY_INTERVAL", value_name = "SECONDS")]
+    pub anomaly_interval: Option<u64>,
+
+    /// Minutes in the window anomaly detection judges. [default: 60]
+    #[arg(long, env = "COFFER_ANOMALY_WINDOW_MINUTES", value_name = "MINUTES")]
+    pub anomaly_window_minutes: Option<i64>,
+
+    /// Days of history before the window that make each principal's baseline. [default: 28]
+    #[arg(long, env = "COFFER_ANOMALY_BASELINE_DAYS", value_name = "DAYS")]
+    pub anomaly_baseline_days: Option<i64>,
+
+    /// On an access anomaly by an IAM user, deactivate the access keys it used in the window
+    /// (recorded in the audit log and on the finding). [default: off]
+    #[arg(
+        long,
+        env = "COFFER_ANOMALY_REMEDIATE",
+        value_enum,
+        value_name = "ON|OFF"
+    )]
+    pub anomaly_remediate: Option<Switch>,
+
+    /// A CloudTrail file (e.g. exported from AWS before moving to Coffer) read with the audit log
+    /// at every run, to seed the baselines (repeatable).
+    #[arg(
+        long = "anomaly-history",
+        env = "COFFER_ANOMALY_HISTORY",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub anomaly_history: Vec<PathBuf>,
+
     /// For `coffer bench s3` only: store objects UNENCRYPTED (copied where they would be sealed)
     /// in a new, empty data dir that is marked so it can never be served normally, to measure
     /// what sealing costs. Hidden from --help.
@@ -171,6 +205,12 @@ struct FileConfig {
     s3_domain: Option<String>,
     findings_webhook: Option<String>,
     findings_webhook_ca: Option<PathBuf>,
+    anomaly_interval: Option<u64>,
+    anomaly_window_minutes: Option<i64>,
+    anomaly_baseline_days: Option<i64>,
+    anomaly_remediate: Option<Switch>,
+    #[serde(default)]
+    anomaly_history: Vec<PathBuf>,
     audit: Option<Switch>,
     audit_segment_mib: Option<u64>,
     audit_digest_interval: Option<u64>,
@@ -197,6 +237,7 @@ pub struct Settings {
     pub s3_domain: Option<String>,
     /// Where findings are published, and the CA its certificate chains to.
     pub findings_webhook: Option<(String, Option<PathBuf>)>,
+    pub anomaly: crate::anomaly_task::AnomalySettings,
     pub insecure_bench_baseline: bool,
 }
 
@@ -344,7 +385,32 @@ impl Settings {
                 Some((url, ca))
             }
         };
+        let window_minutes = args
+            .anomaly_window_minutes
+            .or(file.anomaly_window_minutes)
+            .unwrap_or(60);
+        let baseline_days = args
+            .anomaly_baseline_days
+            .or(file.anomaly_baseline_days)
+            .unwrap_or(28);
+        if window_minutes <= 0 || baseline_days <= 0 {
+            bail!("anomaly_window_minutes and anomaly_baseline_days must be positive");
+        }
+        let mut history = file.anomaly_history;
+        history.extend(args.anomaly_history);
+        let anomaly = crate::anomaly_task::AnomalySettings {
+            interval: std::time::Duration::from_secs(
+                args.anomaly_interval
+                    .or(file.anomaly_interval)
+                    .unwrap_or(300),
+            ),
+            window_minutes,
+            baseline_days,
+            remediate: args.anomaly_remediate.or(file.anomaly_remediate) == Some(Switch::On),
+            history,
+        };
         Ok(Self {
+            anomaly,
             findings_webhook,
             insecure_bench_baseline: args.insecure_bench_baseline,
             s3_domain,

@@ -34,7 +34,7 @@ struct Unsealed {
     /// References to `state` held by the API itself; more mean requests in flight.
     idle_refs: usize,
     sweeper: JoinHandle<()>,
-    /// Sensitive-data discovery's job and automated loops.
+    /// Sensitive-data discovery's job and automated loops, and anomaly detection.
     discovery: Vec<JoinHandle<()>>,
 }
 
@@ -279,7 +279,12 @@ impl Front {
             operator: Some(Arc::new(OperatorHandle(self.me.clone()))),
         });
         let router = coffer_api::router(state.clone());
-        let discovery = coffer_api::macie::runner::spawn(state.clone());
+        let mut discovery = coffer_api::macie::runner::spawn(state.clone());
+        discovery.extend(crate::anomaly_task::spawn(
+            state.clone(),
+            self.data_dir.join("audit"),
+            s.anomaly.clone(),
+        ));
         let idle_refs = Arc::strong_count(&state);
         let sweeper = tokio::spawn(crate::server::lifecycle_clock(
             kms,

@@ -2,6 +2,7 @@
 //! `coffer audit` checks the audit log; `coffer iam` imports access keys.
 
 mod anomaly_cmd;
+mod anomaly_task;
 mod audit_cmd;
 mod backup_cmd;
 mod bench;
@@ -40,7 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Coffer server (KMS API over TLS; first start sets up the data dir).
-    Server(config::ServerArgs),
+    Server(Box<config::ServerArgs>),
     /// Measure a running Coffer with real SigV4-signed requests over HTTPS.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,7 +69,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => server::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Server(args) => server::run(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Iam(cmd) => iam_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),

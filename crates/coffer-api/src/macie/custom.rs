@@ -462,7 +462,11 @@ async fn load_list(state: &Arc<AppState>, d: &Value) -> Result<AllowList, (&'sta
     }
     let bucket = c["s3WordsList"]["bucketName"].as_str().unwrap_or_default();
     let key = c["s3WordsList"]["objectKey"].as_str().unwrap_or_default();
-    let agent = format!("coffer-discovery/{} allow-list", env!("CARGO_PKG_VERSION"));
+    let agent = format!(
+        "{}{} allow-list",
+        coffer_scan::anomaly::DISCOVERY_AGENT,
+        env!("CARGO_PKG_VERSION")
+    );
     let caller = super::runner::caller_for(
         state,
         d["runAs"].as_str().unwrap_or_default(),

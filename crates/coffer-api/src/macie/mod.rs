@@ -396,7 +396,7 @@ pub(crate) fn macie_category(c: coffer_scan::Category) -> &'static str {
 }
 
 /// Macie's timestamps: ISO 8601 with milliseconds, UTC.
-pub(crate) fn iso(ms: i64) -> String {
+pub fn iso(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(

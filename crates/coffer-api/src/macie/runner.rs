@@ -90,7 +90,8 @@ impl Discovery {
         }
     }
 
-    fn publish(&self, state: &AppState, finding: &Value) {
+    /// Hands a new or updated finding to the publisher (the webhook), if there is one.
+    pub fn publish(&self, state: &AppState, finding: &Value) {
         let Some(tx) = &self.publish else {
             return;
         };
@@ -630,7 +631,11 @@ async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
     }
     doc["coffer"]["runStartedMs"] = json!(started);
     doc["lastRunTime"] = json!(iso(started));
-    let agent = format!("coffer-discovery/{} job/{id}", env!("CARGO_PKG_VERSION"));
+    let agent = format!(
+        "{}{} job/{id}",
+        coffer_scan::anomaly::DISCOVERY_AGENT,
+        env!("CARGO_PKG_VERSION")
+    );
     let caller = match caller_for(
         state,
         doc["coffer"]["runAs"].as_str().unwrap_or_default(),
@@ -982,7 +987,11 @@ async fn automated_pass(
     // once this pass ends.
     let covered_to = now_ms() - 5_000;
     let watermark = a["watermarkMs"].as_i64().unwrap_or(covered_to);
-    let agent = format!("coffer-discovery/{} automated", env!("CARGO_PKG_VERSION"));
+    let agent = format!(
+        "{}{} automated",
+        coffer_scan::anomaly::DISCOVERY_AGENT,
+        env!("CARGO_PKG_VERSION")
+    );
     let caller = match caller_for(
         state,
         a["runAs"].as_str().unwrap_or_default(),
