@@ -59,6 +59,7 @@ fn world() -> &'static World {
             s3_domain: Some("s3.fuzz.test".into()),
             s3_access: Default::default(),
             s3_bucket_keys: Default::default(),
+            discovery: coffer_api::macie::Discovery::new(None),
         });
         World { runtime, router: coffer_api::router(state), _dir: dir }
     })
