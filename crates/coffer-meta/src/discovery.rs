@@ -51,8 +51,9 @@ pub trait DiscoveryMeta: Send + Sync {
     /// Replaces a job's status and document; `NotFound` when it is gone.
     async fn update_job(&self, job: &JobRecord) -> Result<()>;
 
-    /// Inserts a finding, or replaces the one with its id (keeping when it was first created).
-    async fn put_finding(&self, finding: &FindingRecord) -> Result<()>;
+    /// Inserts findings, or replaces those with their ids (keeping when each was first created),
+    /// all in one transaction.
+    async fn put_findings(&self, findings: &[FindingRecord]) -> Result<()>;
     /// Findings, newest first, optionally of one bucket only.
     async fn findings(&self, bucket: Option<&str>) -> Result<Vec<FindingRecord>>;
     /// The findings with these ids (those that exist).

@@ -162,7 +162,7 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
         "cofferAlert": a,
         "cofferRemediation": remediation,
     });
-    meta.put_finding(&FindingRecord {
+    meta.put_findings(&[FindingRecord {
         id: id.clone(),
         bucket: String::new(),
         key: String::new(),
@@ -173,7 +173,7 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
         updated_ms: a.window_end * 1000,
         archived: false,
         doc: doc.to_string(),
-    })
+    }])
     .await?;
     meta.put_discovery_setting(
         &incident_key,

@@ -34,6 +34,9 @@ pub enum BenchCommand {
     /// The sensitive-data scanner on one core over generated mixed text, beside a single-literal
     /// search over the same bytes (the ceiling), in alternating rounds.
     Scan(crate::bench_scan::ScanBenchArgs),
+    /// A classification job over a bucket of generated mixed text on a Coffer started here, beside
+    /// the same objects scanned in this process on every core, in alternating rounds.
+    Discovery(crate::bench_discovery::DiscoveryBenchArgs),
     /// The scanner's precision, recall and F1 per identifier over a generated corpus of
     /// documents with planted, labelled values and hard negatives.
     ScanAccuracy(crate::bench_scan_eval::AccuracyArgs),
@@ -234,6 +237,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runtime.block_on(crate::bench_s3::run(args))
         }
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
+        BenchCommand::Discovery(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::bench_discovery::run(args))
+        }
         BenchCommand::ScanAccuracy(args) => crate::bench_scan_eval::run(args),
         BenchCommand::Root(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -6,6 +6,7 @@ mod anomaly_task;
 mod audit_cmd;
 mod backup_cmd;
 mod bench;
+mod bench_discovery;
 mod bench_s3;
 mod bench_scan;
 mod bench_scan_eval;

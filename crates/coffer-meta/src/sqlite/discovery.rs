@@ -118,32 +118,40 @@ impl DiscoveryMeta for SqliteStore {
         .await
     }
 
-    async fn put_finding(&self, finding: &FindingRecord) -> Result<()> {
-        let f = finding.clone();
+    async fn put_findings(&self, findings: &[FindingRecord]) -> Result<()> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let all = findings.to_vec();
         self.with(move |c| {
-            c.execute(
-                &format!(
-                    "INSERT INTO discovery_findings ({FINDING_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                     ON CONFLICT(id) DO UPDATE SET severity = excluded.severity, \
-                     finding_type = excluded.finding_type, updated_ms = excluded.updated_ms, \
-                     archived = excluded.archived, doc = excluded.doc"
-                ),
-                params![
-                    f.id,
-                    f.bucket,
-                    f.key,
-                    f.severity,
-                    f.finding_type,
-                    f.origin,
-                    f.created_ms,
-                    f.updated_ms,
-                    f.archived as i64,
-                    f.doc
-                ],
-            )
-            .map_err(backend)?;
-            Ok(())
+            let tx = c.transaction().map_err(backend)?;
+            {
+                let mut st = tx
+                    .prepare(&format!(
+                        "INSERT INTO discovery_findings ({FINDING_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                         ON CONFLICT(id) DO UPDATE SET severity = excluded.severity, \
+                         finding_type = excluded.finding_type, updated_ms = excluded.updated_ms, \
+                         archived = excluded.archived, doc = excluded.doc"
+                    ))
+                    .map_err(backend)?;
+                for f in &all {
+                    st.execute(params![
+                        f.id,
+                        f.bucket,
+                        f.key,
+                        f.severity,
+                        f.finding_type,
+                        f.origin,
+                        f.created_ms,
+                        f.updated_ms,
+                        f.archived as i64,
+                        f.doc
+                    ])
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -315,11 +323,13 @@ mod tests {
     #[tokio::test]
     async fn findings_upsert_keeps_creation_time() {
         let (_d, s) = store();
-        s.put_finding(&finding("f1", "a", 10)).await.expect("put");
-        s.put_finding(&finding("f2", "b", 20)).await.expect("put");
+        s.put_findings(&[finding("f1", "a", 10), finding("f2", "b", 20)])
+            .await
+            .expect("put");
         let mut later = finding("f1", "a", 30);
         later.severity = "LOW".into();
-        s.put_finding(&later).await.expect("replace");
+        s.put_findings(&[later]).await.expect("replace");
+        s.put_findings(&[]).await.expect("nothing");
         let all = s.findings(None).await.expect("all");
         assert_eq!(
             all.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
