@@ -131,11 +131,7 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
             json!({ "type": "Root", "root": { "accountId": cfg.account_id, "arn": a.principal } })
         }
     };
-    let (words, score) = match a.severity {
-        coffer_scan::Severity::High => ("High", 3),
-        coffer_scan::Severity::Medium => ("Medium", 2),
-        coffer_scan::Severity::Low => ("Low", 1),
-    };
+    let (words, score) = coffer_api::macie::severity_words(a.severity);
     let details: Vec<&str> = a.signals.iter().map(|s| s.detail.as_str()).collect();
     let doc = json!({
         "id": id,

@@ -8,7 +8,7 @@ use coffer_kms::Caller;
 use coffer_scan::{AllowList, CustomIdentifier, Scanner, Severity};
 use serde_json::{Value, json};
 
-use super::{MacieError, MacieResult, iso, now_ms};
+use super::{MacieError, MacieResult, invalid, iso, now_ms, string_list as strings};
 use crate::AppState;
 
 const CDI: &str = "cdi:";
@@ -16,25 +16,6 @@ const ALLOW: &str = "allow:";
 /// Macie's limits on a word list: 100,000 entries, 35 MiB.
 const MAX_WORDS: usize = 100_000;
 const MAX_WORDS_BYTES: u64 = 35 << 20;
-
-fn invalid(m: impl Into<String>) -> MacieError {
-    MacieError::Validation(m.into())
-}
-
-fn strings(v: Option<&Value>, what: &str) -> MacieResult<Vec<String>> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(format!("{what} must be a list of strings.")))
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("{what} must be a list of strings."))),
-    }
-}
 
 /// The severity levels of a custom identifier, checked: up to three, thresholds rising, each
 /// severity once. Macie's default is MEDIUM from the first occurrence.

@@ -7,7 +7,7 @@ use coffer_meta::{FindingRecord, ObjectRecord};
 use coffer_scan::{Category, Place, Severity};
 use serde_json::{Value, json};
 
-use super::{MacieError, MacieResult, iso, macie_category, parse_iso};
+use super::{MacieError, MacieResult, iso, macie_category, parse_iso, severity_words};
 use crate::AppState;
 
 /// Where a finding came from.
@@ -23,14 +23,6 @@ impl Origin {
             Origin::Job { id, .. } => id,
             Origin::Automated => "AUTOMATED",
         }
-    }
-}
-
-fn severity_words(s: Severity) -> (&'static str, u8) {
-    match s {
-        Severity::Low => ("Low", 1),
-        Severity::Medium => ("Medium", 2),
-        Severity::High => ("High", 3),
     }
 }
 

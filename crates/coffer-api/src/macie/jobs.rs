@@ -8,7 +8,7 @@ use coffer_kms::Caller;
 use coffer_meta::{JobRecord, ObjectRecord};
 use serde_json::{Map, Value, json};
 
-use super::{MacieError, MacieResult, iso, now_ms, parse_iso};
+use super::{MacieError, MacieResult, invalid, iso, now_ms, parse_iso, string_list as str_list};
 use crate::AppState;
 
 /// How long a job paused by its user stays paused before it is cancelled (Macie: 30 days).
@@ -24,25 +24,6 @@ const DAYS: &[&str] = &[
     "SATURDAY",
     "SUNDAY",
 ];
-
-fn invalid(m: impl Into<String>) -> MacieError {
-    MacieError::Validation(m.into())
-}
-
-fn str_list(v: Option<&Value>, what: &str) -> MacieResult<Vec<String>> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| invalid(format!("{what} must be a list of strings.")))
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("{what} must be a list of strings."))),
-    }
-}
 
 /// Checks a CreateClassificationJob request and returns the job's document.
 async fn new_job(state: &AppState, input: &Value, caller: &Caller) -> MacieResult<Value> {

@@ -395,20 +395,38 @@ pub(crate) fn macie_category(c: coffer_scan::Category) -> &'static str {
     }
 }
 
-/// Macie's timestamps: ISO 8601 with milliseconds, UTC.
+/// Macie's timestamps: ISO 8601 with milliseconds, UTC (as S3 writes them).
 pub fn iso(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    crate::s3::iso_ms(ms)
+}
+
+pub(crate) fn invalid(m: impl Into<String>) -> MacieError {
+    MacieError::Validation(m.into())
+}
+
+/// A request member that must be a list of strings (absent or null: empty).
+pub(crate) fn string_list(v: Option<&Value>, what: &str) -> MacieResult<Vec<String>> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(format!("{what} must be a list of strings.")))
+            })
+            .collect(),
+        Some(_) => Err(invalid(format!("{what} must be a list of strings."))),
+    }
+}
+
+/// Macie's words and score for a severity.
+pub fn severity_words(s: coffer_scan::Severity) -> (&'static str, u8) {
+    match s {
+        coffer_scan::Severity::Low => ("Low", 1),
+        coffer_scan::Severity::Medium => ("Medium", 2),
+        coffer_scan::Severity::High => ("High", 3),
+    }
 }
 
 /// Milliseconds since the epoch of an ISO 8601 timestamp.

@@ -10,6 +10,7 @@ pub mod access;
 pub mod body;
 pub mod chunked;
 mod ops;
+pub(crate) use ops::iso as iso_ms;
 pub(crate) mod sse;
 pub mod xml;
 

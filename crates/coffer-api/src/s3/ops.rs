@@ -286,7 +286,7 @@ fn set(r: &mut Response, name: &'static str, value: &str) {
 }
 
 /// S3's timestamp in XML: `2009-10-12T17:50:30.000Z`.
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
