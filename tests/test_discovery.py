@@ -18,6 +18,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import Coffer, audit_events
+from test_scan import pdf_document
 
 SSN = "123-45-6789"
 CARD = "4111 1111 1111 1111"
@@ -103,6 +104,8 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
     s3.put_object(Bucket="hr-data", Key="kms/deploy.env", Body=f"aws_secret_access_key = {AWS_SECRET}\n".encode(),
                   ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
     s3.put_object(Bucket="hr-data", Key="clean.txt", Body=b"nothing to see\n")
+    s3.put_object(Bucket="hr-data", Key="scans/letter.pdf", Body=pdf_document(["Dear Jane,", f"your SSN {SSN}"]))
+    s3.put_object(Bucket="hr-data", Key="scans/broken.pdf", Body=b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n")
     s3.put_object(Bucket="hr-data", Key="logs/app.log", Body=f"ssn {SSN}\n".encode())
 
     job = m.create_classification_job(
@@ -115,13 +118,21 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
                                         s3JobDefinition=job_definition(acct, "hr-data"))
     assert again["jobId"] == job["jobId"]
     done = wait_for(job["jobId"], m)
-    assert done["statistics"] == {"approximateNumberOfObjectsToProcess": 4.0, "numberOfRuns": 1.0}
+    assert done["statistics"] == {"approximateNumberOfObjectsToProcess": 6.0, "numberOfRuns": 1.0}
+    # Coffer's additions (botocore keeps only Macie's members): what the run skipped, and why.
+    shown = json.loads(discovery(server, "job", "show", job["jobId"], "--json").stdout)
+    assert shown["cofferLastRun"]["skipped"] == {"UNSUPPORTED_FILE_TYPE": 1}, shown["cofferLastRun"]
+    assert shown["cofferLastRun"]["skippedExample"]["UNSUPPORTED_FILE_TYPE"].startswith("PDF: not a readable PDF")
+    assert shown["cofferRunAs"] == f"arn:aws:iam::{acct}:root"
     assert done["description"] == "first look" and done["lastRunErrorStatus"] == {"code": "NONE"}
 
     ids = m.list_findings(findingCriteria={"criterion": {
         "classificationDetails.jobId": {"eq": [job["jobId"]]}}})["findingIds"]
     findings = {f["resourcesAffected"]["s3Object"]["key"]: f for f in m.get_findings(findingIds=ids)["findings"]}
-    assert set(findings) == {"people.csv", "notes.txt", "kms/deploy.env"}
+    assert set(findings) == {"people.csv", "notes.txt", "kms/deploy.env", "scans/letter.pdf"}
+    letter = findings["scans/letter.pdf"]["classificationDetails"]["result"]
+    assert letter["mimeType"] == "application/pdf"
+    assert letter["sensitiveData"][0]["detections"][0]["occurrences"]["lineRanges"][0]["start"] == 2
     people = findings["people.csv"]
     assert people["type"] == "SensitiveData:S3Object/Personal"
     assert people["severity"] == {"description": "High", "score": 3}
@@ -147,15 +158,16 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
     assert not_high["findingIds"] == []
     by_key = m.list_findings(sortCriteria={"attributeName": "resourcesAffected.s3Object.key", "orderBy": "ASC"},
                              findingCriteria={"criterion": {"resourcesAffected.s3Bucket.name": {"eq": ["hr-data"]}}})
-    assert by_key["findingIds"] == [secret["id"], notes["id"], people["id"]]
-    paged = m.list_findings(maxResults=2)
-    assert len(paged["findingIds"]) == 2 and paged["nextToken"]
-    assert len(m.list_findings(maxResults=2, nextToken=paged["nextToken"])["findingIds"]) == 1
+    assert by_key["findingIds"] == [secret["id"], notes["id"], people["id"],
+                                    findings["scans/letter.pdf"]["id"]]
+    paged = m.list_findings(maxResults=3)
+    assert len(paged["findingIds"]) == 3 and paged["nextToken"]
+    assert len(m.list_findings(maxResults=3, nextToken=paged["nextToken"])["findingIds"]) == 1
     stats = m.get_finding_statistics(groupBy="type", sortCriteria={"attributeName": "groupKey", "orderBy": "ASC"})
     assert stats["countsByGroup"] == [
         {"groupKey": "SensitiveData:S3Object/Credentials", "count": 1},
         {"groupKey": "SensitiveData:S3Object/Financial", "count": 1},
-        {"groupKey": "SensitiveData:S3Object/Personal", "count": 1}]
+        {"groupKey": "SensitiveData:S3Object/Personal", "count": 2}]
 
     # The jobs list, filtered.
     items = m.list_classification_jobs(filterCriteria={"includes": [
@@ -164,7 +176,7 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
 
     # Every finding reached the webhook as a Macie Finding event; no value is anywhere.
     deadline = time.time() + 10
-    while len([r for r in Hook.received if r[2]["detail"]["id"] in ids]) < 3 and time.time() < deadline:
+    while len([r for r in Hook.received if r[2]["detail"]["id"] in ids]) < 4 and time.time() < deadline:
         time.sleep(0.1)
     events = [r for r in Hook.received if r[2]["detail"]["id"] in ids]
     assert sorted(e[2]["detail"]["id"] for e in events) == sorted(ids)
@@ -177,7 +189,7 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
     trail = audit_events(server.data_dir)
     reads = [e for e in trail if e["eventName"] == "GetObject" and "coffer-discovery" in e.get("userAgent", "")]
     assert sorted(e["requestParameters"]["key"] for e in reads) == [
-        "clean.txt", "kms/deploy.env", "notes.txt", "people.csv"]
+        "clean.txt", "kms/deploy.env", "notes.txt", "people.csv", "scans/broken.pdf", "scans/letter.pdf"]
     assert any(e["eventName"] == "Decrypt" and "coffer-discovery" in e.get("userAgent", "") for e in trail)
     assert any(e["eventName"] == "CreateClassificationJob" and e["eventSource"] == "macie2.amazonaws.com"
                for e in trail)
@@ -287,8 +299,10 @@ def test_a_job_reads_only_what_its_creator_may(server):
     analyst = macie(server, creds["AccessKeyId"], creds["SecretAccessKey"])
     job = analyst.create_classification_job(jobType="ONE_TIME", name="analyst",
                                             s3JobDefinition=job_definition(acct, "analyst-ok", "analyst-closed"))
-    done = wait_for(job["jobId"], analyst)
-    assert done["cofferRunAs"] if "cofferRunAs" in done else True
+    wait_for(job["jobId"], analyst)
+    shown = json.loads(discovery(server, "job", "show", job["jobId"], "--json").stdout)
+    assert shown["cofferRunAs"] == f"arn:aws:iam::{acct}:user/analyst"
+    assert shown["cofferLastRun"]["skipped"] == {"ACCESS_DENIED": 1, "UNABLE_TO_DECRYPT": 1}
     raw = json.loads(subprocess.run(
         ["aws", "macie2", "describe-classification-job", "--job-id", job["jobId"],
          "--endpoint-url", server.endpoint + "/_coffer/macie2", "--output", "json"],

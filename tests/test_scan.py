@@ -23,6 +23,29 @@ IBAN = "DE89370400440532013000"
 VALUES = [AWS_KEY_ID, AWS_SECRET, CARD, CARD.replace(" ", ""), SSN, "123456789", IBAN, "jane.doe@example.com"]
 
 
+def pdf_document(lines):
+    """A minimal PDF (one page, Helvetica, one text line per entry), as PDF writers lay it out:
+    objects, a cross-reference table with byte offsets, a trailer."""
+    content = "BT /F1 12 Tf 72 720 Td " + " ".join(f"({line}) Tj 0 -16 Td" for line in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = b"%PDF-1.4\n", []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
 def scan(*args, env=None):
     return subprocess.run([coffer_bin(), "scan", *args], capture_output=True, text=True, timeout=300, env=env)
 
@@ -140,7 +163,8 @@ def test_archives_and_documents(tmp_path):
         z.writestr("nested/inner.zip", inner.getvalue())
         z.writestr("logs/app.log.gz", gzip.compress(f"user ssn {SSN}\n".encode()))
         z.write(tmp_path / "memo.docx", "docs/memo.docx")
-    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+    (tmp_path / "report.pdf").write_bytes(pdf_document(["Employee record", f"SSN: {SSN}", f"card {CARD}"]))
     with tarfile.open(tmp_path / "backup.tar.gz", "w:gz") as t:
         for name, text in (("etc/app.env", f"aws_secret_access_key = {AWS_SECRET}\n"), ("notes.txt", "nothing\n")):
             info = tarfile.TarInfo(name)
@@ -157,8 +181,11 @@ def test_archives_and_documents(tmp_path):
     assert members == {"nested/inner.zip/keys/deploy.env", "logs/app.log.gz", "docs/memo.docx/word/document.xml"}
     backup = by[("backup.tar.gz", "AWS_SECRET_ACCESS_KEY")]
     assert backup["locations"][0]["member"] == "etc/app.env" and backup["locations"][0]["line"] == 1
-    pdf = [s for s in report["skipped"] if s["path"].endswith("report.pdf")]
-    assert len(pdf) == 1 and "PDF" in pdf[0]["reason"]
+    # PDF text comes from a resource-limited child process; lines are the PDF's text lines.
+    assert by[("report.pdf", "USA_SOCIAL_SECURITY_NUMBER")]["locations"][0]["line"] == 2
+    assert by[("report.pdf", "CREDIT_CARD_NUMBER")]["locations"][0]["line"] == 3
+    broken = [s for s in report["skipped"] if s["path"].endswith("broken.pdf")]
+    assert len(broken) == 1 and broken[0]["reason"].startswith("PDF: not a readable PDF"), broken
 
 
 def test_bombs_are_reported_not_followed(tmp_path):

@@ -13,7 +13,12 @@ use serde::Serialize;
 use crate::engine::{Context, Scanner};
 use crate::findings::{Collector, Finding, Lines, Location, Place};
 
-/// Bounds on what archives and compressed data may expand to.
+/// Extracts the text of a PDF (pages separated by form feeds), or says why it cannot. PDF
+/// parsers crash on crafted files, so the binary runs one in a resource-limited child process and
+/// hands that in; without one, PDFs are skipped with the reason.
+pub type PdfText = fn(&[u8]) -> Result<String, String>;
+
+/// Bounds on what archives and compressed data may expand to, and the PDF extractor.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Archives inside archives, at most.
@@ -24,6 +29,8 @@ pub struct Limits {
     pub max_ratio: u64,
     /// Bytes one file may expand to in all (every member of every nested archive).
     pub max_expanded: u64,
+    /// How PDF text is extracted; `None` skips PDFs.
+    pub pdf: Option<PdfText>,
 }
 
 impl Default for Limits {
@@ -33,6 +40,7 @@ impl Default for Limits {
             max_entries: 10_000,
             max_ratio: 100,
             max_expanded: 1 << 30,
+            pdf: None,
         }
     }
 }
@@ -162,6 +170,7 @@ enum Kind {
     Json,
     JsonLines,
     Text,
+    Pdf,
 }
 
 fn extension(name: &str) -> String {
@@ -183,7 +192,7 @@ fn kind(name: &str, data: &[u8]) -> Result<Kind, String> {
         return Ok(Kind::Tar);
     }
     if data.starts_with(b"%PDF-") {
-        return Err("PDF: text extraction from PDF is not supported yet".into());
+        return Ok(Kind::Pdf);
     }
     let head = &data[..data.len().min(8192)];
     if head.contains(&0) {
@@ -260,6 +269,18 @@ impl Walk<'_> {
             }
             Kind::Text => {
                 self.text(member, &utf8(data), 0);
+                Ok(())
+            }
+            Kind::Pdf => {
+                let extract = self.limits.pdf.ok_or(
+                    "PDF: text extraction is off here (coffer scan and the server extract PDF text in a separate, resource-limited process)",
+                )?;
+                let text = extract(data).map_err(|why| format!("PDF: {why}"))?;
+                self.expanded = self.expanded.saturating_add(text.len() as u64);
+                if self.expanded > self.limits.max_expanded {
+                    return Err("PDF: its text exceeds the expansion limit".into());
+                }
+                self.text(member, &text, 0);
                 Ok(())
             }
         }

@@ -265,7 +265,8 @@ impl Front {
             }
         };
         let state = Arc::new(AppState {
-            discovery: coffer_api::macie::Discovery::new(publish),
+            discovery: coffer_api::macie::Discovery::new(publish)
+                .with_pdf_text(crate::pdf_text::extract),
             objects,
             s3_domain: s.s3_domain.clone(),
             s3_access: Default::default(),

@@ -17,6 +17,7 @@ mod discovery_cmd;
 mod front;
 mod iam_cmd;
 mod operator_cmd;
+mod pdf_text;
 mod scan_cmd;
 mod server;
 mod tls;
@@ -65,6 +66,10 @@ enum Command {
     /// counts, and automated discovery of new objects (the Macie API under /_coffer/macie2)
     #[command(subcommand)]
     Discovery(discovery_cmd::DiscoveryCommand),
+    /// Internal: the resource-limited PDF text reader the scanner starts (PDF on stdin, text
+    /// on stdout).
+    #[command(hide = true)]
+    PdfText,
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Operator(cmd) => operator_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Backup(cmd) => backup_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Scan(args) => scan_cmd::run(args),
+        Command::PdfText => return pdf_text::child_main(),
         Command::Discovery(cmd) => {
             discovery_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS)
         }

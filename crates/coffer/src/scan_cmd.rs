@@ -307,7 +307,10 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     };
 
     let max_file = args.max_file_mib.saturating_mul(1 << 20);
-    let limits = Limits::default();
+    let limits = Limits {
+        pdf: Some(crate::pdf_text::extract),
+        ..Limits::default()
+    };
     let workers = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

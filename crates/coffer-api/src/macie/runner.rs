@@ -109,6 +109,9 @@ pub struct Discovery {
     /// Findings that could not be handed to the publisher (its queue was full).
     pub unpublished: AtomicU64,
     pool: OnceLock<ScanPool>,
+    /// How PDF text is extracted (the binary's resource-limited child process); `None` skips
+    /// PDFs.
+    pdf: Option<coffer_scan::read::PdfText>,
 }
 
 impl Discovery {
@@ -123,7 +126,14 @@ impl Discovery {
             publish,
             unpublished: AtomicU64::new(0),
             pool: OnceLock::new(),
+            pdf: None,
         }
+    }
+
+    /// Extracts PDF text with `pdf`.
+    pub fn with_pdf_text(mut self, pdf: coffer_scan::read::PdfText) -> Self {
+        self.pdf = Some(pdf);
+        self
     }
 
     pub fn wake(&self) {
@@ -218,6 +228,7 @@ fn mime_of(key: &str) -> &'static str {
         "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "pdf" => "application/pdf",
         "htm" | "html" => "text/html",
         "xml" => "application/xml",
         _ => "text/plain",
@@ -411,13 +422,17 @@ async fn classify(
     };
     let blobs = state.objects.blobs().clone();
     let scanner = plan.scanner.clone();
+    let pdf = state.discovery.pdf;
     let name = key.to_owned();
     let size = record.size;
     let pool = state.discovery.pool.get_or_init(ScanPool::new);
     let scanned = pool
         .run(
             move || -> Result<coffer_scan::Report, (&'static str, String)> {
-                let limits = coffer_scan::Limits::default();
+                let limits = coffer_scan::Limits {
+                    pdf,
+                    ..coffer_scan::Limits::default()
+                };
                 if size <= WHOLE {
                     let mut data = Vec::with_capacity(size as usize);
                     coffer_store::read_pieces(blobs.as_ref(), &pieces, None, &mut |b| {
