@@ -493,3 +493,43 @@ def test_custom_identifiers_and_allow_lists_in_jobs(server):
         s3JobDefinition=job_definition(acct, "custom-data")))[0] == "ResourceNotFoundException"
     batch = m.batch_get_custom_data_identifiers(ids=[cdi, "0" * 32])
     assert batch["customDataIdentifiers"][0]["deleted"] is True and batch["notFoundIdentifierIds"] == ["0" * 32]
+
+
+def test_a_scheduled_job_runs_again_on_its_schedule_over_new_objects(tmp_path):
+    """A daily job with an initial run classifies what is there, idles until its next date, and
+    then — the schedule clock run a day ahead, after a restart — classifies only what was written
+    since its last run."""
+    with tempfile.TemporaryDirectory(prefix="coffer-test-") as d:
+        c = Coffer(pathlib.Path(d) / "data").start()
+        try:
+            s3, m, acct = c.client("s3"), macie(c), account(c)
+            s3.create_bucket(Bucket="daily")
+            s3.put_object(Bucket="daily", Key="old.txt", Body=f"ssn {SSN}\n".encode())
+            job = m.create_classification_job(jobType="SCHEDULED", name="daily", initialRun=True,
+                                              scheduleFrequency={"dailySchedule": {}},
+                                              s3JobDefinition=job_definition(acct, "daily"))
+            first = wait_for(job["jobId"], m, statuses=("IDLE",))
+            assert first["statistics"] == {"approximateNumberOfObjectsToProcess": 1.0, "numberOfRuns": 1.0}
+            s3.put_object(Bucket="daily", Key="new.txt", Body=f"card {CARD}\n".encode())
+            time.sleep(3)
+            # Nothing runs before its date.
+            assert m.describe_classification_job(jobId=job["jobId"])["statistics"]["numberOfRuns"] == 1.0
+            old_finding = m.get_findings(findingIds=m.list_findings()["findingIds"])["findings"][0]
+            c.stop()
+            c.extra_args = ["--discovery-clock-offset", "25h"]
+            c.start()
+            m = macie(c)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                d2 = m.describe_classification_job(jobId=job["jobId"])
+                if d2["statistics"]["numberOfRuns"] == 2.0 and d2["jobStatus"] == "IDLE":
+                    break
+                time.sleep(0.2)
+            assert d2["statistics"] == {"approximateNumberOfObjectsToProcess": 1.0, "numberOfRuns": 2.0}
+            found = {f["resourcesAffected"]["s3Object"]["key"]: f
+                     for f in m.get_findings(findingIds=m.list_findings()["findingIds"])["findings"]}
+            assert set(found) == {"old.txt", "new.txt"}
+            assert found["new.txt"]["type"] == "SensitiveData:S3Object/Financial"
+            assert found["old.txt"]["updatedAt"] == old_finding["updatedAt"], "the old object was not read again"
+        finally:
+            c.stop()

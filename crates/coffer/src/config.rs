@@ -181,6 +181,12 @@ pub struct ServerArgs {
     /// due now. Everything else keeps the real time. [default: 0s]
     #[arg(long, env = "COFFER_LIFECYCLE_CLOCK_OFFSET", value_name = "DURATION")]
     pub lifecycle_clock_offset: Option<String>,
+
+    /// For testing and drills only: run the clock that decides when scheduled classification
+    /// jobs are due this far ahead of the wall clock (e.g. `25h`), so that the next scheduled run
+    /// happens now. Object times and everything else keep the real time. [default: 0s]
+    #[arg(long, env = "COFFER_DISCOVERY_CLOCK_OFFSET", value_name = "DURATION")]
+    pub discovery_clock_offset: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -202,6 +208,7 @@ struct FileConfig {
     shutdown_grace: Option<u64>,
     lifecycle_interval: Option<u64>,
     lifecycle_clock_offset: Option<String>,
+    discovery_clock_offset: Option<String>,
     s3_domain: Option<String>,
     findings_webhook: Option<String>,
     findings_webhook_ca: Option<PathBuf>,
@@ -231,6 +238,7 @@ pub struct Settings {
     pub shutdown_grace: std::time::Duration,
     pub lifecycle_interval: std::time::Duration,
     pub lifecycle_clock_offset: std::time::Duration,
+    pub discovery_clock_offset: std::time::Duration,
     pub audit: bool,
     pub audit_segment_bytes: u64,
     pub audit_digest_interval: std::time::Duration,
@@ -342,6 +350,11 @@ impl Settings {
         if lifecycle_interval == 0 {
             bail!("the lifecycle interval must be at least 1 second");
         }
+        let discovery_clock_offset =
+            match args.discovery_clock_offset.or(file.discovery_clock_offset) {
+                Some(text) => parse_duration(&text).context("discovery_clock_offset")?,
+                None => std::time::Duration::ZERO,
+            };
         let lifecycle_clock_offset =
             match args.lifecycle_clock_offset.or(file.lifecycle_clock_offset) {
                 Some(text) => parse_duration(&text).context("lifecycle_clock_offset")?,
@@ -437,6 +450,7 @@ impl Settings {
             ),
             lifecycle_interval: std::time::Duration::from_secs(lifecycle_interval),
             lifecycle_clock_offset,
+            discovery_clock_offset,
             audit: args.audit.or(file.audit).unwrap_or(Switch::On) == Switch::On,
             audit_segment_bytes: audit_segment_mib * 1024 * 1024,
             audit_digest_interval: std::time::Duration::from_secs(audit_digest_interval),

@@ -268,6 +268,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
              scheduled deletions, rotations and expiries happen early; for testing only"
         );
     }
+    if !s.discovery_clock_offset.is_zero() {
+        warn!(
+            offset_seconds = s.discovery_clock_offset.as_secs(),
+            "the classification-job schedule clock runs ahead of the wall clock \
+             (--discovery-clock-offset): scheduled jobs run early; for testing only"
+        );
+    }
     let settings = Arc::new(s);
     let s = settings.clone();
     let mode = match &opened {

@@ -112,6 +112,8 @@ pub struct Discovery {
     /// How PDF text is extracted (the binary's resource-limited child process); `None` skips
     /// PDFs.
     pdf: Option<coffer_scan::read::PdfText>,
+    /// How far ahead of the wall clock the schedule clock runs (tests and drills).
+    clock_offset_ms: i64,
 }
 
 impl Discovery {
@@ -127,7 +129,20 @@ impl Discovery {
             unpublished: AtomicU64::new(0),
             pool: OnceLock::new(),
             pdf: None,
+            clock_offset_ms: 0,
         }
+    }
+
+    /// Runs the clock that decides when scheduled jobs are due `offset` ahead of the wall clock
+    /// (for tests and drills).
+    pub fn with_schedule_clock_offset(mut self, offset: Duration) -> Self {
+        self.clock_offset_ms = offset.as_millis().min(i64::MAX as u128) as i64;
+        self
+    }
+
+    /// Now, on the schedule clock.
+    fn schedule_now(&self) -> i64 {
+        now_ms().saturating_add(self.clock_offset_ms)
     }
 
     /// Extracts PDF text with `pdf`.
@@ -645,7 +660,7 @@ async fn plan_for(state: &Arc<AppState>, doc: &Value) -> MacieResult<(Plan, Vec<
 }
 
 async fn run_due_jobs(state: &Arc<AppState>) -> MacieResult<()> {
-    let now = now_ms();
+    let now = state.discovery.schedule_now();
     for r in state.kms.meta().jobs().await? {
         let Ok(mut doc) = serde_json::from_str::<Value>(&r.doc) else {
             continue;
@@ -872,7 +887,7 @@ async fn finish(state: &AppState, mut doc: Value, started: i64, ran: bool) -> Ma
         coffer.insert("watermarkMs".into(), json!(started));
     }
     if scheduled {
-        let next = jobs::next_run(&doc["scheduleFrequency"], now_ms());
+        let next = jobs::next_run(&doc["scheduleFrequency"], state.discovery.schedule_now());
         doc["coffer"]["nextRunMs"] = json!(next);
         doc["jobStatus"] = json!("IDLE");
     } else {
