@@ -18,7 +18,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import Coffer, audit_events
-from test_scan import pdf_document
+from test_scan import pdf_document, pdf_reader_bomb
 
 SSN = "123-45-6789"
 CARD = "4111 1111 1111 1111"
@@ -106,6 +106,7 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
     s3.put_object(Bucket="hr-data", Key="clean.txt", Body=b"nothing to see\n")
     s3.put_object(Bucket="hr-data", Key="scans/letter.pdf", Body=pdf_document(["Dear Jane,", f"your SSN {SSN}"]))
     s3.put_object(Bucket="hr-data", Key="scans/broken.pdf", Body=b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n")
+    s3.put_object(Bucket="hr-data", Key="scans/crash.pdf", Body=pdf_reader_bomb())
     s3.put_object(Bucket="hr-data", Key="logs/app.log", Body=f"ssn {SSN}\n".encode())
 
     job = m.create_classification_job(
@@ -118,11 +119,12 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
                                         s3JobDefinition=job_definition(acct, "hr-data"))
     assert again["jobId"] == job["jobId"]
     done = wait_for(job["jobId"], m)
-    assert done["statistics"] == {"approximateNumberOfObjectsToProcess": 6.0, "numberOfRuns": 1.0}
+    assert done["statistics"] == {"approximateNumberOfObjectsToProcess": 7.0, "numberOfRuns": 1.0}
     # Coffer's additions (botocore keeps only Macie's members): what the run skipped, and why.
     shown = json.loads(discovery(server, "job", "show", job["jobId"], "--json").stdout)
-    assert shown["cofferLastRun"]["skipped"] == {"UNSUPPORTED_FILE_TYPE": 1}, shown["cofferLastRun"]
-    assert shown["cofferLastRun"]["skippedExample"]["UNSUPPORTED_FILE_TYPE"].startswith("PDF: not a readable PDF")
+    assert shown["cofferLastRun"]["skipped"] == {"UNSUPPORTED_FILE_TYPE": 2}, shown["cofferLastRun"]
+    # The broken PDF and the one that kills its reader; the server goes on either way.
+    assert shown["cofferLastRun"]["skippedExample"]["UNSUPPORTED_FILE_TYPE"].startswith("PDF: ")
     assert shown["cofferRunAs"] == f"arn:aws:iam::{acct}:root"
     assert done["description"] == "first look" and done["lastRunErrorStatus"] == {"code": "NONE"}
 
@@ -189,7 +191,8 @@ def test_a_one_time_job_finds_what_each_object_holds(server, hook):
     trail = audit_events(server.data_dir)
     reads = [e for e in trail if e["eventName"] == "GetObject" and "coffer-discovery" in e.get("userAgent", "")]
     assert sorted(e["requestParameters"]["key"] for e in reads) == [
-        "clean.txt", "kms/deploy.env", "notes.txt", "people.csv", "scans/broken.pdf", "scans/letter.pdf"]
+        "clean.txt", "kms/deploy.env", "notes.txt", "people.csv", "scans/broken.pdf", "scans/crash.pdf",
+        "scans/letter.pdf"]
     assert any(e["eventName"] == "Decrypt" and "coffer-discovery" in e.get("userAgent", "") for e in trail)
     assert any(e["eventName"] == "CreateClassificationJob" and e["eventSource"] == "macie2.amazonaws.com"
                for e in trail)

@@ -46,6 +46,16 @@ def pdf_document(lines):
     return out
 
 
+def pdf_reader_bomb():
+    """A PDF whose cross-reference stream claims 2 GB-wide fields: lopdf 0.44 allocates that much
+    and aborts (J-F-Liu/lopdf#532) — the abort a reader in the scanning process could not survive."""
+    data = b"\x00" * 64
+    obj = (b"1 0 obj\n<< /Type /XRef /W [1 2000000000 1] /Size 5 /Index [0 5] /Root 1 0 R /Length "
+           + str(len(data)).encode() + b" >>\nstream\n" + data + b"\nendstream\nendobj\n")
+    head = b"%PDF-1.7\n"
+    return head + obj + b"startxref\n" + str(len(head)).encode() + b"\n%%EOF\n"
+
+
 def scan(*args, env=None):
     return subprocess.run([coffer_bin(), "scan", *args], capture_output=True, text=True, timeout=300, env=env)
 
@@ -165,6 +175,7 @@ def test_archives_and_documents(tmp_path):
         z.write(tmp_path / "memo.docx", "docs/memo.docx")
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
     (tmp_path / "report.pdf").write_bytes(pdf_document(["Employee record", f"SSN: {SSN}", f"card {CARD}"]))
+    (tmp_path / "crash.pdf").write_bytes(pdf_reader_bomb())
     with tarfile.open(tmp_path / "backup.tar.gz", "w:gz") as t:
         for name, text in (("etc/app.env", f"aws_secret_access_key = {AWS_SECRET}\n"), ("notes.txt", "nothing\n")):
             info = tarfile.TarInfo(name)
@@ -186,6 +197,10 @@ def test_archives_and_documents(tmp_path):
     assert by[("report.pdf", "CREDIT_CARD_NUMBER")]["locations"][0]["line"] == 3
     broken = [s for s in report["skipped"] if s["path"].endswith("broken.pdf")]
     assert len(broken) == 1 and broken[0]["reason"].startswith("PDF: not a readable PDF"), broken
+    # A file that kills its reader (here: an allocation past the reader's memory limit, an abort)
+    # is skipped with the reason; the scan goes on.
+    crash = [s for s in report["skipped"] if s["path"].endswith("crash.pdf")]
+    assert len(crash) == 1 and "the PDF reader was stopped by signal" in crash[0]["reason"], crash
 
 
 def test_bombs_are_reported_not_followed(tmp_path):

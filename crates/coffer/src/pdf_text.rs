@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Address space the child may use.
+/// Address space the child may add to what it had mapped when it started.
 const MEMORY: u64 = 1 << 30;
 /// CPU seconds the child may use, and the wall-clock time it is given.
 const CPU_SECONDS: u64 = 20;
@@ -21,9 +21,19 @@ const MAX_PAGE_CONTENT: usize = 64 << 20;
 /// `coffer pdf-text`: a PDF on stdin, its text on stdout (pages separated by form feeds); exit
 /// status 2 and the reason on stderr when it cannot be read.
 pub fn child_main() -> std::process::ExitCode {
-    // Limits first, before a byte of the file is looked at.
+    // Limits first, before a byte of the file is looked at. The address-space limit counts from
+    // what is mapped already (the binary, and the allocator's reserved but unused arenas, about
+    // 1 GiB on their own), so that the file gets MEMORY more to work with, and no more.
+    let mapped = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
     let limits = [
-        (rlimit::Resource::AS, MEMORY),
+        (rlimit::Resource::AS, mapped + MEMORY),
         (rlimit::Resource::CPU, CPU_SECONDS),
         (rlimit::Resource::FSIZE, 0),
         (rlimit::Resource::CORE, 0),
