@@ -135,10 +135,6 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
     let details: Vec<&str> = a.signals.iter().map(|s| s.detail.as_str()).collect();
     let doc = json!({
         "id": id,
-        "accountId": cfg.account_id,
-        "partition": "aws",
-        "region": cfg.region,
-        "schemaVersion": "1.0",
         "category": "POLICY",
         "type": "Policy:IAMUser/AnomalousBehavior",
         "title": format!("Unusual activity by {}", a.principal),
@@ -158,6 +154,8 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
         "cofferAlert": a,
         "cofferRemediation": remediation,
     });
+    let mut doc = doc;
+    coffer_api::macie::stamp_finding(&mut doc, cfg);
     meta.put_findings(&[FindingRecord {
         id: id.clone(),
         bucket: String::new(),

@@ -207,10 +207,6 @@ pub fn build(
         serde_json::from_str(&object.tags).unwrap_or_default();
     let doc = json!({
         "id": id,
-        "accountId": cfg.account_id,
-        "partition": "aws",
-        "region": cfg.region,
-        "schemaVersion": "1.0",
         "category": "CLASSIFICATION",
         "type": ftype,
         "title": format!("The S3 object contains {}.", match ftype {
@@ -262,6 +258,8 @@ pub fn build(
             },
         },
     });
+    let mut doc = doc;
+    super::stamp_finding(&mut doc, cfg);
     Some(FindingRecord {
         id,
         bucket: object.bucket.clone(),

@@ -341,7 +341,7 @@ async fn dispatch(
         Op::UpdateAutomatedDiscoveryConfiguration => {
             runner::update_automated(state, input, caller).await
         }
-        Op::ListClassificationScopes => runner::list_scopes(state, query).await,
+        Op::ListClassificationScopes => runner::list_scopes(state).await,
         Op::GetClassificationScope => runner::get_scope(state, id()).await,
         Op::UpdateClassificationScope => runner::update_scope(state, id(), input).await,
         Op::ListManagedDataIdentifiers => Ok(managed_identifiers()),
@@ -418,6 +418,15 @@ pub(crate) fn string_list(v: Option<&Value>, what: &str) -> MacieResult<Vec<Stri
             .collect(),
         Some(_) => Err(invalid(format!("{what} must be a list of strings."))),
     }
+}
+
+/// Sets the members every finding carries about where it was made: account, partition, region
+/// and schema version.
+pub fn stamp_finding(doc: &mut Value, cfg: &coffer_kms::KmsConfig) {
+    doc["accountId"] = json!(cfg.account_id);
+    doc["partition"] = json!("aws");
+    doc["region"] = json!(cfg.region);
+    doc["schemaVersion"] = json!("1.0");
 }
 
 /// Macie's words and score for a severity.

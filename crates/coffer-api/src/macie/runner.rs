@@ -6,7 +6,7 @@
 //! read is an audit event; findings are stored and published (to the webhook, by the binary).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -106,8 +106,6 @@ pub struct Discovery {
     /// A notice was dropped (the backlog was full): the next pass sweeps instead.
     overflow: AtomicBool,
     publish: Option<mpsc::Sender<Value>>,
-    /// Findings that could not be handed to the publisher (its queue was full).
-    pub unpublished: AtomicU64,
     pool: OnceLock<ScanPool>,
     /// How PDF text is extracted (the binary's resource-limited child process); `None` skips
     /// PDFs.
@@ -126,7 +124,6 @@ impl Discovery {
             inbox: Mutex::new(Some(rx)),
             overflow: AtomicBool::new(false),
             publish,
-            unpublished: AtomicU64::new(0),
             pool: OnceLock::new(),
             pdf: None,
             clock_offset_ms: 0,
@@ -185,7 +182,6 @@ impl Discovery {
             "detail": finding,
         });
         if tx.try_send(event).is_err() {
-            self.unpublished.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("the findings publisher is behind; a finding was not published");
         }
     }
@@ -981,7 +977,7 @@ pub async fn update_automated(
     Ok(json!({}))
 }
 
-pub async fn list_scopes(state: &AppState, _query: &Query) -> MacieResult<Value> {
+pub async fn list_scopes(state: &AppState) -> MacieResult<Value> {
     let id = scope_id(&state.kms.config().account_id);
     Ok(
         json!({ "classificationScopes": [{ "id": id, "name": "automated-sensitive-data-discovery" }] }),
