@@ -3,7 +3,7 @@
 # the PKCS#11 root of trust, a Python virtualenv with boto3, the aws CLI and pytest), builds the
 # workspace, runs the Rust unit and integration tests
 # (the latter drive the real binary with aws-sdk-kms and aws-sdk-s3), then the Python suites
-# (boto3, aws CLI).
+# (boto3, aws CLI, the Python AWS Encryption SDK and aws-encryption-cli).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# The aws-encryption-cli declares aws-encryption-sdk~=3.1; it runs unchanged on 4.x (same legacy
+# API), which the interop tests need, so it goes in without its declared dependencies.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "aws-encryption-sdk-cli==4.3.0"
 
 # One build serves both suites: the test build compiles the coffer binary for the integration tests
 # with the same features, and the Python suites use that binary. (A separate `cargo build` would

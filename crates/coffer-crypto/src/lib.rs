@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod context;
 pub mod digest;
 mod error;
+pub mod esdk;
 pub mod keys;
 pub mod package;
 mod secret;

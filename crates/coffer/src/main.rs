@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod credentials;
 mod discovery_cmd;
+mod esdk_cmd;
 mod front;
 mod iam_cmd;
 mod operator_cmd;
@@ -21,6 +22,7 @@ mod pdf_text;
 mod scan_cmd;
 mod server;
 mod tls;
+mod vectors_cmd;
 mod webhook;
 
 use clap::{Parser, Subcommand};
@@ -66,6 +68,16 @@ enum Command {
     /// counts, and automated discovery of new objects (the Macie API under /_coffer/macie2)
     #[command(subcommand)]
     Discovery(discovery_cmd::DiscoveryCommand),
+    /// Encrypt files, directories or standard input into AWS Encryption SDK messages, with KMS
+    /// keys (Coffer's or AWS's) or raw AES/RSA keys
+    Encrypt(Box<esdk_cmd::EncryptArgs>),
+    /// Decrypt AWS Encryption SDK messages (from Coffer, any AWS Encryption SDK or the
+    /// aws-encryption-cli); nothing is written until a message has verified
+    Decrypt(Box<esdk_cmd::DecryptArgs>),
+    /// The AWS Encryption SDK's cross-implementation test vectors: check an awses-decrypt
+    /// manifest (any SDK's), or write one from Coffer
+    #[command(subcommand)]
+    TestVectors(vectors_cmd::VectorsCommand),
     /// Internal: the resource-limited PDF text reader the scanner starts (PDF on stdin, text
     /// on stdout).
     #[command(hide = true)]
@@ -82,6 +94,9 @@ fn main() -> std::process::ExitCode {
         Command::Operator(cmd) => operator_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Backup(cmd) => backup_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS),
         Command::Scan(args) => scan_cmd::run(args),
+        Command::Encrypt(args) => esdk_cmd::run_encrypt(*args),
+        Command::Decrypt(args) => esdk_cmd::run_decrypt(*args),
+        Command::TestVectors(cmd) => vectors_cmd::run(cmd),
         Command::PdfText => return pdf_text::child_main(),
         Command::Discovery(cmd) => {
             discovery_cmd::run(cmd).map(|()| std::process::ExitCode::SUCCESS)
