@@ -171,22 +171,31 @@ impl Keyring for RawAesKeyring {
                 return Ok(());
             }
         }
-        Err(Error::NoDataKey(if matched == 0 {
-            format!(
-                "{}: the message has no data key wrapped by it",
-                self.describe()
-            )
-        } else {
-            format!(
-                "{}: its {matched} data key(s) did not unwrap (wrong key material or a changed encryption context)",
-                self.describe()
-            )
-        }))
+        Err(not_unwrapped(
+            self,
+            matched,
+            "wrong key material or a changed encryption context",
+        ))
     }
 
     fn describe(&self) -> String {
         format!("raw AES-{} key {}/{}", self.bits, self.namespace, self.name)
     }
+}
+
+/// Why a raw keyring unwrapped nothing: no data key of its own, or `matched` that failed.
+fn not_unwrapped(k: &dyn Keyring, matched: usize, why: &str) -> Error {
+    Error::NoDataKey(if matched == 0 {
+        format!(
+            "{}: the message has no data key wrapped by it",
+            k.describe()
+        )
+    } else {
+        format!(
+            "{}: its {matched} data key(s) did not unwrap ({why})",
+            k.describe()
+        )
+    })
 }
 
 /// A raw RSA keyring: wraps with the public key, unwraps with the private key.
@@ -284,17 +293,7 @@ impl Keyring for RawRsaKeyring {
                 return Ok(());
             }
         }
-        Err(Error::NoDataKey(if matched == 0 {
-            format!(
-                "{}: the message has no data key wrapped by it",
-                self.describe()
-            )
-        } else {
-            format!(
-                "{}: its {matched} data key(s) did not unwrap (wrong key or padding)",
-                self.describe()
-            )
-        }))
+        Err(not_unwrapped(self, matched, "wrong key or padding"))
     }
 
     fn describe(&self) -> String {

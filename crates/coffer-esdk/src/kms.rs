@@ -170,29 +170,16 @@ impl Keyring for KmsKeyring {
         edks: &[EncryptedDataKey],
     ) -> Result<(), Error> {
         let mut failures = Vec::new();
-        for edk in edks {
-            if edk.provider_id != PROVIDER_ID {
-                continue;
-            }
-            let Ok(info) = std::str::from_utf8(&edk.provider_info) else {
-                continue;
-            };
-            if info != self.key_id || KmsArn::parse(info).is_none_or(|a| a.resource_type != "key") {
-                continue;
-            }
-            match self
-                .client
-                .decrypt(info, &edk.ciphertext, &m.context, &self.grant_tokens)
-            {
-                Ok((k, arn)) if arn == info && k.len() == m.suite.key_len() => {
-                    m.data_key = Some(k);
-                    return Ok(());
-                }
-                Ok((_, arn)) => {
-                    failures.push(format!("KMS Decrypt answered for {arn}, not {info}"))
-                }
-                Err(e) => failures.push(format!("KMS Decrypt with {info}: {e}")),
-            }
+        let key_id = self.key_id.as_str();
+        if decrypt_first(
+            self.client.as_ref(),
+            &self.grant_tokens,
+            m,
+            edks,
+            |info, _| info == key_id,
+            &mut failures,
+        ) {
+            return Ok(());
         }
         Err(Error::NoDataKey(if failures.is_empty() {
             format!(
@@ -207,6 +194,42 @@ impl Keyring for KmsKeyring {
     fn describe(&self) -> String {
         format!("KMS key {}", self.key_id)
     }
+}
+
+/// Calls KMS Decrypt for each `aws-kms` data key whose key ARN `wanted` accepts, in order, until
+/// one returns a data key of the suite's length from the key the message names. Failures are
+/// collected in `failures`.
+fn decrypt_first(
+    client: &dyn KmsClient,
+    grant_tokens: &[String],
+    m: &mut DecryptionMaterials,
+    edks: &[EncryptedDataKey],
+    mut wanted: impl FnMut(&str, &KmsArn) -> bool,
+    failures: &mut Vec<String>,
+) -> bool {
+    for edk in edks {
+        if edk.provider_id != PROVIDER_ID {
+            continue;
+        }
+        let Ok(info) = std::str::from_utf8(&edk.provider_info) else {
+            continue;
+        };
+        let Some(arn) = KmsArn::parse(info).filter(|a| a.resource_type == "key") else {
+            continue;
+        };
+        if !wanted(info, &arn) {
+            continue;
+        }
+        match client.decrypt(info, &edk.ciphertext, &m.context, grant_tokens) {
+            Ok((k, got)) if got == info && k.len() == m.suite.key_len() => {
+                m.data_key = Some(k);
+                return true;
+            }
+            Ok((_, got)) => failures.push(format!("KMS Decrypt answered for {got}, not {info}")),
+            Err(e) => failures.push(format!("KMS Decrypt with {info}: {e}")),
+        }
+    }
+    false
 }
 
 /// Which KMS keys a discovery keyring may use: those of these accounts in this partition.
@@ -267,35 +290,24 @@ impl Keyring for KmsDiscoveryKeyring {
     ) -> Result<(), Error> {
         let mut failures = Vec::new();
         let mut filtered = 0;
-        for edk in edks {
-            if edk.provider_id != PROVIDER_ID {
-                continue;
-            }
-            let Ok(info) = std::str::from_utf8(&edk.provider_info) else {
-                continue;
-            };
-            let Some(arn) = KmsArn::parse(info).filter(|a| a.resource_type == "key") else {
-                continue;
-            };
-            if let Some(f) = &self.filter
-                && (arn.partition != f.partition || !f.accounts.contains(&arn.account))
-            {
-                filtered += 1;
-                continue;
-            }
-            match self
-                .client
-                .decrypt(info, &edk.ciphertext, &m.context, &self.grant_tokens)
-            {
-                Ok((k, got)) if got == info && k.len() == m.suite.key_len() => {
-                    m.data_key = Some(k);
-                    return Ok(());
+        let filter = self.filter.as_ref();
+        if decrypt_first(
+            self.client.as_ref(),
+            &self.grant_tokens,
+            m,
+            edks,
+            |_, arn| {
+                let ok = filter.is_none_or(|f| {
+                    arn.partition == f.partition && f.accounts.contains(&arn.account)
+                });
+                if !ok {
+                    filtered += 1;
                 }
-                Ok((_, got)) => {
-                    failures.push(format!("KMS Decrypt answered for {got}, not {info}"))
-                }
-                Err(e) => failures.push(format!("KMS Decrypt with {info}: {e}")),
-            }
+                ok
+            },
+            &mut failures,
+        ) {
+            return Ok(());
         }
         if filtered > 0 {
             failures.push(format!(

@@ -40,6 +40,10 @@ pub enum BenchCommand {
     /// The scanner's precision, recall and F1 per identifier over a generated corpus of
     /// documents with planted, labelled values and hard negatives.
     ScanAccuracy(crate::bench_scan_eval::AccuracyArgs),
+    /// AWS Encryption SDK messages (0x0478, 0x0578) encrypted and decrypted in memory, beside raw
+    /// AES-256-GCM over the same bytes in the same frame-sized pieces, in alternating rounds;
+    /// optionally beside the Python AWS Encryption SDK.
+    Esdk(crate::bench_esdk::EsdkBenchArgs),
     /// The cost of the root of trust: Encrypt throughput of Coffers started here in dev-file,
     /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
     /// rate measured in the same run.
@@ -237,6 +241,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runtime.block_on(crate::bench_s3::run(args))
         }
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
+        BenchCommand::Esdk(args) => crate::bench_esdk::run(args),
         BenchCommand::Discovery(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -7,6 +7,7 @@ mod audit_cmd;
 mod backup_cmd;
 mod bench;
 mod bench_discovery;
+mod bench_esdk;
 mod bench_s3;
 mod bench_scan;
 mod bench_scan_eval;
