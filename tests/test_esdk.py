@@ -242,3 +242,116 @@ def test_kms_keyring_refusals_are_clear(coffer, kms_key, tmp_path):
         kms.enable_key(KeyId=kms_key["KeyId"])
     p = run_coffer("encrypt", "--kms-key", "alias/does-not-exist", "-", "-o", "-", env=env, input=b"x", check=False)
     assert p.returncode != 0 and b"NotFoundException" in p.stderr
+
+
+def fields_config(tmp_path, **extra):
+    cfg = {
+        "table": "customers",
+        "actions": {
+            "ssn": "deterministic", "email": "deterministic", "card": "randomized",
+            "address.zip": "randomized", "status": "sign-only", "notes": "nothing",
+        },
+        "context_fields": ["id"],
+        **extra,
+    }
+    path = tmp_path / "customers.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def customer(i):
+    return {
+        "id": i, "ssn": f"078-05-{1000 + i % 7:04d}", "email": f"user{i % 5}@example.com",
+        "card": {"pan": "4111111111111111", "exp": "12/27"}, "address": {"zip": 10000 + i, "city": "Springfield"},
+        "status": "active", "notes": f"note {i}",
+    }
+
+
+def decrypt_calls(coffer):
+    from conftest import audit_events
+    return sum(
+        1 for e in audit_events(coffer.data_dir)
+        if e.get("eventName") == "Decrypt" and e.get("requestParameters", {}).get("encryptionContext", {}).get("coffer:table") == "customers"
+    )
+
+
+def test_field_level_encryption_of_records(coffer, kms_key, tmp_path):
+    env = sdk_env(coffer)
+    cfg = fields_config(tmp_path, cache={"max_age_seconds": 300, "max_uses": 100})
+    p = run_coffer("encrypt-fields", "--config", cfg, "-", env=env, input=b'{"id": 1}\n', check=False)
+    assert p.returncode != 0 and b"--create-key" in p.stderr
+    run_coffer("encrypt-fields", "--config", cfg, "--create-key", "alias/esdk", env=env)
+    saved = json.loads(cfg.read_text())
+    assert saved["data_key"]["kms_key_id"] == kms_key["Arn"]
+    p = run_coffer("encrypt-fields", "--config", cfg, "--create-key", "alias/esdk", env=env, check=False)
+    assert p.returncode != 0 and b"already has a data_key" in p.stderr
+
+    records = [customer(i) for i in range(250)]
+    src = tmp_path / "customers.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    enc = tmp_path / "customers.enc.jsonl"
+    before = decrypt_calls(coffer)
+    p = run_coffer("encrypt-fields", "--config", cfg, src, "-o", enc, "--json", env=env)
+    summary = json.loads(p.stderr.decode().strip().splitlines()[-1])
+    assert summary["records"] == 250 and summary["kms_decrypt_calls"] == 3  # 100 records per unwrap
+    coffer.stop(); coffer.start()  # flush the audit log's group commit
+    env = sdk_env(coffer)
+    assert decrypt_calls(coffer) - before == 3
+    out = [json.loads(l) for l in enc.read_text().splitlines()]
+    text = enc.read_text()
+    assert "078-05-" not in text and "4111111111111111" not in text and "@example.com" not in text
+    # Deterministic: equal plaintexts, equal ciphertexts (equality search works); randomized: never.
+    assert out[0]["ssn"] == out[7]["ssn"] and out[0]["ssn"] != out[1]["ssn"]
+    assert out[0]["email"] == out[5]["email"]
+    assert len({r["card"] for r in out}) == 250
+    assert out[3]["status"] == "active" and out[3]["notes"] == "note 3" and out[3]["address"]["city"] == "Springfield"
+    assert all(isinstance(r["coffer_signature"], str) for r in out)
+    # An encrypted value of a search term matches the stored one.
+    probe = run_coffer("encrypt-fields", "--config", cfg, "-", env=env,
+                       input=json.dumps({"id": 999, "email": "user2@example.com"}).encode()).stdout
+    assert json.loads(probe)["email"] == out[2]["email"]
+
+    dec = tmp_path / "customers.dec.jsonl"
+    run_coffer("decrypt-fields", "--config", cfg, enc, "-o", dec, env=env)
+    assert [json.loads(l) for l in dec.read_text().splitlines()] == records
+
+    def refused(mutate, reason):
+        bad = [dict(r) for r in out]
+        mutate(bad)
+        path = tmp_path / "bad.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in bad))
+        target = tmp_path / "bad.out.jsonl"
+        p = run_coffer("decrypt-fields", "--config", cfg, path, "-o", target, env=env, check=False)
+        assert p.returncode != 0, reason
+        assert not target.exists(), f"{reason}: output written"
+        return p.stderr.decode()
+
+    def swap(field):
+        def f(rs):
+            rs[10][field] = rs[11][field]
+        return f
+
+    assert "record 11" in refused(swap("card"), "randomized value moved to another record")
+    assert "record 11" in refused(swap("email"), "deterministic value moved to another record")
+    refused(lambda rs: rs[0].__setitem__("ssn", rs[0]["email"]), "value moved to another field")
+    refused(lambda rs: rs[4].__setitem__("status", "closed"), "sign-only value changed")
+    refused(lambda rs: rs[4].__setitem__("id", 5), "context field changed")
+    refused(lambda rs: rs[4].pop("card"), "encrypted field removed")
+    # An unprotected field may change.
+    edited = [dict(r) for r in out]
+    edited[0]["notes"] = "edited"
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in edited))
+    p = run_coffer("decrypt-fields", "--config", cfg, path, env=env)
+    assert json.loads(p.stdout.decode().splitlines()[0])["notes"] == "edited"
+    # A JSON array works the same, and a disabled KMS key stops decryption.
+    arr = tmp_path / "arr.json"
+    arr.write_text(json.dumps(records[:3]))
+    p = run_coffer("encrypt-fields", "--config", cfg, arr, env=env)
+    assert len(json.loads(p.stdout)) == 3
+    coffer.client().disable_key(KeyId=kms_key["KeyId"])
+    try:
+        p = run_coffer("decrypt-fields", "--config", cfg, enc, env=env, check=False)
+        assert p.returncode != 0 and b"DisabledException" in p.stderr
+    finally:
+        coffer.client().enable_key(KeyId=kms_key["KeyId"])

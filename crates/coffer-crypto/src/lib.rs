@@ -11,6 +11,7 @@ pub mod context;
 pub mod digest;
 mod error;
 pub mod esdk;
+pub mod fle;
 pub mod keys;
 pub mod package;
 mod secret;

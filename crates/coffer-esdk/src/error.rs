@@ -47,6 +47,9 @@ pub enum Error {
     /// A keyring failed (a KMS call, a missing key).
     #[error("{0}")]
     Keyring(String),
+    /// A record that field-level encryption cannot process (never holds a value).
+    #[error("{0}")]
+    Record(String),
     #[error("invalid options: {0}")]
     Options(String),
     #[error(transparent)]

@@ -8,6 +8,7 @@
 
 pub mod context;
 mod error;
+pub mod fields;
 pub mod header;
 pub mod keyring;
 pub mod kms;

@@ -44,6 +44,9 @@ pub enum BenchCommand {
     /// AES-256-GCM over the same bytes in the same frame-sized pieces, in alternating rounds;
     /// optionally beside the Python AWS Encryption SDK.
     Esdk(crate::bench_esdk::EsdkBenchArgs),
+    /// Field-level encryption: records/s of a 10-field record encrypted and decrypted, beside
+    /// parsing and writing the same records (the ceiling), in alternating rounds.
+    Fields(crate::bench_esdk::FieldsBenchArgs),
     /// The cost of the root of trust: Encrypt throughput of Coffers started here in dev-file,
     /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
     /// rate measured in the same run.
@@ -242,6 +245,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
         BenchCommand::Esdk(args) => crate::bench_esdk::run(args),
+        BenchCommand::Fields(args) => crate::bench_esdk::fields(args),
         BenchCommand::Discovery(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -42,21 +42,8 @@ pub struct KeyArgs {
     /// (default), oaep-sha384, oaep-sha512. Repeatable.
     #[arg(long = "raw-rsa-key", value_name = "NS/NAME=FILE[,padding=P]")]
     raw_rsa: Vec<String>,
-    /// The KMS endpoint. [default: $AWS_ENDPOINT_URL_KMS, $AWS_ENDPOINT_URL, or
-    /// https://127.0.0.1:8443]
-    #[arg(long, env = "COFFER_ENDPOINT", value_name = "URL")]
-    endpoint: Option<String>,
-    /// CA certificate(s) to trust for the KMS endpoint. [default: $AWS_CA_BUNDLE, else
-    /// DIR/tls/ca.pem of --data-dir when it exists, else the system's bundle]
-    #[arg(long, value_name = "FILE")]
-    ca_bundle: Option<PathBuf>,
-    /// A Coffer data dir, for its CA certificate and administrator credentials (used when
-    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set).
-    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// Region to sign KMS requests for when the key is not given as an ARN.
-    #[arg(long, env = "AWS_REGION", value_name = "REGION", default_value = DEFAULT_REGION)]
-    region: String,
+    #[command(flatten)]
+    conn: KmsConn,
     /// A grant token for the KMS calls (repeatable).
     #[arg(long = "grant-token", value_name = "TOKEN")]
     grant_tokens: Vec<String>,
@@ -72,6 +59,26 @@ pub struct KeyArgs {
     /// Refuse messages with more encrypted data keys than this (and refuse to write them).
     #[arg(long, value_name = "N")]
     max_encrypted_data_keys: Option<usize>,
+}
+
+/// How to reach KMS (Coffer's or AWS's).
+#[derive(Debug, Args)]
+pub struct KmsConn {
+    /// The KMS endpoint. [default: $AWS_ENDPOINT_URL_KMS, $AWS_ENDPOINT_URL, or
+    /// https://127.0.0.1:8443]
+    #[arg(long, env = "COFFER_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+    /// CA certificate(s) to trust for the KMS endpoint. [default: $AWS_CA_BUNDLE, else
+    /// DIR/tls/ca.pem of --data-dir when it exists, else the system's bundle]
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<PathBuf>,
+    /// A Coffer data dir, for its CA certificate and administrator credentials (used when
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are not set).
+    #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Region to sign KMS requests for when the key is not given as an ARN.
+    #[arg(long, env = "AWS_REGION", value_name = "REGION", default_value = DEFAULT_REGION)]
+    region: String,
 }
 
 /// Inputs, outputs and reporting (shared by encrypt and decrypt).
@@ -301,7 +308,7 @@ fn build_keyring(
     let mut rings: Vec<Box<dyn Keyring>> = Vec::new();
     let needs_kms = !k.kms_keys.is_empty() || discovery.is_some();
     let kms: Option<Arc<Kms>> = if needs_kms {
-        Some(Arc::new(Kms::new(k)?))
+        Some(Arc::new(Kms::new(&k.conn)?))
     } else {
         None
     };
@@ -398,7 +405,7 @@ fn build_keyring(
 type Conn = (Arc<Target>, Option<client::Sender>);
 
 /// A KMS client over Coffer's SigV4 client: one TLS connection per region, reused.
-struct Kms {
+pub(crate) struct Kms {
     endpoint: String,
     ca: PathBuf,
     credentials: (String, Zeroizing<String>),
@@ -408,7 +415,7 @@ struct Kms {
 }
 
 impl Kms {
-    fn new(k: &KeyArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(k: &KmsConn) -> anyhow::Result<Self> {
         let endpoint = k
             .endpoint
             .clone()
@@ -440,7 +447,7 @@ impl Kms {
     }
 
     /// Calls `operation` with the region of `key_id` when it is an ARN.
-    fn call(&self, key_id: &str, operation: &str, body: Value) -> Result<Value, String> {
+    pub(crate) fn call(&self, key_id: &str, operation: &str, body: Value) -> Result<Value, String> {
         let region = KmsArn::parse(key_id)
             .map(|a| a.region)
             .unwrap_or_else(|| self.region.clone());

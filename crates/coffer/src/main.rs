@@ -16,6 +16,7 @@ mod config;
 mod credentials;
 mod discovery_cmd;
 mod esdk_cmd;
+mod fields_cmd;
 mod front;
 mod iam_cmd;
 mod operator_cmd;
@@ -75,6 +76,13 @@ enum Command {
     /// Decrypt AWS Encryption SDK messages (from Coffer, any AWS Encryption SDK or the
     /// aws-encryption-cli); nothing is written until a message has verified
     Decrypt(Box<esdk_cmd::DecryptArgs>),
+    /// Encrypt chosen fields of JSON / JSON Lines records (randomized, deterministic for
+    /// equality search, or sign-only), each record bound together by a tag; --create-key makes
+    /// the table's data key
+    EncryptFields(Box<fields_cmd::EncryptFieldsArgs>),
+    /// Verify and decrypt records written by encrypt-fields; nothing is written unless every
+    /// record verifies
+    DecryptFields(Box<fields_cmd::FieldsArgs>),
     /// The AWS Encryption SDK's cross-implementation test vectors: check an awses-decrypt
     /// manifest (any SDK's), or write one from Coffer
     #[command(subcommand)]
@@ -97,6 +105,8 @@ fn main() -> std::process::ExitCode {
         Command::Scan(args) => scan_cmd::run(args),
         Command::Encrypt(args) => esdk_cmd::run_encrypt(*args),
         Command::Decrypt(args) => esdk_cmd::run_decrypt(*args),
+        Command::EncryptFields(args) => fields_cmd::run_encrypt(*args),
+        Command::DecryptFields(args) => fields_cmd::run_decrypt(*args),
         Command::TestVectors(cmd) => vectors_cmd::run(cmd),
         Command::PdfText => return pdf_text::child_main(),
         Command::Discovery(cmd) => {
