@@ -116,6 +116,18 @@ def test_cli_files_directories_and_streams(tmp_path):
     assert p.stdout == b"x"
 
 
+def test_cli_shows_progress_on_large_inputs(tmp_path):
+    key = raw_key(tmp_path)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(20 << 20))
+    p = run_coffer("encrypt", "--raw-aes-key", f"ns/app={key}", "--progress", big, "-o", tmp_path / "big.enc")
+    err = p.stderr.decode()
+    assert "encrypting" in err and "100%" in err and "MB/s" in err, err
+    p = run_coffer("decrypt", "--raw-aes-key", f"ns/app={key}", tmp_path / "big.enc", "-o", tmp_path / "big.out")
+    assert "decrypting" not in p.stderr.decode()  # not a terminal, no --progress: quiet
+    assert (tmp_path / "big.out").read_bytes() == big.read_bytes()
+
+
 def test_cli_releases_nothing_that_did_not_verify(tmp_path):
     key = raw_key(tmp_path)
     other = raw_key(tmp_path, name="other.key")

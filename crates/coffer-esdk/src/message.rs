@@ -344,38 +344,55 @@ pub fn encrypt(
         out.put(&tag)?;
         info.plaintext_len = len;
     } else {
+        // One buffer laid out as the frame is written: room for the final frame's 24-byte
+        // head, the content, the tag. Plaintext is read straight into place and sealed there,
+        // and the frame leaves in one write. One byte of look-ahead tells a full frame that is
+        // the last (written as the final frame, as the specification prefers) from one that is
+        // followed by more.
+        const HEAD: usize = 4 + 4 + IV_LEN + 4;
         let fl = opts.frame_length as usize;
-        let mut cur = SecretBytes::zeroed(fl);
-        let mut next = SecretBytes::zeroed(fl);
-        let mut cur_len = fill(input, cur.expose_mut())?;
+        let mut frame = SecretBytes::zeroed(HEAD + fl + TAG_LEN);
+        let mut aad = Vec::with_capacity(id.len() + FINAL_FRAME.len() + 12);
+        let mut carried: Option<u8> = None;
         let mut sequence: u32 = 1;
         loop {
-            let next_len = if cur_len == fl {
-                fill(input, next.expose_mut())?
-            } else {
-                0
-            };
-            let last = next_len == 0;
-            let iv = frame_iv(sequence);
-            let buf = &mut cur.expose_mut()[..cur_len];
-            if last {
-                let aad = body_aad(id, FINAL_FRAME, sequence, cur_len as u64);
-                let tag = keys.gcm.seal(&iv, &aad, buf)?;
-                out.put(&SEQUENCE_END.to_be_bytes())?;
-                out.put(&sequence.to_be_bytes())?;
-                out.put(&iv)?;
-                out.put(&(cur_len as u32).to_be_bytes())?;
-                out.put(buf)?;
-                out.put(&tag)?;
-            } else {
-                let aad = body_aad(id, FRAME, sequence, cur_len as u64);
-                let tag = keys.gcm.seal(&iv, &aad, buf)?;
-                out.put(&sequence.to_be_bytes())?;
-                out.put(&iv)?;
-                out.put(buf)?;
-                out.put(&tag)?;
+            let buf = frame.expose_mut();
+            let mut len = 0;
+            if let Some(b) = carried.take() {
+                buf[HEAD] = b;
+                len = 1;
             }
-            info.plaintext_len += cur_len as u64;
+            len += fill(input, &mut buf[HEAD + len..HEAD + fl])?;
+            let mut last = len < fl;
+            if !last {
+                let mut one = [0u8; 1];
+                if fill(input, &mut one)? == 1 {
+                    carried = Some(one[0]);
+                } else {
+                    last = true;
+                }
+            }
+            let iv = frame_iv(sequence);
+            aad.clear();
+            aad.extend_from_slice(id);
+            aad.extend_from_slice(if last { FINAL_FRAME } else { FRAME });
+            aad.extend_from_slice(&sequence.to_be_bytes());
+            aad.extend_from_slice(&(len as u64).to_be_bytes());
+            let tag = keys.gcm.seal(&iv, &aad, &mut buf[HEAD..HEAD + len])?;
+            buf[HEAD + len..HEAD + len + TAG_LEN].copy_from_slice(&tag);
+            let start = if last {
+                buf[0..4].copy_from_slice(&SEQUENCE_END.to_be_bytes());
+                buf[4..8].copy_from_slice(&sequence.to_be_bytes());
+                buf[8..8 + IV_LEN].copy_from_slice(&iv);
+                buf[8 + IV_LEN..HEAD].copy_from_slice(&(len as u32).to_be_bytes());
+                0
+            } else {
+                buf[8..12].copy_from_slice(&sequence.to_be_bytes());
+                buf[12..HEAD].copy_from_slice(&iv);
+                8
+            };
+            out.put(&buf[start..HEAD + len + TAG_LEN])?;
+            info.plaintext_len += len as u64;
             if last {
                 break;
             }
@@ -385,8 +402,6 @@ pub fn encrypt(
                 .ok_or_else(|| {
                     Error::Options("more than 2^32 - 2 frames; use a larger frame length".into())
                 })?;
-            std::mem::swap(&mut cur, &mut next);
-            cur_len = next_len;
         }
     }
     if let Some(s) = signer {
@@ -601,7 +616,9 @@ pub fn decrypt(
                     max: opts.max_frame_bytes,
                 });
             }
-            let mut buf = SecretBytes::zeroed(fl as usize + TAG_LEN);
+            // A regular frame's IV, content and tag are read in one piece and opened in place.
+            let mut buf = SecretBytes::zeroed(IV_LEN + fl as usize + TAG_LEN);
+            let mut aad = Vec::with_capacity(id.len() + FINAL_FRAME.len() + 12);
             let mut expected: u32 = 1;
             loop {
                 let first = inp.u32()?;
@@ -612,27 +629,35 @@ pub fn decrypt(
                         "frame {sequence} where frame {expected} was expected (frames missing or reordered)"
                     )));
                 }
-                let iv = inp.iv()?;
                 let len = if final_frame {
+                    let iv = inp.iv()?;
+                    buf.expose_mut()[..IV_LEN].copy_from_slice(&iv);
                     let l = inp.u32()? as u64;
                     if l > fl {
                         return Err(crate::error::malformed(format!(
                             "the final frame holds {l} bytes, more than the frame length {fl}"
                         )));
                     }
+                    inp.exact(&mut buf.expose_mut()[IV_LEN..IV_LEN + l as usize + TAG_LEN])?;
                     l
                 } else {
+                    inp.exact(buf.expose_mut())?;
                     fl
                 };
                 let n = len as usize;
-                let b = &mut buf.expose_mut()[..n + TAG_LEN];
-                inp.exact(b)?;
-                let kind = if final_frame { FINAL_FRAME } else { FRAME };
-                let aad = body_aad(id, kind, sequence, len);
+                let b = buf.expose_mut();
+                let mut iv = [0u8; IV_LEN];
+                iv.copy_from_slice(&b[..IV_LEN]);
+                aad.clear();
+                aad.extend_from_slice(id);
+                aad.extend_from_slice(if final_frame { FINAL_FRAME } else { FRAME });
+                aad.extend_from_slice(&sequence.to_be_bytes());
+                aad.extend_from_slice(&len.to_be_bytes());
+                let content = &mut b[IV_LEN..IV_LEN + n + TAG_LEN];
                 keys.gcm
-                    .open(&iv, &aad, b)
+                    .open(&iv, &aad, content)
                     .map_err(|_| Error::BodyAuthentication(sequence))?;
-                output.write_all(&b[..n])?;
+                output.write_all(&content[..n])?;
                 info.plaintext_len += len;
                 if final_frame {
                     break;
