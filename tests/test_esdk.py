@@ -199,6 +199,37 @@ sys.stdout.buffer.write(out)
 """
 
 
+PY_KEYRING = """
+import sys, boto3, aws_encryption_sdk
+from aws_encryption_sdk.identifiers import CommitmentPolicy
+from aws_cryptographic_material_providers.mpl import AwsCryptographicMaterialProviders
+from aws_cryptographic_material_providers.mpl.config import MaterialProvidersConfig
+from aws_cryptographic_material_providers.mpl.models import CreateAwsKmsKeyringInput
+mpl = AwsCryptographicMaterialProviders(config=MaterialProvidersConfig())
+# boto3 takes the endpoint from AWS_ENDPOINT_URL_KMS.
+keyring = mpl.create_aws_kms_keyring(CreateAwsKmsKeyringInput(kms_key_id=sys.argv[2], kms_client=boto3.client("kms")))
+client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+data = sys.stdin.buffer.read()
+if sys.argv[1] == "encrypt":
+    out, _ = client.encrypt(source=data, keyring=keyring, encryption_context={"app": "keyring"})
+else:
+    out, header = client.decrypt(source=data, keyring=keyring, encryption_context={"app": "keyring"})
+sys.stdout.buffer.write(out)
+"""
+
+
+def test_kms_keyring_interop_with_the_sdk_keyring_api(coffer, kms_key):
+    """The AWS Encryption SDK 4.x keyring API (aws-cryptographic-material-providers), both ways."""
+    env = sdk_env(coffer)
+    arn = kms_key["Arn"]
+    plain = os.urandom(70_000)
+    message = run([sys.executable, "-c", PY_KEYRING, "encrypt", arn], env=env, input=plain).stdout
+    p = run_coffer("decrypt", "--kms-key", arn, "-c", "app=keyring", "-", "-o", "-", env=env, input=message)
+    assert p.stdout == plain
+    p = run_coffer("encrypt", "--kms-key", arn, "-c", "app=keyring", "-", "-o", "-", env=env, input=plain)
+    assert run([sys.executable, "-c", PY_KEYRING, "decrypt", arn], env=env, input=p.stdout).stdout == plain
+
+
 def test_kms_keyring_interop_with_python_sdk_and_cli(coffer, kms_key, tmp_path):
     env = sdk_env(coffer)
     arn = kms_key["Arn"]
