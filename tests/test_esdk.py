@@ -116,6 +116,35 @@ def test_cli_files_directories_and_streams(tmp_path):
     assert p.stdout == b"x"
 
 
+def test_cli_raw_rsa_keys_in_every_pem_form(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forms = {
+        "pkcs1.pem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()),
+        "pkcs8.pem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()),
+        "public.pem": key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo),
+    }
+    for name, pem in forms.items():
+        (tmp_path / name).write_bytes(pem)
+    for padding in ("pkcs1", "oaep-sha1", "oaep-sha512"):
+        p = run_coffer("encrypt", "--raw-rsa-key", f"ns/rsa={tmp_path / 'public.pem'},padding={padding}", "-", "-o", "-",
+                       input=b"wrapped by the public key")
+        for private in ("pkcs1.pem", "pkcs8.pem"):
+            back = run_coffer("decrypt", "--raw-rsa-key", f"ns/rsa={tmp_path / private},padding={padding}", "-", "-o", "-",
+                              input=p.stdout)
+            assert back.stdout == b"wrapped by the public key"
+    p = run_coffer("decrypt", "--raw-rsa-key", f"ns/rsa={tmp_path / 'public.pem'}", "-", "-o", "-", input=b"x", check=False)
+    assert p.returncode != 0 and b"public key, which cannot decrypt" in p.stderr
+    p = run_coffer("encrypt", "--raw-rsa-key", f"ns/rsa={tmp_path / 'public.pem'},padding=oaep-md5", "-", "-o", "-",
+                   input=b"x", check=False)
+    assert p.returncode != 0 and b"unknown padding 'oaep-md5'" in p.stderr
+
+
 def test_cli_shows_progress_on_large_inputs(tmp_path):
     key = raw_key(tmp_path)
     big = tmp_path / "big.bin"
@@ -218,16 +247,21 @@ sys.stdout.buffer.write(out)
 """
 
 
+def python_sdk(script, mode, arn, env, data):
+    """Runs one of the Python AWS Encryption SDK scripts above on `data`."""
+    return run([sys.executable, "-c", script, mode, arn], env=env, input=data).stdout
+
+
 def test_kms_keyring_interop_with_the_sdk_keyring_api(coffer, kms_key):
     """The AWS Encryption SDK 4.x keyring API (aws-cryptographic-material-providers), both ways."""
     env = sdk_env(coffer)
     arn = kms_key["Arn"]
     plain = os.urandom(70_000)
-    message = run([sys.executable, "-c", PY_KEYRING, "encrypt", arn], env=env, input=plain).stdout
+    message = python_sdk(PY_KEYRING, "encrypt", arn, env, plain)
     p = run_coffer("decrypt", "--kms-key", arn, "-c", "app=keyring", "-", "-o", "-", env=env, input=message)
     assert p.stdout == plain
     p = run_coffer("encrypt", "--kms-key", arn, "-c", "app=keyring", "-", "-o", "-", env=env, input=plain)
-    assert run([sys.executable, "-c", PY_KEYRING, "decrypt", arn], env=env, input=p.stdout).stdout == plain
+    assert python_sdk(PY_KEYRING, "decrypt", arn, env, p.stdout) == plain
 
 
 def test_kms_keyring_interop_with_python_sdk_and_cli(coffer, kms_key, tmp_path):
@@ -235,7 +269,7 @@ def test_kms_keyring_interop_with_python_sdk_and_cli(coffer, kms_key, tmp_path):
     arn = kms_key["Arn"]
     plain = os.urandom(300_000)
     # Python SDK (KMS keyring, AWS_ENDPOINT_URL_KMS -> Coffer) encrypts, coffer decrypts.
-    message = run([sys.executable, "-c", PY_SDK, "encrypt", arn], env=env, input=plain).stdout
+    message = python_sdk(PY_SDK, "encrypt", arn, env, plain)
     p = run_coffer("decrypt", "--kms-key", arn, "-", "-o", "-", "-c", "app=interop", env=env, input=message)
     assert p.stdout == plain
     # An alias is resolved to its key's ARN for decryption; discovery needs no key at all.
@@ -248,7 +282,7 @@ def test_kms_keyring_interop_with_python_sdk_and_cli(coffer, kms_key, tmp_path):
     assert p.returncode != 0 and b"discovery filter excludes" in p.stderr
     # coffer encrypts with the alias, the Python SDK decrypts.
     p = run_coffer("encrypt", "--kms-key", "alias/esdk", "-c", "app=interop", "-", "-o", "-", env=env, input=plain)
-    back = run([sys.executable, "-c", PY_SDK, "decrypt", arn], env=env, input=p.stdout).stdout
+    back = python_sdk(PY_SDK, "decrypt", arn, env, p.stdout)
     assert back == plain
     # aws-encryption-cli encrypts a file, coffer decrypts it; and the reverse.
     src = tmp_path / "doc.bin"

@@ -244,6 +244,18 @@ pub enum RsaPadding {
 }
 
 impl RsaPadding {
+    /// By name: `pkcs1`, `oaep-sha1`, `oaep-sha256`, `oaep-sha384` or `oaep-sha512`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "pkcs1" => RsaPadding::Pkcs1,
+            "oaep-sha1" => RsaPadding::OaepSha1,
+            "oaep-sha256" => RsaPadding::OaepSha256,
+            "oaep-sha384" => RsaPadding::OaepSha384,
+            "oaep-sha512" => RsaPadding::OaepSha512,
+            _ => return None,
+        })
+    }
+
     fn oaep(self) -> Option<&'static rsa::OaepAlgorithm> {
         match self {
             RsaPadding::Pkcs1 => None,
@@ -335,7 +347,7 @@ impl RsaPrivateKey {
     pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, CryptoError> {
         let pkcs8: Vec<u8> = match PrivateKeyDer::from_pem_slice(bytes) {
             Ok(PrivateKeyDer::Pkcs8(d)) => d.secret_pkcs8_der().to_vec(),
-            Ok(PrivateKeyDer::Pkcs1(d)) => pkcs1_to_pkcs8(d.secret_pkcs1_der()),
+            Ok(PrivateKeyDer::Pkcs1(d)) => pkcs1_to_pkcs8(d.secret_pkcs1_der())?,
             Ok(_) => return Err(CryptoError::Malformed("RSA private key (not an RSA key)")),
             Err(_) => bytes.to_vec(),
         };
@@ -376,36 +388,14 @@ impl RsaPrivateKey {
     }
 }
 
-/// Wraps a PKCS #1 RSAPrivateKey in a PKCS #8 PrivateKeyInfo (rsaEncryption, NULL parameters),
-/// the only private key form aws-lc-rs parses for RSA decryption.
-fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
-    // version 0, AlgorithmIdentifier { rsaEncryption, NULL }
-    const PREFIX: [u8; 18] = [
-        0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01,
-        0x01, 0x05, 0x00,
-    ];
-    let mut octet = vec![0x04];
-    der_len(&mut octet, pkcs1.len());
-    octet.extend_from_slice(pkcs1);
-    let mut body = PREFIX.to_vec();
-    body.extend_from_slice(&octet);
-    let mut out = vec![0x30];
-    der_len(&mut out, body.len());
-    out.extend_from_slice(&body);
-    zeroize::Zeroize::zeroize(&mut body);
-    zeroize::Zeroize::zeroize(&mut octet);
-    out
-}
-
-fn der_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
+/// A PKCS #1 RSAPrivateKey as PKCS #8, the only private key form aws-lc-rs parses for RSA
+/// decryption (converted by aws-lc itself).
+fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    let pair = rsa::KeyPair::from_der(pkcs1)
+        .map_err(|_| CryptoError::Malformed("RSA private key (PKCS #1)"))?;
+    let der: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| CryptoError::Unspecified)?;
+    Ok(der.as_ref().to_vec())
 }
 
 #[cfg(test)]

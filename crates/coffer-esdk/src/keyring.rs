@@ -68,6 +68,17 @@ pub fn generate_data_key(suite: Suite) -> Result<SecretBytes, Error> {
     Ok(coffer_crypto::random_secret(suite.key_len())?)
 }
 
+/// The data key of `m`, generated here if no keyring before made one (raw keyrings can be
+/// generators).
+fn data_key_or_generate(m: &mut EncryptionMaterials) -> Result<&SecretBytes, Error> {
+    if m.data_key.is_none() {
+        m.data_key = Some(generate_data_key(m.suite)?);
+    }
+    m.data_key
+        .as_ref()
+        .ok_or_else(|| Error::Keyring("no data key".into()))
+}
+
 /// A raw AES keyring: a 128-, 192- or 256-bit wrapping key named by a namespace (the provider
 /// id) and a name; data keys are wrapped with AES-GCM under the serialized context.
 pub struct RawAesKeyring {
@@ -106,9 +117,26 @@ impl RawAesKeyring {
 
     fn info_prefix(&self) -> Vec<u8> {
         let mut v = self.name.as_bytes().to_vec();
-        v.extend_from_slice(&((TAG_LEN * 8) as u32).to_be_bytes());
-        v.extend_from_slice(&(IV_LEN as u32).to_be_bytes());
+        v.extend_from_slice(&RAW_AES_INFO_LENGTHS);
         v
+    }
+}
+
+/// What follows the key name in a raw AES keyring's provider info, before the IV: the tag length
+/// in bits and the IV length, as u32s.
+const RAW_AES_INFO_LENGTHS: [u8; 8] = {
+    let tag = ((TAG_LEN * 8) as u32).to_be_bytes();
+    let iv = (IV_LEN as u32).to_be_bytes();
+    [tag[0], tag[1], tag[2], tag[3], iv[0], iv[1], iv[2], iv[3]]
+};
+
+/// The key name in a raw keyring's provider info (a raw AES key's info ends with the tag
+/// length, IV length and IV; a raw RSA key's is the name alone).
+pub(crate) fn raw_key_name(info: &[u8]) -> &[u8] {
+    let tail = RAW_AES_INFO_LENGTHS.len() + IV_LEN;
+    match info.len().checked_sub(tail) {
+        Some(n) if info[n..n + RAW_AES_INFO_LENGTHS.len()] == RAW_AES_INFO_LENGTHS => &info[..n],
+        _ => info,
     }
 }
 
@@ -123,15 +151,10 @@ fn check_namespace(namespace: &str) -> Result<(), Error> {
 
 impl Keyring for RawAesKeyring {
     fn on_encrypt(&self, m: &mut EncryptionMaterials) -> Result<(), Error> {
-        if m.data_key.is_none() {
-            m.data_key = Some(generate_data_key(m.suite)?);
-        }
         let aad = context::serialize(&m.context)?;
         let mut iv = [0u8; IV_LEN];
         coffer_crypto::fill_random(&mut iv)?;
-        let Some(data_key) = m.data_key.as_ref() else {
-            return Err(Error::Keyring("no data key".into()));
-        };
+        let data_key = data_key_or_generate(m)?;
         let mut buf = data_key.expose().to_vec();
         let tag = self.key.seal(&iv, &aad, &mut buf)?;
         buf.extend_from_slice(&tag);
@@ -254,12 +277,7 @@ impl Keyring for RawRsaKeyring {
                 self.describe()
             )));
         };
-        if m.data_key.is_none() {
-            m.data_key = Some(generate_data_key(m.suite)?);
-        }
-        let Some(data_key) = m.data_key.as_ref() else {
-            return Err(Error::Keyring("no data key".into()));
-        };
+        let data_key = data_key_or_generate(m)?;
         let ciphertext = public.encrypt(self.padding, data_key.expose())?;
         m.encrypted_data_keys.push(EncryptedDataKey {
             provider_id: self.namespace.clone(),

@@ -183,13 +183,13 @@ const FRAME: &[u8] = b"AWSKMSEncryptionClient Frame";
 const FINAL_FRAME: &[u8] = b"AWSKMSEncryptionClient Final Frame";
 const SEQUENCE_END: u32 = 0xFFFF_FFFF;
 
-fn body_aad(message_id: &[u8], kind: &[u8], sequence: u32, len: u64) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(message_id.len() + kind.len() + 12);
+/// Sets `aad` to the body AAD of one frame (or of the non-framed body), reusing its allocation.
+fn body_aad(aad: &mut Vec<u8>, message_id: &[u8], kind: &[u8], sequence: u32, len: u64) {
+    aad.clear();
     aad.extend_from_slice(message_id);
     aad.extend_from_slice(kind);
     aad.extend_from_slice(&sequence.to_be_bytes());
     aad.extend_from_slice(&len.to_be_bytes());
-    aad
 }
 
 /// The output side of encryption: counts and (for signed suites) hashes what it writes.
@@ -336,7 +336,8 @@ pub fn encrypt(
         }
         let len = plain.len() as u64;
         let iv = frame_iv(1);
-        let aad = body_aad(id, SINGLE_BLOCK, 1, len);
+        let mut aad = Vec::new();
+        body_aad(&mut aad, id, SINGLE_BLOCK, 1, len);
         let tag = keys.gcm.seal(&iv, &aad, plain.expose_mut())?;
         out.put(&iv)?;
         out.put(&len.to_be_bytes())?;
@@ -373,11 +374,8 @@ pub fn encrypt(
                 }
             }
             let iv = frame_iv(sequence);
-            aad.clear();
-            aad.extend_from_slice(id);
-            aad.extend_from_slice(if last { FINAL_FRAME } else { FRAME });
-            aad.extend_from_slice(&sequence.to_be_bytes());
-            aad.extend_from_slice(&(len as u64).to_be_bytes());
+            let kind = if last { FINAL_FRAME } else { FRAME };
+            body_aad(&mut aad, id, kind, sequence, len as u64);
             let tag = keys.gcm.seal(&iv, &aad, &mut buf[HEAD..HEAD + len])?;
             buf[HEAD + len..HEAD + len + TAG_LEN].copy_from_slice(&tag);
             let start = if last {
@@ -450,21 +448,12 @@ impl In<'_> {
 fn describe_edks(edks: &[EncryptedDataKey]) -> String {
     edks.iter()
         .map(|e| {
-            let info = if e.provider_id == crate::kms::PROVIDER_ID {
-                String::from_utf8_lossy(&e.provider_info).into_owned()
+            let name = if e.provider_id == crate::kms::PROVIDER_ID {
+                &e.provider_info[..]
             } else {
-                // A raw AES key's info ends with tag length, IV length and IV.
-                let name_len = if e.provider_info.len() >= 20
-                    && e.provider_info[e.provider_info.len() - 20..e.provider_info.len() - 12]
-                        == [0, 0, 0, 128, 0, 0, 0, 12]
-                {
-                    e.provider_info.len() - 20
-                } else {
-                    e.provider_info.len()
-                };
-                String::from_utf8_lossy(&e.provider_info[..name_len]).into_owned()
+                crate::keyring::raw_key_name(&e.provider_info)
             };
-            format!("{} {}", e.provider_id, info)
+            format!("{} {}", e.provider_id, String::from_utf8_lossy(name))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -601,7 +590,8 @@ pub fn decrypt(
             }
             let mut buf = SecretBytes::zeroed(len as usize + TAG_LEN);
             inp.exact(buf.expose_mut())?;
-            let aad = body_aad(id, SINGLE_BLOCK, 1, len);
+            let mut aad = Vec::new();
+            body_aad(&mut aad, id, SINGLE_BLOCK, 1, len);
             keys.gcm
                 .open(&iv, &aad, buf.expose_mut())
                 .map_err(|_| Error::BodyAuthentication(1))?;
@@ -648,11 +638,8 @@ pub fn decrypt(
                 let b = buf.expose_mut();
                 let mut iv = [0u8; IV_LEN];
                 iv.copy_from_slice(&b[..IV_LEN]);
-                aad.clear();
-                aad.extend_from_slice(id);
-                aad.extend_from_slice(if final_frame { FINAL_FRAME } else { FRAME });
-                aad.extend_from_slice(&sequence.to_be_bytes());
-                aad.extend_from_slice(&len.to_be_bytes());
+                let kind = if final_frame { FINAL_FRAME } else { FRAME };
+                body_aad(&mut aad, id, kind, sequence, len);
                 let content = &mut b[IV_LEN..IV_LEN + n + TAG_LEN];
                 keys.gcm
                     .open(&iv, &aad, content)
@@ -708,14 +695,11 @@ pub fn decrypt_to_vec(
     match decrypt(keyring, opts, &mut r, &mut out) {
         Ok(info) => Ok((SecretBytes::new(out), info)),
         Err(e) => {
-            zeroize_vec(out);
+            // Unverified plaintext: wiped, never returned.
+            drop(SecretBytes::new(out));
             Err(e)
         }
     }
-}
-
-fn zeroize_vec(v: Vec<u8>) {
-    drop(SecretBytes::new(v));
 }
 
 /// Encrypts `plaintext` held in memory.

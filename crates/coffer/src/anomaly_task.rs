@@ -133,7 +133,7 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
     };
     let (words, score) = coffer_api::macie::severity_words(a.severity);
     let details: Vec<&str> = a.signals.iter().map(|s| s.detail.as_str()).collect();
-    let doc = json!({
+    let mut doc = json!({
         "id": id,
         "category": "POLICY",
         "type": "Policy:IAMUser/AnomalousBehavior",
@@ -154,7 +154,6 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
         "cofferAlert": a,
         "cofferRemediation": remediation,
     });
-    let mut doc = doc;
     coffer_api::macie::stamp_finding(&mut doc, cfg);
     meta.put_findings(&[FindingRecord {
         id: id.clone(),

@@ -637,12 +637,7 @@ impl OwnServer {
 
 /// A process's peak resident memory so far (VmHWM), in bytes.
 pub(crate) fn peak_rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    crate::fsutil::proc_status_bytes(&pid.to_string(), "VmHWM")
 }
 
 impl Drop for OwnServer {

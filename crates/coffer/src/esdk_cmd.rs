@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::client::{self, Target};
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_REGION};
+use crate::fsutil;
 
 /// Where the keys come from (shared by encrypt and decrypt).
 #[derive(Debug, Args)]
@@ -256,10 +257,14 @@ impl Mode {
     }
 }
 
-/// A raw key given on the command line: namespace, name, key file and options.
-type RawSpec = (String, String, PathBuf, Vec<(String, String)>);
+/// A raw key given on the command line as `NS/NAME=FILE[,opt=value…]`.
+struct RawSpec {
+    namespace: String,
+    name: String,
+    file: PathBuf,
+    options: Vec<(String, String)>,
+}
 
-/// `NS/NAME=FILE[,opt=value…]` → (namespace, name, file, options).
 fn parse_raw_spec(spec: &str) -> anyhow::Result<RawSpec> {
     let (id, rest) = spec
         .split_once('=')
@@ -279,7 +284,12 @@ fn parse_raw_spec(spec: &str) -> anyhow::Result<RawSpec> {
             .with_context(|| format!("raw key option '{p}' is not NAME=VALUE"))?;
         opts.push((k.to_owned(), v.to_owned()));
     }
-    Ok((ns.to_owned(), name.to_owned(), file, opts))
+    Ok(RawSpec {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        file,
+        options: opts,
+    })
 }
 
 fn read_aes_key(path: &Path) -> anyhow::Result<SecretBytes> {
@@ -334,29 +344,33 @@ fn build_keyring(
         }
     }
     for spec in &k.raw_aes {
-        let (ns, name, file, opts) = parse_raw_spec(spec)?;
-        if let Some((o, _)) = opts.first() {
+        let raw = parse_raw_spec(spec)?;
+        if let Some((o, _)) = raw.options.first() {
             bail!("raw AES key '{spec}': unknown option '{o}'");
         }
-        let key = read_aes_key(&file)?;
-        rings.push(Box::new(RawAesKeyring::new(&ns, &name, key.expose())?));
+        let key = read_aes_key(&raw.file)?;
+        rings.push(Box::new(RawAesKeyring::new(
+            &raw.namespace,
+            &raw.name,
+            key.expose(),
+        )?));
     }
     for spec in &k.raw_rsa {
-        let (ns, name, file, opts) = parse_raw_spec(spec)?;
+        let RawSpec {
+            namespace: ns,
+            name,
+            file,
+            options,
+        } = parse_raw_spec(spec)?;
         let mut padding = RsaPadding::OaepSha256;
-        for (o, v) in opts {
+        for (o, v) in options {
             match o.as_str() {
                 "padding" => {
-                    padding = match v.to_ascii_lowercase().as_str() {
-                        "pkcs1" => RsaPadding::Pkcs1,
-                        "oaep-sha1" => RsaPadding::OaepSha1,
-                        "oaep-sha256" => RsaPadding::OaepSha256,
-                        "oaep-sha384" => RsaPadding::OaepSha384,
-                        "oaep-sha512" => RsaPadding::OaepSha512,
-                        _ => bail!(
+                    padding = RsaPadding::from_name(&v).with_context(|| {
+                        format!(
                             "raw RSA key '{spec}': unknown padding '{v}' (pkcs1, oaep-sha1, oaep-sha256, oaep-sha384, oaep-sha512)"
-                        ),
-                    }
+                        )
+                    })?
                 }
                 _ => bail!("raw RSA key '{spec}': unknown option '{o}' (only padding=)"),
             }
@@ -482,7 +496,12 @@ impl Kms {
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             *sender = Some(s);
-            let v: Value = serde_json::from_slice(&bytes)
+            let parsed = serde_json::from_slice::<Value>(&bytes);
+            // The body may hold a plaintext data key: wipe it once parsed.
+            if let Ok(mut b) = bytes.try_into_mut() {
+                b.fill(0);
+            }
+            let v = parsed
                 .map_err(|_| format!("{operation}: HTTP {status} with a body that is not JSON"))?;
             if status != 200 {
                 let code = v["__type"].as_str().unwrap_or("error");
@@ -516,6 +535,18 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// Takes a base64 secret (a plaintext data key) out of a KMS response, wiping the text form.
+pub(crate) fn take_secret(v: &mut Value, field: &str) -> Result<SecretBytes, String> {
+    let Value::String(text) = v[field].take() else {
+        return Err(format!("response has no {field}"));
+    };
+    let text = Zeroizing::new(text);
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_bytes())
+        .map(SecretBytes::new)
+        .map_err(|_| format!("response's {field} is not base64"))
+}
+
 fn unb64(v: &Value, field: &str) -> Result<Vec<u8>, String> {
     base64::engine::general_purpose::STANDARD
         .decode(
@@ -534,12 +565,12 @@ impl KmsClient for Kms {
         context: &Context,
         grant_tokens: &[String],
     ) -> Result<(SecretBytes, Vec<u8>, String), String> {
-        let v = self.call(
+        let mut v = self.call(
             key_id,
             "GenerateDataKey",
             json!({"KeyId": key_id, "NumberOfBytes": number_of_bytes, "EncryptionContext": context, "GrantTokens": grant_tokens}),
         )?;
-        let plaintext = SecretBytes::new(unb64(&v, "Plaintext")?);
+        let plaintext = take_secret(&mut v, "Plaintext")?;
         let blob = unb64(&v, "CiphertextBlob")?;
         let arn = v["KeyId"].as_str().unwrap_or_default().to_owned();
         Ok((plaintext, blob, arn))
@@ -571,12 +602,12 @@ impl KmsClient for Kms {
         context: &Context,
         grant_tokens: &[String],
     ) -> Result<(SecretBytes, String), String> {
-        let v = self.call(
+        let mut v = self.call(
             key_id,
             "Decrypt",
             json!({"KeyId": key_id, "CiphertextBlob": b64(ciphertext), "EncryptionContext": context, "GrantTokens": grant_tokens}),
         )?;
-        let plaintext = SecretBytes::new(unb64(&v, "Plaintext")?);
+        let plaintext = take_secret(&mut v, "Plaintext")?;
         Ok((
             plaintext,
             v["KeyId"].as_str().unwrap_or_default().to_owned(),
@@ -603,7 +634,7 @@ fn plan(io: &IoArgs, mode: Mode) -> anyhow::Result<Vec<Job>> {
     let out_is_dash = is_dash(&io.output);
     let out_is_dir = io.output.is_dir();
     let many = io.inputs.len() > 1 || io.inputs.iter().any(|p| p.is_dir());
-    if io.inputs.iter().filter(|p| is_dash(p)).count() > 0 && io.inputs.len() > 1 {
+    if io.inputs.len() > 1 && io.inputs.iter().any(|p| is_dash(p)) {
         bail!("standard input (-) cannot be combined with other inputs");
     }
     if many && !out_is_dir {
@@ -638,7 +669,7 @@ fn plan(io: &IoArgs, mode: Mode) -> anyhow::Result<Vec<Job>> {
                 );
             }
             let mut files = Vec::new();
-            walk(input, &mut files)?;
+            fsutil::files_under(input, &mut files)?;
             for f in files {
                 let rel = f.strip_prefix(input).unwrap_or(&f);
                 let mut out = io.output.join(rel).into_os_string();
@@ -685,29 +716,13 @@ fn plan(io: &IoArgs, mode: Mode) -> anyhow::Result<Vec<Job>> {
     Ok(jobs)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the directory {}", dir.display()))?
-        .collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let t = e.file_type()?;
-        if t.is_dir() {
-            walk(&e.path(), out)?;
-        } else if t.is_file() {
-            out.push(e.path());
-        }
-    }
-    Ok(())
-}
-
 type Work<'a> = dyn FnMut(&mut dyn Read, &mut dyn Write) -> anyhow::Result<MessageInfo> + 'a;
 
 fn process(io: &IoArgs, mode: Mode, work: &mut Work<'_>) -> anyhow::Result<std::process::ExitCode> {
-    let jobs = plan(io, mode)?;
     if io.json && is_dash(&io.output) {
         bail!("--json prints to standard output, which -o - already uses for data");
     }
+    let jobs = plan(io, mode)?;
     let show_progress = !io.no_progress && (io.progress || std::io::stderr().is_terminal());
     let mut failed = 0usize;
     for job in &jobs {
@@ -767,28 +782,16 @@ fn run_job(
             work(&mut reader, &mut w)?
         }
         Some(out) => {
-            let dir = out
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
             // Written aside and renamed only once the whole message has been written (or has
             // verified): a failure leaves no partial or unverified output behind.
-            let tmp = tempfile::Builder::new()
-                .prefix(".coffer-")
-                .suffix(".partial")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            let tmp = fsutil::aside(out)?;
             let info = {
                 let mut w = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file());
                 let info = work(&mut reader, &mut w)?;
                 w.flush()?;
                 info
             };
-            tmp.as_file().sync_all()?;
-            tmp.persist(out)
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            fsutil::persist(tmp, out)?;
             info
         }
     };

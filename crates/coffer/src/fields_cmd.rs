@@ -14,7 +14,8 @@ use coffer_crypto::SecretBytes;
 use coffer_esdk::fields::{CachedTable, TableConfig};
 use serde_json::{Value, json};
 
-use crate::esdk_cmd::{Kms, KmsConn};
+use crate::esdk_cmd::{Kms, KmsConn, take_secret};
+use crate::fsutil;
 
 #[derive(Debug, Args)]
 pub struct FieldsArgs {
@@ -144,15 +145,9 @@ fn create_key(io: &FieldsArgs, kms_key: &str) -> anyhow::Result<std::process::Ex
         .context("no CiphertextBlob in the response")?;
     doc["data_key"] = json!({"kms_key_id": arn, "ciphertext": blob});
     let text = serde_json::to_vec_pretty(&doc)?;
-    let dir = io
-        .config
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let tmp = fsutil::aside(&io.config)?;
     std::fs::write(tmp.path(), &text)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&io.config)?;
+    fsutil::persist(tmp, &io.config)?;
     eprintln!(
         "created the data key of table '{}' under {arn} and wrote it (wrapped) to {}",
         table.table,
@@ -181,20 +176,15 @@ fn process(io: &FieldsArgs, encrypt: bool) -> anyhow::Result<std::process::ExitC
         let Some(k) = kms.as_ref() else {
             return Err(coffer_esdk::Error::Keyring("no KMS client".into()));
         };
-        let v = k
+        let mut v = k
             .call(
                 &key_id,
                 "Decrypt",
                 json!({"KeyId": key_id, "CiphertextBlob": base64::engine::general_purpose::STANDARD.encode(&wrapped), "EncryptionContext": table_context(&table_name)}),
             )
             .map_err(|e| coffer_esdk::Error::Keyring(format!("KMS Decrypt of the table's data key with {key_id}: {e}")))?;
-        let plain = v["Plaintext"]
-            .as_str()
-            .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
-            .ok_or_else(|| {
-                coffer_esdk::Error::Keyring("KMS Decrypt returned no plaintext".into())
-            })?;
-        Ok(SecretBytes::new(plain))
+        take_secret(&mut v, "Plaintext")
+            .map_err(|e| coffer_esdk::Error::Keyring(format!("KMS Decrypt: {e}")))
     };
     let started = Instant::now();
     let mut input: Box<dyn BufRead> = if io.input.as_os_str() == "-" {
@@ -213,15 +203,7 @@ fn process(io: &FieldsArgs, encrypt: bool) -> anyhow::Result<std::process::ExitC
                 None,
             )
         } else {
-            let dir = io
-                .output
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::Builder::new()
-                .prefix(".coffer-")
-                .suffix(".partial")
-                .tempfile_in(dir)?;
+            let tmp = fsutil::aside(&io.output)?;
             (Box::new(std::io::BufWriter::new(tmp.reopen()?)), Some(tmp))
         };
     let verb = if encrypt { "encrypt" } else { "decrypt" };
@@ -293,9 +275,7 @@ fn process(io: &FieldsArgs, encrypt: bool) -> anyhow::Result<std::process::ExitC
     out.flush()?;
     drop(out);
     if let Some(tmp) = tmp {
-        tmp.as_file().sync_all()?;
-        tmp.persist(&io.output)
-            .with_context(|| format!("cannot write {}", io.output.display()))?;
+        fsutil::persist(tmp, &io.output)?;
     }
     let secs = started.elapsed().as_secs_f64();
     if io.json {

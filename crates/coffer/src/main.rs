@@ -18,6 +18,7 @@ mod discovery_cmd;
 mod esdk_cmd;
 mod fields_cmd;
 mod front;
+mod fsutil;
 mod iam_cmd;
 mod operator_cmd;
 mod pdf_text;

@@ -24,14 +24,7 @@ pub fn child_main() -> std::process::ExitCode {
     // Limits first, before a byte of the file is looked at. The address-space limit counts from
     // what is mapped already (the binary, and the allocator's reserved but unused arenas, about
     // 1 GiB on their own), so that the file gets MEMORY more to work with, and no more.
-    let mapped = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024);
+    let mapped = crate::fsutil::proc_status_bytes("self", "VmSize").unwrap_or(0);
     let limits = [
         (rlimit::Resource::AS, mapped + MEMORY),
         (rlimit::Resource::CPU, CPU_SECONDS),

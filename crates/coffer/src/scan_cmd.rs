@@ -118,21 +118,9 @@ impl Source {
 }
 
 fn collect(path: &Path, out: &mut Vec<Source>) -> anyhow::Result<()> {
-    let meta = std::fs::symlink_metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)
-            .with_context(|| format!("cannot list {}", path.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
-        entries.sort();
-        for e in entries {
-            collect(&e, out)?;
-        }
-    } else if meta.is_file() {
-        out.push(Source::File(path.to_owned()));
-    }
+    let mut files = Vec::new();
+    crate::fsutil::files_under(path, &mut files)?;
+    out.extend(files.into_iter().map(Source::File));
     Ok(())
 }
 

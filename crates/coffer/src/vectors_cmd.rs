@@ -101,17 +101,17 @@ fn keyring_for(mk: &Value, keys: &Value) -> anyhow::Result<Box<dyn Keyring>> {
             Ok(Box::new(RawAesKeyring::new(provider, key_id, &bytes)?))
         }
         "rsa" => {
-            let padding = match (
+            // The manifest's `oaep-mgf1` + `sha256` is the padding Coffer calls `oaep-sha256`.
+            let (p, h) = (
                 mk["padding-algorithm"].as_str().unwrap_or_default(),
                 mk["padding-hash"].as_str().unwrap_or_default(),
-            ) {
-                ("pkcs1", _) => RsaPadding::Pkcs1,
-                ("oaep-mgf1", "sha1") => RsaPadding::OaepSha1,
-                ("oaep-mgf1", "sha256") => RsaPadding::OaepSha256,
-                ("oaep-mgf1", "sha384") => RsaPadding::OaepSha384,
-                ("oaep-mgf1", "sha512") => RsaPadding::OaepSha512,
-                (p, h) => bail!("unknown RSA padding '{p}' '{h}'"),
+            );
+            let name = match p {
+                "oaep-mgf1" => format!("oaep-{h}"),
+                other => other.to_owned(),
             };
+            let padding = RsaPadding::from_name(&name)
+                .with_context(|| format!("unknown RSA padding '{p}' '{h}'"))?;
             let (public, private) = match key["type"].as_str() {
                 Some("private") => (
                     None,
@@ -284,10 +284,10 @@ fn encrypt(a: EncryptVectorsArgs) -> anyhow::Result<std::process::ExitCode> {
                 let id = format!("coffer-{:04x}-frame{fl}-{label}", suite.id());
                 std::fs::write(a.output.join("ciphertexts").join(&id), &msg)?;
                 tests.insert(
-                    id,
+                    id.clone(),
                     json!({
                         "description": format!("Coffer: {} frame length {fl}, {label}", suite.name()),
-                        "ciphertext": format!("file://ciphertexts/{}", format_args!("coffer-{:04x}-frame{fl}-{label}", suite.id())),
+                        "ciphertext": format!("file://ciphertexts/{id}"),
                         "master-keys": [mk],
                         "result": {"output": {"plaintext": "file://plaintexts/small"}},
                     }),

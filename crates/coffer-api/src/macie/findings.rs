@@ -205,7 +205,7 @@ pub fn build(
         .any(|f| f.count as usize > f.locations.len());
     let tags: serde_json::Map<String, Value> =
         serde_json::from_str(&object.tags).unwrap_or_default();
-    let doc = json!({
+    let mut doc = json!({
         "id": id,
         "category": "CLASSIFICATION",
         "type": ftype,
@@ -258,7 +258,6 @@ pub fn build(
             },
         },
     });
-    let mut doc = doc;
     super::stamp_finding(&mut doc, cfg);
     Some(FindingRecord {
         id,
