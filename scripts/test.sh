@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Coffer test on a fresh machine: installs what the tests need (SoftHSM2 from Debian for
-# the PKCS#11 root of trust, a Python virtualenv with boto3, the aws CLI and pytest), builds the
+# the PKCS#11 root of trust, PostgreSQL from Debian for the shared metadata engine, a Python
+# virtualenv with boto3, the aws CLI and pytest), builds the
 # workspace, runs the Rust unit and integration tests
 # (the latter drive the real binary with aws-sdk-kms and aws-sdk-s3), then the Python suites
 # (boto3, aws CLI, the Python AWS Encryption SDK and aws-encryption-cli).
@@ -16,6 +17,15 @@ if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends softhsm2
 fi
+
+step "PostgreSQL (the metadata tests run on SQLite and on PostgreSQL; several nodes share one)"
+pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/coffer-test-pg.XXXXXX")"
+trap 'scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+COFFER_TEST_POSTGRES="$(scripts/postgres.sh start "$pg_dir")"
+# The fault tests stop and restart this server.
+COFFER_TEST_POSTGRES_DIR="$pg_dir"
+export COFFER_TEST_POSTGRES COFFER_TEST_POSTGRES_DIR
+echo "PostgreSQL for the tests at $COFFER_TEST_POSTGRES"
 
 step "Python test environment (.venv)"
 if [ ! -x .venv/bin/python ]; then

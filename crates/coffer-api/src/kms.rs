@@ -1990,7 +1990,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (root, _) = coffer_kms::root::DevFileRoot::load_or_create(&dir.path().join("root.key"))
             .expect("root");
-        let meta = std::sync::Arc::new(coffer_meta::SqliteStore::in_memory().expect("db"));
+        let meta = std::sync::Arc::new(coffer_meta::SqlStore::in_memory().expect("db"));
         let kms = Kms::new(
             coffer_kms::KmsConfig {
                 account_id: "111122223333".into(),

@@ -81,10 +81,25 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
             Some(why) => ("degraded", format!("failing: {why}")),
         },
     };
+    // A node that cannot reach its metadata (PostgreSQL restarting, say) answers nothing else
+    // either: 503, so a load balancer sends requests to the other nodes meanwhile.
+    let meta = state.kms.meta();
+    let metadata = match tokio::time::timeout(std::time::Duration::from_secs(2), meta.ping()).await
+    {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("failing: {e}"),
+        Err(_) => "failing: no answer within 2 s".to_owned(),
+    };
+    let status = if metadata == "ok" {
+        status
+    } else {
+        "unavailable"
+    };
     let root = state.kms.root();
     let mut body = json!({
         "status": status,
         "audit": audit,
+        "metadata": { "engine": meta.engine(), "status": metadata },
         "version": env!("CARGO_PKG_VERSION"),
         "root_of_trust": state.kms.root_mode(),
         "root_generation": root.current_generation(),
@@ -97,7 +112,12 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         body["root_keys_non_extractable"] = json!(protected);
     }
     state.metrics.observe("Health", "ok", 0.0);
-    axum::Json(body).into_response()
+    let code = if status == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {

@@ -203,6 +203,10 @@ impl PolicyCache {
     pub(crate) fn evict(&self, key_id: &str) {
         crate::write(&self.by_key).remove(key_id);
     }
+
+    pub(crate) fn clear(&self) {
+        crate::write(&self.by_key).clear();
+    }
 }
 
 /// Checks a key policy document for CreateKey and PutKeyPolicy: size, syntax, principals that

@@ -189,6 +189,17 @@ impl Identities {
         Ok(Some(cred))
     }
 
+    /// Drops cached credentials another node may have changed.
+    pub fn forget(&self, change: &coffer_meta::Change) {
+        match change {
+            coffer_meta::Change::AccessKey(id) => {
+                self.write_cache().remove(id);
+            }
+            coffer_meta::Change::All => self.write_cache().clear(),
+            _ => {}
+        }
+    }
+
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Credential>>> {
         crate::read(&self.cache)
     }
@@ -207,7 +218,7 @@ mod tests {
     async fn create_import_and_look_up() {
         let dir = tempfile::tempdir().expect("tmp");
         let (root, _) = DevFileRoot::load_or_create(&dir.path().join("root.key")).expect("root");
-        let meta = Arc::new(coffer_meta::SqliteStore::in_memory().expect("db"));
+        let meta = Arc::new(coffer_meta::SqlStore::in_memory().expect("db"));
         let ids = Identities::new(meta.clone(), Arc::new(root));
         let (id, secret) = ids
             .create_access_key("arn:aws:iam::111122223333:root")

@@ -372,6 +372,30 @@ impl Kms {
         crate::write(&self.keys).remove(key_id);
     }
 
+    /// Drops what another node may have changed: a key (with its policy and the aliases that
+    /// point at it), an alias, identity policies, or everything.
+    pub fn forget(&self, change: &coffer_meta::Change) {
+        use coffer_meta::Change;
+        match change {
+            Change::Key(id) => {
+                self.evict(id);
+                self.policies.evict(id);
+                crate::write(&self.aliases).retain(|_, target| target != id);
+            }
+            Change::Alias(name) => {
+                crate::write(&self.aliases).remove(name);
+            }
+            Change::Iam => self.identity_cache.clear(),
+            Change::All => {
+                crate::write(&self.keys).clear();
+                crate::write(&self.aliases).clear();
+                self.policies.clear();
+                self.identity_cache.clear();
+            }
+            Change::AccessKey(_) | Change::Bucket(_) => {}
+        }
+    }
+
     /// The current record of a key, read from the store (for changes, which must not act on a
     /// stale cache).
     async fn record_for_update(&self, r: &KeyRef) -> Result<KeyRecord> {
@@ -2117,7 +2141,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("tmp");
         let (root, _) = DevFileRoot::load_or_create(&dir.path().join("root.key")).expect("root");
-        let meta = Arc::new(coffer_meta::SqliteStore::in_memory().expect("db"));
+        let meta = Arc::new(coffer_meta::SqlStore::in_memory().expect("db"));
         let cfg = KmsConfig {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),

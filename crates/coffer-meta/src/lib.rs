@@ -1,15 +1,21 @@
 //! Coffer's metadata: keys, key-material versions (wrapped), aliases, tags and access keys, behind one
-//! interface ([`MetaStore`]) so that several engines can serve it. SQLite ([`SqliteStore`]) is the
-//! embedded default; the SQL is kept to the portable subset so a PostgreSQL engine can follow.
+//! interface ([`MetaStore`]) served by [`SqlStore`] on one of two engines: SQLite (a file in the
+//! data dir, the embedded default) or PostgreSQL (shared by several Coffer nodes). The store's
+//! logic is written once; the engines differ only in how they run a transaction.
 //!
 //! The store never sees a secret in the clear: key material and secret access keys arrive already
 //! wrapped under the root key.
 
+pub mod changes;
 pub mod discovery;
 pub mod objects;
 mod records;
-mod sqlite;
+mod sql;
+mod store;
+#[cfg(test)]
+mod testing;
 
+pub use changes::Change;
 pub use discovery::{DiscoveryMeta, FindingRecord, JobRecord};
 pub use objects::{
     BucketAttr, BucketRecord, ListQuery, ObjectMeta, ObjectRecord, PartRef, SseRecord,
@@ -19,7 +25,7 @@ pub use records::{
     AccessKeyRecord, AliasRecord, CustomKeyStoreRecord, GrantRecord, IamEntityRecord, IamKind,
     ImportTokenRecord, KeyRecord, MaterialRecord, WrappedKind, WrappedSecret,
 };
-pub use sqlite::SqliteStore;
+pub use sql::{SqlStore, check_postgres_url};
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -53,6 +59,11 @@ pub struct Page<T> {
 /// it returns `Ok` it survives a crash of the process.
 #[async_trait]
 pub trait MetaStore: ObjectMeta + DiscoveryMeta + Send + Sync + std::fmt::Debug {
+    /// The engine's name: `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+    /// Checks that the database answers (for health reports).
+    async fn ping(&self) -> Result<()>;
+
     /// Creates a key with its first material version (none for a key awaiting imported material),
     /// its tags and its key policy.
     async fn create_key(

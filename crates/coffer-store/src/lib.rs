@@ -71,7 +71,9 @@ impl std::fmt::Display for BlobId {
     }
 }
 
-/// Where sealed object bytes are kept. A remote S3 backend will implement it too.
+/// Where sealed object bytes are kept: the local disk ([`DiskBlobs`]) or, in the binary, any
+/// S3-compatible store that several nodes share. Calls block; callers on async threads of a
+/// multi-thread runtime are fine (a remote store moves off the worker while it waits).
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Starts a new blob; nothing is visible until [`BlobWriter::commit`].
     fn create(&self) -> Result<Box<dyn BlobWriter>>;
@@ -81,9 +83,12 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn len(&self, id: &BlobId) -> Result<u64>;
     /// Removes a blob; `false` when there was none.
     fn delete(&self, id: &BlobId) -> Result<bool>;
-    /// Removes what a crash left half-written; returns how many.
+    /// Removes what a crash left half-written (in a shared store: only what is old enough to be
+    /// abandoned); returns how many.
     fn clean_temporary(&self) -> Result<usize>;
-    /// Every committed blob (for the sweep at start that removes blobs no metadata names).
+    /// Committed blobs, for the sweep at start that removes blobs no metadata names. A store
+    /// that several nodes share lists only blobs old enough that no node can still be about to
+    /// commit the metadata that names them.
     fn list(&self) -> Result<Vec<BlobId>>;
     /// What the package layer does with object bytes in this store: always
     /// [`Cipher::Seal`], but in the unencrypted baseline store `coffer bench s3` measures

@@ -139,12 +139,21 @@ pub struct DirArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    #[command(flatten)]
-    pub dir: DirArgs,
-    /// PEM public key to check the digests with. Default: DIR/audit/signing-key.pem — give a copy
-    /// kept elsewhere, or whoever can write the data dir can also replace the key.
+    /// The server's data dir (the log is in DIR/audit). Nodes that share one PostgreSQL database
+    /// each keep a chain of their own: give every node's data dir (repeat the flag) to check them
+    /// all together.
+    #[arg(
+        long = "data-dir",
+        env = "COFFER_DATA_DIR",
+        value_name = "DIR",
+        default_value = DEFAULT_DATA_DIR
+    )]
+    pub data_dirs: Vec<PathBuf>,
+    /// PEM public key to check the digests with (one per --data-dir, in the same order). Default:
+    /// DIR/audit/signing-key.pem — give a copy kept elsewhere, or whoever can write the data dir can
+    /// also replace the key.
     #[arg(long, value_name = "PEM")]
-    pub public_key: Option<PathBuf>,
+    pub public_key: Vec<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -236,43 +245,83 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<std::process::ExitCode> {
 }
 
 fn verify_cmd(a: VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
-    let dir = audit_dir(&a.dir)?;
-    let pem_path = a
-        .public_key
-        .clone()
-        .unwrap_or_else(|| dir.join(PUBLIC_KEY_FILE));
-    let pem = std::fs::read_to_string(&pem_path)
-        .with_context(|| format!("cannot read the public key {}", pem_path.display()))?;
-    let public = coffer_audit::public_key_from_pem(&pem)?;
-    let report = verify::verify(&dir, &public)?;
+    if !a.public_key.is_empty() && a.public_key.len() != a.data_dirs.len() {
+        bail!(
+            "give one --public-key per --data-dir ({} data dirs, {} keys), or none to use each dir's own",
+            a.data_dirs.len(),
+            a.public_key.len()
+        );
+    }
+    let mut reports = Vec::new();
+    for (i, data_dir) in a.data_dirs.iter().enumerate() {
+        let dir = audit_dir(&DirArgs {
+            data_dir: data_dir.clone(),
+        })?;
+        let pem_path = a
+            .public_key
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| dir.join(PUBLIC_KEY_FILE));
+        let pem = std::fs::read_to_string(&pem_path)
+            .with_context(|| format!("cannot read the public key {}", pem_path.display()))?;
+        let public = coffer_audit::public_key_from_pem(&pem)?;
+        reports.push((data_dir, verify::verify(&dir, &public)?));
+    }
+    let all_ok = reports.iter().all(|(_, r)| r.ok());
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let out = match reports.as_slice() {
+            [(_, only)] => serde_json::to_value(only)?,
+            many => serde_json::json!({
+                "ok": all_ok,
+                "chains": many
+                    .iter()
+                    .map(|(d, r)| Ok(serde_json::json!({ "data_dir": d, "report": serde_json::to_value(r)? })))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        match &report.problem {
-            None => {
-                println!(
-                    "audit log intact: {}, {} ({}, {}), up to seq {}",
-                    count(report.segments, "segment"),
-                    count(report.records, "record"),
-                    count(report.events, "event"),
-                    count(report.digests, "signed digest"),
-                    report.last_seq
-                );
-                if report.open {
+        let several = reports.len() > 1;
+        for (data_dir, report) in &reports {
+            let who = if several {
+                format!("{}: ", data_dir.display())
+            } else {
+                String::new()
+            };
+            match &report.problem {
+                None => {
                     println!(
-                        "the last segment is open (the server is running, or stopped without closing it); \
-                         {} records after the last digest are chained but not yet signed",
-                        report.unsigned_tail
+                        "{who}audit log intact: {}, {} ({}, {}), up to seq {}",
+                        count(report.segments, "segment"),
+                        count(report.records, "record"),
+                        count(report.events, "event"),
+                        count(report.digests, "signed digest"),
+                        report.last_seq
                     );
+                    if report.open {
+                        println!(
+                            "{who}the last segment is open (the server is running, or stopped without closing it); \
+                             {} records after the last digest are chained but not yet signed",
+                            report.unsigned_tail
+                        );
+                    }
+                }
+                Some(b) => {
+                    println!("{who}audit log BROKEN after {} intact records", report.records);
+                    println!("  {b}");
                 }
             }
-            Some(b) => {
-                println!("audit log BROKEN after {} intact records", report.records);
-                println!("  {b}");
+        }
+        if several {
+            let broken = reports.iter().filter(|(_, r)| !r.ok()).count();
+            if broken == 0 {
+                println!("all {} chains intact", reports.len());
+            } else {
+                println!("{broken} of {} chains BROKEN", reports.len());
             }
         }
     }
-    Ok(if report.ok() {
+    Ok(if all_ok {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)

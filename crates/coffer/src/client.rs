@@ -21,11 +21,95 @@ pub struct Target {
     addr: String,
     tls: TlsConnector,
     server_name: ServerName<'static>,
+    signer: Signer,
+}
+
+/// SigV4 signing as an SDK does it: credentials, region, and the signing key of the current date
+/// and service (`date/service`), derived once a day.
+pub struct Signer {
     access_key_id: String,
     secret: Zeroizing<String>,
     region: String,
-    /// The signing key of the current date and service (`date/service`), derived once a day.
     signing_key: std::sync::Mutex<Option<(String, Zeroizing<[u8; 32]>)>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub fn new(access_key_id: String, secret: Zeroizing<String>, region: &str) -> Self {
+        Self {
+            access_key_id,
+            secret,
+            region: region.to_owned(),
+            signing_key: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Adds `x-amz-date` and a SigV4 `authorization` to `headers` (which hold `host` and
+    /// whatever else `signed` names), for `service`. `path` is as sent (already URL-encoded).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &mut http::HeaderMap,
+        signed: &[&str],
+        payload_hash: &str,
+    ) -> anyhow::Result<()> {
+        let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
+        let date = &amz_date[..8];
+        headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date)?);
+        let canonical = sigv4::canonical_request(
+            &sigv4::RequestParts {
+                method,
+                raw_path: path,
+                raw_query: query,
+                headers,
+                authority: None,
+                payload_hash,
+                // S3 signs the path as sent; other services encode it once more.
+                double_encode_path: service != "s3",
+            },
+            signed,
+        )?;
+        let scope = sigv4::scope(date, &self.region, service);
+        // The signing key of a day and service, derived once as SDKs may.
+        let tag = format!("{date}/{service}");
+        let key = {
+            let mut cached = self.signing_key.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.as_ref() {
+                Some((d, k)) if *d == tag => k.clone(),
+                _ => {
+                    let k = Zeroizing::new(sigv4::signing_key(
+                        self.secret.as_bytes(),
+                        date,
+                        &self.region,
+                        service,
+                    ));
+                    *cached = Some((tag, k.clone()));
+                    k
+                }
+            }
+        };
+        let signature = sigv4::sign_with_key(&key, &scope, &amz_date, &canonical);
+        let auth = format!(
+            "{} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+            sigv4::ALGORITHM,
+            self.access_key_id,
+            signed.join(";")
+        );
+        headers.insert("authorization", http::HeaderValue::from_str(&auth)?);
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Target {
@@ -106,10 +190,7 @@ pub fn tls_target(
         server_name: ServerName::try_from(host.clone()).context("server name")?,
         host: authority.as_str().to_owned(),
         tls: TlsConnector::from(Arc::new(config)),
-        access_key_id,
-        secret,
-        region: region.to_owned(),
-        signing_key: std::sync::Mutex::new(None),
+        signer: Signer::new(access_key_id, secret, region),
     })
 }
 
@@ -168,8 +249,7 @@ impl KmsBody {
     }
 }
 
-/// Adds `x-amz-date` and a SigV4 `authorization` to `headers` (which hold `host` and whatever
-/// else `signed` names), for `service`, as an SDK signs.
+/// Signs `headers` for a request to `t` (see [`Signer::sign`]).
 #[allow(clippy::too_many_arguments)]
 fn sign_headers(
     t: &Target,
@@ -181,50 +261,8 @@ fn sign_headers(
     signed: &[&str],
     payload_hash: &str,
 ) -> anyhow::Result<()> {
-    let amz_date = sigv4::format_amz_date(time::OffsetDateTime::now_utc());
-    let date = &amz_date[..8];
-    headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date)?);
-    let canonical = sigv4::canonical_request(
-        &sigv4::RequestParts {
-            method,
-            raw_path: path,
-            raw_query: query,
-            headers,
-            authority: None,
-            payload_hash,
-            // S3 signs the path as sent; other services encode it once more.
-            double_encode_path: service != "s3",
-        },
-        signed,
-    )?;
-    let scope = sigv4::scope(date, &t.region, service);
-    // The signing key of a day and service, derived once as SDKs may.
-    let tag = format!("{date}/{service}");
-    let key = {
-        let mut cached = t.signing_key.lock().unwrap_or_else(|p| p.into_inner());
-        match cached.as_ref() {
-            Some((d, k)) if *d == tag => k.clone(),
-            _ => {
-                let k = Zeroizing::new(sigv4::signing_key(
-                    t.secret.as_bytes(),
-                    date,
-                    &t.region,
-                    service,
-                ));
-                *cached = Some((tag, k.clone()));
-                k
-            }
-        }
-    };
-    let signature = sigv4::sign_with_key(&key, &scope, &amz_date, &canonical);
-    let auth = format!(
-        "{} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
-        sigv4::ALGORITHM,
-        t.access_key_id,
-        signed.join(";")
-    );
-    headers.insert("authorization", http::HeaderValue::from_str(&auth)?);
-    Ok(())
+    t.signer
+        .sign(service, method, path, query, headers, signed, payload_hash)
 }
 
 /// Builds a SigV4-signed IAM query-protocol request (`Action=…&Version=2010-05-08&…`), as an SDK

@@ -34,6 +34,48 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Where the metadata lives (keys, aliases, policies, grants, identities, object records):
+    /// `sqlite` (DIR/meta.db) or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE,
+    /// that several Coffer nodes share (see docs/operations.md). [default: sqlite]
+    #[arg(long, env = "COFFER_METADATA", value_name = "sqlite|URL")]
+    pub metadata: Option<String>,
+
+    /// With PostgreSQL metadata: how many connections this node keeps at most. [default: 16]
+    #[arg(long, env = "COFFER_METADATA_POOL_SIZE", value_name = "N")]
+    pub metadata_pool_size: Option<usize>,
+
+    /// With PostgreSQL metadata: the longest a node goes on using a cached key, key policy,
+    /// identity policy, credential or bucket policy that another node changed, should the change
+    /// notice not arrive (changes normally reach every node within milliseconds). [default: 5]
+    #[arg(long, env = "COFFER_CACHE_STALENESS", value_name = "SECONDS")]
+    pub cache_staleness: Option<u64>,
+
+    /// Where object bytes live: `local` (DIR/objects) or s3://BUCKET[/PREFIX] in any
+    /// S3-compatible store that several nodes share. Objects are sealed before they leave, so the
+    /// store holds only ciphertext. Its credentials come from COFFER_BLOBS_ACCESS_KEY_ID and
+    /// COFFER_BLOBS_SECRET_ACCESS_KEY. [default: local]
+    #[arg(long, env = "COFFER_BLOBS", value_name = "local|s3://BUCKET[/PREFIX]")]
+    pub blobs: Option<String>,
+
+    /// The S3-compatible store's endpoint for --blobs s3://… (https:// only).
+    /// [default: https://s3.<blobs region>.amazonaws.com]
+    #[arg(long, env = "COFFER_BLOBS_ENDPOINT", value_name = "URL")]
+    pub blobs_endpoint: Option<String>,
+
+    /// The region requests to the blob store are signed for. [default: --region]
+    #[arg(long, env = "COFFER_BLOBS_REGION", value_name = "REGION")]
+    pub blobs_region: Option<String>,
+
+    /// A CA certificate (PEM) the blob store's certificate may chain to, besides the system's.
+    #[arg(long, env = "COFFER_BLOBS_CA", value_name = "PEM")]
+    pub blobs_ca: Option<PathBuf>,
+
+    /// Blobs no object names and multipart uploads never completed are removed at start once
+    /// they are this old (another node may be writing a younger one), e.g. `1h`, `90m`.
+    /// [default: 1h]
+    #[arg(long, env = "COFFER_BLOBS_ORPHAN_GRACE", value_name = "DURATION")]
+    pub blobs_orphan_grace: Option<String>,
+
     /// Address and port to serve HTTPS on (port 0 picks a free port). [default: 127.0.0.1:8443]
     #[arg(long, env = "COFFER_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
@@ -194,6 +236,14 @@ pub struct ServerArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    metadata: Option<String>,
+    metadata_pool_size: Option<usize>,
+    cache_staleness: Option<u64>,
+    blobs: Option<String>,
+    blobs_endpoint: Option<String>,
+    blobs_region: Option<String>,
+    blobs_ca: Option<PathBuf>,
+    blobs_orphan_grace: Option<String>,
     listen: Option<SocketAddr>,
     account_id: Option<String>,
     region: Option<String>,
@@ -227,6 +277,11 @@ struct FileConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    pub metadata: crate::metadata::MetadataSpec,
+    pub metadata_pool_size: usize,
+    pub cache_staleness: std::time::Duration,
+    /// Object bytes in a remote S3-compatible store; `None` for DIR/objects.
+    pub remote_blobs: Option<crate::remote_blobs::RemoteConfig>,
     pub listen: SocketAddr,
     pub account_id: String,
     pub region: String,
@@ -422,7 +477,62 @@ impl Settings {
             remediate: args.anomaly_remediate.or(file.anomaly_remediate) == Some(Switch::On),
             history,
         };
+        let metadata = crate::metadata::MetadataSpec::parse(
+            args.metadata
+                .or(file.metadata)
+                .as_deref()
+                .unwrap_or("sqlite"),
+        )?;
+        let metadata_pool_size = args
+            .metadata_pool_size
+            .or(file.metadata_pool_size)
+            .unwrap_or(16);
+        let cache_staleness = args.cache_staleness.or(file.cache_staleness).unwrap_or(5);
+        if metadata_pool_size == 0 || cache_staleness == 0 {
+            bail!("metadata_pool_size and cache_staleness must be at least 1");
+        }
+        let remote_blobs = match args.blobs.or(file.blobs) {
+            None => None,
+            Some(b) if b.trim().eq_ignore_ascii_case("local") => None,
+            Some(b) => {
+                let (bucket, prefix) = crate::remote_blobs::parse_location(b.trim())?;
+                let blobs_region = args
+                    .blobs_region
+                    .or(file.blobs_region)
+                    .unwrap_or_else(|| region.clone());
+                let (Ok(access_key_id), Ok(secret)) = (
+                    std::env::var("COFFER_BLOBS_ACCESS_KEY_ID"),
+                    std::env::var("COFFER_BLOBS_SECRET_ACCESS_KEY"),
+                ) else {
+                    bail!(
+                        "--blobs {b} needs the store's credentials in COFFER_BLOBS_ACCESS_KEY_ID and \
+                         COFFER_BLOBS_SECRET_ACCESS_KEY (environment only, so that the secret is in no file or command line)"
+                    );
+                };
+                let orphan_grace = match args.blobs_orphan_grace.or(file.blobs_orphan_grace) {
+                    Some(text) => parse_duration(&text).context("blobs_orphan_grace")?,
+                    None => std::time::Duration::from_secs(3600),
+                };
+                Some(crate::remote_blobs::RemoteConfig {
+                    bucket,
+                    prefix,
+                    endpoint: args
+                        .blobs_endpoint
+                        .or(file.blobs_endpoint)
+                        .unwrap_or_else(|| format!("https://s3.{blobs_region}.amazonaws.com")),
+                    region: blobs_region,
+                    ca: args.blobs_ca.or(file.blobs_ca),
+                    access_key_id,
+                    secret: zeroize::Zeroizing::new(secret),
+                    orphan_grace,
+                })
+            }
+        };
         Ok(Self {
+            remote_blobs,
+            metadata,
+            metadata_pool_size,
+            cache_staleness: std::time::Duration::from_secs(cache_staleness),
             anomaly,
             findings_webhook,
             insecure_bench_baseline: args.insecure_bench_baseline,

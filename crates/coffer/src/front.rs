@@ -66,6 +66,8 @@ pub struct Front {
     settings: Arc<Settings>,
     data_dir: PathBuf,
     meta: Arc<dyn MetaStore>,
+    /// With shared PostgreSQL metadata: what other nodes change, for this node's caches.
+    changes: Option<tokio::sync::broadcast::Sender<coffer_meta::Change>>,
     endpoint: String,
     ca_path: Option<PathBuf>,
     mode: &'static str,
@@ -106,6 +108,33 @@ impl Operator for OperatorHandle {
     }
 }
 
+/// Applies other nodes' changes to this node's caches for as long as the API is open.
+async fn forget_changes(
+    mut changes: tokio::sync::broadcast::Receiver<coffer_meta::Change>,
+    state: Weak<AppState>,
+) {
+    use coffer_meta::Change;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let change = match changes.recv().await {
+            Ok(c) => c,
+            // Too many to keep up with: forget everything.
+            Err(RecvError::Lagged(_)) => Change::All,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        state.kms.forget(&change);
+        state.identities.forget(&change);
+        match &change {
+            Change::Bucket(b) => state.s3_access.forget(b),
+            Change::All => state.s3_access.forget_all(),
+            _ => {}
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -119,6 +148,7 @@ impl Front {
         settings: Arc<Settings>,
         data_dir: PathBuf,
         meta: Arc<dyn MetaStore>,
+        changes: Option<tokio::sync::broadcast::Sender<coffer_meta::Change>>,
         endpoint: String,
         ca_path: Option<PathBuf>,
         mode: &'static str,
@@ -127,6 +157,7 @@ impl Front {
             settings,
             data_dir,
             meta,
+            changes,
             endpoint,
             ca_path,
             mode,
@@ -223,24 +254,36 @@ impl Front {
             kms.identity_cache(),
         ));
         let blob_dir = self.data_dir.join("objects");
-        let blobs = if s.insecure_bench_baseline {
-            warn!(
-                "BENCHMARK BASELINE: objects are stored UNENCRYPTED in {}; never use this data dir for data",
-                blob_dir.display()
-            );
-            coffer_store::DiskBlobs::open_unencrypted_baseline(&blob_dir)
-        } else {
-            coffer_store::DiskBlobs::open(&blob_dir)
-        }
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the object store in {}: {e}",
-                blob_dir.display()
-            )
-        })?;
+        let (blobs, blob_place): (Arc<dyn coffer_store::BlobStore>, String) = match &s.remote_blobs
+        {
+            Some(cfg) if !s.insecure_bench_baseline => {
+                let place = format!("s3://{}/{} at {}", cfg.bucket, cfg.prefix, cfg.endpoint);
+                let remote = crate::remote_blobs::RemoteBlobs::connect(cfg.clone()).await?;
+                info!(blobs = %place, "object bytes in a remote S3-compatible store");
+                (Arc::new(remote), place)
+            }
+            _ => {
+                let local = if s.insecure_bench_baseline {
+                        warn!(
+                            "BENCHMARK BASELINE: objects are stored UNENCRYPTED in {}; never use this data dir for data",
+                            blob_dir.display()
+                        );
+                        coffer_store::DiskBlobs::open_unencrypted_baseline(&blob_dir)
+                    } else {
+                        coffer_store::DiskBlobs::open(&blob_dir)
+                    }
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot open the object store in {}: {e}",
+                            blob_dir.display()
+                        )
+                    })?;
+                (Arc::new(local), blob_dir.display().to_string())
+            }
+        };
         let objects = Arc::new(coffer_store::s3::Objects::new(
             self.meta.clone(),
-            Arc::new(blobs),
+            blobs,
             kms.clone(),
         ));
         match objects.sweep().await {
@@ -249,10 +292,7 @@ impl Front {
                 removed = n,
                 "removed object data that no object names (writes cut short, deletions unfinished)"
             ),
-            Err(e) => anyhow::bail!(
-                "cannot check the object store in {}: {e}",
-                blob_dir.display()
-            ),
+            Err(e) => anyhow::bail!("cannot check the object store in {blob_place}: {e}"),
         }
         let publish = match &s.findings_webhook {
             None => None,
@@ -280,6 +320,9 @@ impl Front {
             audit,
             operator: Some(Arc::new(OperatorHandle(self.me.clone()))),
         });
+        if let Some(changes) = &self.changes {
+            tokio::spawn(forget_changes(changes.subscribe(), Arc::downgrade(&state)));
+        }
         let router = coffer_api::router(state.clone());
         let mut discovery = coffer_api::macie::runner::spawn(state.clone());
         discovery.extend(crate::anomaly_task::spawn(

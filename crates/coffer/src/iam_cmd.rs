@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use coffer_kms::root::{self, RootOfTrust};
 use coffer_kms::{Iam, Identities};
-use coffer_meta::{MetaStore, SqliteStore};
+use coffer_meta::MetaStore;
 
 use crate::config::{DEFAULT_ACCOUNT_ID, DEFAULT_DATA_DIR};
 
@@ -28,6 +28,14 @@ pub struct ImportArgs {
     /// The server's data dir.
     #[arg(long, env = "COFFER_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// The server's metadata: `sqlite` (DIR/meta.db) or its PostgreSQL URL.
+    #[arg(
+        long,
+        env = "COFFER_METADATA",
+        value_name = "sqlite|URL",
+        default_value = "sqlite"
+    )]
+    metadata: String,
     /// The account id the server runs as.
     #[arg(long, env = "COFFER_ACCOUNT_ID", value_name = "ID", default_value = DEFAULT_ACCOUNT_ID)]
     account_id: String,
@@ -63,13 +71,16 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
             "no secret access key on standard input; pipe it in, e.g. `printf %s \"$SECRET\" | coffer iam import-access-key …`"
         );
     }
-    if !a.data_dir.join("meta.db").exists() {
+    let spec = crate::metadata::MetadataSpec::parse(&a.metadata)?;
+    let has_root = a.data_dir.join(root::DEV_KEY_FILE).exists()
+        || root::root_config_path(&a.data_dir).exists();
+    if !has_root || (!spec.is_shared() && !a.data_dir.join("meta.db").exists()) {
         bail!(
             "{} is not a Coffer data dir: point --data-dir at one (start `coffer server` once to create one)",
             a.data_dir.display()
         );
     }
-    let root: Arc<dyn RootOfTrust> = match root::open(&a.data_dir)? {
+    let root: Arc<dyn RootOfTrust> = match root::open_with(&a.data_dir, false)? {
         root::Opened::Ready { root, .. } => root,
         root::Opened::Sealed(_) => bail!(
             "the root of trust of {} is sealed behind Shamir shares, so this command cannot wrap the secret; \
@@ -77,16 +88,13 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
             a.data_dir.display()
         ),
     };
-    let meta_path = a.data_dir.join("meta.db");
-    let meta: Arc<dyn MetaStore> = Arc::new(
-        SqliteStore::open(&meta_path)
-            .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
-    );
-    let identities = Arc::new(Identities::new(meta.clone(), root));
-    let iam = Iam::new(meta, identities, &a.account_id, Default::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (store, _) = rt.block_on(crate::metadata::open(&spec, &a.data_dir, 2))?;
+    let meta: Arc<dyn MetaStore> = store;
+    let identities = Arc::new(Identities::new(meta.clone(), root));
+    let iam = Iam::new(meta, identities, &a.account_id, Default::default());
     let info = rt
         .block_on(iam.import_access_key(&a.user_name, &a.access_key_id, trimmed.as_bytes()))
         .map_err(|e| match e {

@@ -335,13 +335,15 @@ async fn migrate_root(a: MigrateArgs) -> anyhow::Result<()> {
 
     if !a.data_dir.join("meta.db").exists() {
         bail!(
-            "{} is not a Coffer data dir (no meta.db)",
+            "{} is not a Coffer data dir with SQLite metadata (no meta.db); a node whose metadata is in \
+             PostgreSQL cannot migrate its root offline",
             a.data_dir.display()
         );
     }
     let _lock = crate::server::lock_data_dir(&a.data_dir)?;
-    let meta: Arc<dyn MetaStore> =
-        Arc::new(coffer_meta::SqliteStore::open(&a.data_dir.join("meta.db"))?);
+    let meta: Arc<dyn MetaStore> = Arc::new(coffer_meta::SqlStore::open_sqlite(
+        &a.data_dir.join("meta.db"),
+    )?);
     if let Some(r) = migrate::resolve(&a.data_dir, meta.as_ref()).await? {
         eprintln!("an earlier, interrupted migration was {r:?}");
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use coffer_kms::Identities;
 use coffer_kms::root;
-use coffer_meta::{MetaStore, SqliteStore};
+use coffer_meta::MetaStore;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -225,19 +225,31 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 
     let lock = lock_data_dir(&data_dir)?;
 
-    let meta_path = data_dir.join("meta.db");
-    let new_data_dir = !meta_path.exists();
-    let meta: Arc<dyn MetaStore> = Arc::new(
-        SqliteStore::open(&meta_path)
-            .with_context(|| format!("cannot open the metadata store {}", meta_path.display()))?,
-    );
+    let (store, fresh) =
+        crate::metadata::open(&s.metadata, &data_dir, s.metadata_pool_size).await?;
+    if s.metadata.is_shared() {
+        info!(metadata = %s.metadata, "metadata in PostgreSQL, shared with any other nodes");
+        if !fresh
+            && !data_dir.join(root::DEV_KEY_FILE).exists()
+            && !root::root_config_path(&data_dir).exists()
+        {
+            bail!(
+                "the shared metadata ({}) holds secrets wrapped under a root of trust, and this node's data dir \
+                 {} has none: every node must use the same root. Copy root.key (dev-file mode), or root.json \
+                 and its keyring (Shamir, PKCS#11), from the data dir of a node that serves this database",
+                s.metadata,
+                data_dir.display()
+            );
+        }
+    }
+    let changes = store.watch_changes(s.cache_staleness);
+    let meta: Arc<dyn MetaStore> = store.clone();
     match root::migrate::resolve(&data_dir, meta.as_ref()).await {
         Ok(Some(r)) => warn!(resolution = ?r, "an interrupted root migration was resolved"),
         Ok(None) => {}
         Err(e) => return Err(e).context("cannot resolve an interrupted root migration"),
     }
-    let opened =
-        root::open_with(&data_dir, new_data_dir).context("cannot open the root of trust")?;
+    let opened = root::open_with(&data_dir, fresh).context("cannot open the root of trust")?;
 
     let (tls_config, ca_path) = match &s.tls_files {
         Some((cert, key)) => (tls::server_config(cert, key)?, None),
@@ -285,6 +297,7 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
         settings,
         data_dir.clone(),
         meta,
+        changes,
         endpoint_for(local),
         ca_path,
         mode,

@@ -124,6 +124,13 @@ impl AccessCache {
             .unwrap_or_else(|p| p.into_inner())
             .remove(bucket);
     }
+
+    pub fn forget_all(&self) {
+        self.by_bucket
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 /// The bucket an S3 ARN names (`arn:aws:s3:::bucket[/key]`).

@@ -1,15 +1,15 @@
-//! Discovery jobs, findings and settings in SQLite.
+//! Discovery jobs, findings and settings.
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, backend};
+use super::change_or_not_found;
 use crate::discovery::{DiscoveryMeta, FindingRecord, JobRecord};
+use crate::sql::{Row, SqlStore, p};
 use crate::{MetaError, Result};
 
 const JOB_COLUMNS: &str = "id, client_token, created_ms, status, doc";
 
-fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
+fn job_row(r: &Row) -> Result<JobRecord> {
     Ok(JobRecord {
         id: r.get(0)?,
         client_token: r.get(1)?,
@@ -22,7 +22,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRecord> {
 const FINDING_COLUMNS: &str =
     "id, bucket, key, severity, finding_type, origin, created_ms, updated_ms, archived, doc";
 
-fn finding_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FindingRecord> {
+fn finding_row(r: &Row) -> Result<FindingRecord> {
     Ok(FindingRecord {
         id: r.get(0)?,
         bucket: r.get(1)?,
@@ -32,24 +32,23 @@ fn finding_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FindingRecord> {
         origin: r.get(5)?,
         created_ms: r.get(6)?,
         updated_ms: r.get(7)?,
-        archived: r.get::<_, i64>(8)? != 0,
+        archived: r.get(8)?,
         doc: r.get(9)?,
     })
 }
 
 #[async_trait]
-impl DiscoveryMeta for SqliteStore {
+impl DiscoveryMeta for SqlStore {
     async fn create_job(&self, job: &JobRecord) -> Result<()> {
         let j = job.clone();
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    &format!(
-                        "INSERT OR IGNORE INTO discovery_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
-                    ),
-                    params![j.id, j.client_token, j.created_ms, j.status, j.doc],
-                )
-                .map_err(backend)?;
+        self.tx(move |t| {
+            // Either uniqueness rule (id, client token) turns the insert into nothing.
+            let n = t.execute(
+                &format!(
+                    "INSERT INTO discovery_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING"
+                ),
+                &p![j.id, j.client_token, j.created_ms, j.status, j.doc],
+            )?;
             if n == 0 {
                 return Err(MetaError::AlreadyExists(format!("classification job {}", j.id)));
             }
@@ -60,60 +59,48 @@ impl DiscoveryMeta for SqliteStore {
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         let id = id.to_owned();
-        self.with(move |c| {
-            c.query_row(
+        self.tx(move |t| {
+            t.query_opt(
                 &format!("SELECT {JOB_COLUMNS} FROM discovery_jobs WHERE id = ?1"),
-                [id],
+                &p![id],
                 job_row,
             )
-            .optional()
-            .map_err(backend)
         })
         .await
     }
 
     async fn job_by_token(&self, client_token: &str) -> Result<Option<JobRecord>> {
         let token = client_token.to_owned();
-        self.with(move |c| {
-            c.query_row(
+        self.tx(move |t| {
+            t.query_opt(
                 &format!("SELECT {JOB_COLUMNS} FROM discovery_jobs WHERE client_token = ?1"),
-                [token],
+                &p![token],
                 job_row,
             )
-            .optional()
-            .map_err(backend)
         })
         .await
     }
 
     async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        self.with(|c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT {JOB_COLUMNS} FROM discovery_jobs ORDER BY created_ms DESC, id"
-                ))
-                .map_err(backend)?;
-            st.query_map([], job_row)
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)
+        self.tx(|t| {
+            t.query_map(
+                &format!("SELECT {JOB_COLUMNS} FROM discovery_jobs ORDER BY created_ms DESC, id"),
+                &[],
+                job_row,
+            )
         })
         .await
     }
 
     async fn update_job(&self, job: &JobRecord) -> Result<()> {
         let j = job.clone();
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE discovery_jobs SET status = ?2, doc = ?3 WHERE id = ?1",
-                    params![j.id, j.status, j.doc],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(MetaError::NotFound(format!("classification job {}", j.id)));
-            }
-            Ok(())
+        self.tx(move |t| {
+            change_or_not_found(
+                t,
+                "UPDATE discovery_jobs SET status = ?2, doc = ?3 WHERE id = ?1",
+                &p![j.id, j.status, j.doc],
+                &format!("classification job {}", j.id),
+            )
         })
         .await
     }
@@ -123,20 +110,18 @@ impl DiscoveryMeta for SqliteStore {
             return Ok(());
         }
         let all = findings.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
-            {
-                let mut st = tx
-                    .prepare(&format!(
-                        "INSERT INTO discovery_findings ({FINDING_COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-                         ON CONFLICT(id) DO UPDATE SET severity = excluded.severity, \
-                         finding_type = excluded.finding_type, updated_ms = excluded.updated_ms, \
-                         archived = excluded.archived, doc = excluded.doc"
-                    ))
-                    .map_err(backend)?;
-                for f in &all {
-                    st.execute(params![
+        self.tx(move |t| {
+            let sql = format!(
+                "INSERT INTO discovery_findings ({FINDING_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT(id) DO UPDATE SET severity = excluded.severity, \
+                 finding_type = excluded.finding_type, updated_ms = excluded.updated_ms, \
+                 archived = excluded.archived, doc = excluded.doc"
+            );
+            for f in &all {
+                t.execute(
+                    &sql,
+                    &p![
                         f.id,
                         f.bucket,
                         f.key,
@@ -145,49 +130,41 @@ impl DiscoveryMeta for SqliteStore {
                         f.origin,
                         f.created_ms,
                         f.updated_ms,
-                        f.archived as i64,
+                        f.archived,
                         f.doc
-                    ])
-                    .map_err(backend)?;
-                }
+                    ],
+                )?;
             }
-            tx.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
 
     async fn findings(&self, bucket: Option<&str>) -> Result<Vec<FindingRecord>> {
         let bucket = bucket.map(str::to_owned);
-        self.with(move |c| {
-            let mut st = c
-                .prepare(&format!(
+        self.tx(move |t| {
+            t.query_map(
+                &format!(
                     "SELECT {FINDING_COLUMNS} FROM discovery_findings \
-                     WHERE ?1 IS NULL OR bucket = ?1 ORDER BY updated_ms DESC, id"
-                ))
-                .map_err(backend)?;
-            st.query_map([bucket], finding_row)
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)
+                     WHERE CAST(?1 AS TEXT) IS NULL OR bucket = ?1 ORDER BY updated_ms DESC, id"
+                ),
+                &p![bucket],
+                finding_row,
+            )
         })
         .await
     }
 
     async fn findings_by_id(&self, ids: &[String]) -> Result<Vec<FindingRecord>> {
         let ids = ids.to_vec();
-        self.with(move |c| {
-            let mut st = c
-                .prepare(&format!(
-                    "SELECT {FINDING_COLUMNS} FROM discovery_findings WHERE id = ?1"
-                ))
-                .map_err(backend)?;
+        self.tx(move |t| {
             let mut out = Vec::new();
-            for id in ids {
-                if let Some(f) = st
-                    .query_row([id], finding_row)
-                    .optional()
-                    .map_err(backend)?
-                {
+            for id in &ids {
+                if let Some(f) = t.query_opt(
+                    &format!("SELECT {FINDING_COLUMNS} FROM discovery_findings WHERE id = ?1"),
+                    &p![id],
+                    finding_row,
+                )? {
                     out.push(f);
                 }
             }
@@ -198,27 +175,24 @@ impl DiscoveryMeta for SqliteStore {
 
     async fn discovery_setting(&self, name: &str) -> Result<Option<String>> {
         let name = name.to_owned();
-        self.with(move |c| {
-            c.query_row(
+        self.tx(move |t| {
+            t.query_opt(
                 "SELECT value FROM discovery_settings WHERE name = ?1",
-                [name],
+                &p![name],
                 |r| r.get(0),
             )
-            .optional()
-            .map_err(backend)
         })
         .await
     }
 
     async fn put_discovery_setting(&self, name: &str, value: &str) -> Result<()> {
         let (name, value) = (name.to_owned(), value.to_owned());
-        self.with(move |c| {
-            c.execute(
+        self.tx(move |t| {
+            t.execute(
                 "INSERT INTO discovery_settings (name, value) VALUES (?1, ?2) \
                  ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                params![name, value],
-            )
-            .map_err(backend)?;
+                &p![name, value],
+            )?;
             Ok(())
         })
         .await
@@ -226,31 +200,26 @@ impl DiscoveryMeta for SqliteStore {
 
     async fn discovery_settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let prefix = prefix.to_owned();
-        self.with(move |c| {
-            let mut st = c
-                .prepare(
-                    "SELECT name, value FROM discovery_settings \
-                     WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
-                )
-                .map_err(backend)?;
-            st.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)
+        self.tx(move |t| {
+            t.query_map(
+                "SELECT name, value FROM discovery_settings \
+                 WHERE substr(name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT) ORDER BY name",
+                &p![prefix],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         })
         .await
     }
 
     async fn delete_discovery_setting(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.with(move |c| {
-            let n = c
-                .execute("DELETE FROM discovery_settings WHERE name = ?1", [&name])
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(MetaError::NotFound(format!("discovery setting {name}")));
-            }
-            Ok(())
+        self.tx(move |t| {
+            change_or_not_found(
+                t,
+                "DELETE FROM discovery_settings WHERE name = ?1",
+                &p![name],
+                &format!("discovery setting {name}"),
+            )
         })
         .await
     }
@@ -259,12 +228,6 @@ impl DiscoveryMeta for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = SqliteStore::open(&dir.path().join("meta.db")).expect("open");
-        (dir, s)
-    }
 
     fn finding(id: &str, bucket: &str, updated: i64) -> FindingRecord {
         FindingRecord {
@@ -281,9 +244,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_are_unique_by_id_and_token() {
-        let (_d, s) = store();
+        for s in crate::testing::stores().await {
+            jobs_are_unique_by_id_and_token_on(s).await;
+        }
+    }
+
+    async fn jobs_are_unique_by_id_and_token_on(s: SqlStore) {
         let job = JobRecord {
             id: "j1".into(),
             client_token: "t1".into(),
@@ -320,9 +288,14 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn findings_upsert_keeps_creation_time() {
-        let (_d, s) = store();
+        for s in crate::testing::stores().await {
+            findings_upsert_keeps_creation_time_on(s).await;
+        }
+    }
+
+    async fn findings_upsert_keeps_creation_time_on(s: SqlStore) {
         s.put_findings(&[finding("f1", "a", 10), finding("f2", "b", 20)])
             .await
             .expect("put");

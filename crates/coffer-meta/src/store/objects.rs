@@ -1,18 +1,19 @@
-//! The object store's metadata in SQLite.
+//! The object store's metadata.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{SqliteStore, backend, now_ms, page};
+use super::{change_or_not_found, page};
+use crate::changes::{Change, notify};
 use crate::objects::{
     BucketAttr, BucketRecord, ListQuery, NULL_VERSION, ObjectMeta, ObjectRecord, PartRef,
     SseRecord, UploadPartRecord, UploadRecord,
 };
+use crate::sql::{Dialect, Row, SqlStore, Tx, now_ms, p};
 use crate::{MetaError, Page, Result};
 
 const BUCKET_COLUMNS: &str = "name, owner_account, region, created_ms, versioning";
 
-fn bucket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BucketRecord> {
+fn bucket_row(r: &Row) -> Result<BucketRecord> {
     Ok(BucketRecord {
         name: r.get(0)?,
         owner_account: r.get(1)?,
@@ -26,14 +27,14 @@ const OBJECT_COLUMNS: &str = "bucket, key, version_id, is_latest, delete_marker,
     last_modified_ms, blob, sse_mode, sealed_key, sse_key_id, sse_context, sse_key_check, bucket_key, \
     attrs, tags";
 
-fn object_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
+fn object_row(r: &Row) -> Result<ObjectRecord> {
     Ok(ObjectRecord {
         bucket: r.get(0)?,
         key: r.get(1)?,
         version_id: r.get(2)?,
-        is_latest: r.get::<_, i64>(3)? != 0,
-        delete_marker: r.get::<_, i64>(4)? != 0,
-        size: r.get::<_, i64>(5)? as u64,
+        is_latest: r.get(3)?,
+        delete_marker: r.get(4)?,
+        size: r.get(5)?,
         etag: r.get(6)?,
         last_modified_ms: r.get(7)?,
         blob: r.get(8)?,
@@ -44,94 +45,92 @@ fn object_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRecord> {
             key_id: r.get(11)?,
             context: r.get(12)?,
             key_check: r.get(13)?,
-            bucket_key: r.get::<_, i64>(14)? != 0,
+            bucket_key: r.get(14)?,
         },
         attrs: r.get(15)?,
         tags: r.get(16)?,
     })
 }
 
-fn bucket_exists(tx: &Connection, name: &str) -> Result<bool> {
-    Ok(tx
-        .query_row("SELECT 1 FROM s3_buckets WHERE name = ?1", [name], |_| {
-            Ok(())
-        })
-        .optional()
-        .map_err(backend)?
-        .is_some())
+/// Whether the statement finds any row.
+fn exists(t: &mut dyn Tx, sql: &str, params: &[crate::sql::Value]) -> Result<bool> {
+    Ok(!t.query(sql, params)?.is_empty())
+}
+
+fn bucket_exists(t: &mut dyn Tx, name: &str) -> Result<bool> {
+    exists(t, "SELECT 1 FROM s3_buckets WHERE name = ?1", &p![name])
+}
+
+fn upload_exists(t: &mut dyn Tx, upload_id: &str) -> Result<bool> {
+    exists(
+        t,
+        "SELECT 1 FROM s3_uploads WHERE upload_id = ?1",
+        &p![upload_id],
+    )
 }
 
 /// Puts `blob` on the garbage list.
-fn discard(tx: &Transaction<'_>, blob: Option<&str>) -> Result<()> {
+fn discard(t: &mut dyn Tx, blob: Option<&str>) -> Result<()> {
     if let Some(b) = blob {
-        tx.execute(
-            "INSERT OR IGNORE INTO s3_garbage (blob, since_ms) VALUES (?1, ?2)",
-            params![b, now_ms()],
-        )
-        .map_err(backend)?;
+        t.execute(
+            "INSERT INTO s3_garbage (blob, since_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            &p![b, now_ms()],
+        )?;
     }
     Ok(())
 }
 
 /// Makes the newest remaining version of a key its latest.
-fn promote_newest(tx: &Transaction<'_>, bucket: &str, key: &str) -> Result<()> {
-    tx.execute(
+fn promote_newest(t: &mut dyn Tx, bucket: &str, key: &str) -> Result<()> {
+    t.execute(
         "UPDATE s3_objects SET is_latest = 1 WHERE bucket = ?1 AND key = ?2 AND seq = \
          (SELECT MAX(seq) FROM s3_objects WHERE bucket = ?1 AND key = ?2)",
-        params![bucket, key],
-    )
-    .map_err(backend)?;
+        &p![bucket, key],
+    )?;
     Ok(())
 }
 
 /// A multipart object's parts, in order.
-fn load_parts(c: &Connection, bucket: &str, key: &str, version: &str) -> Result<Vec<PartRef>> {
-    c.prepare_cached(
+fn load_parts(t: &mut dyn Tx, bucket: &str, key: &str, version: &str) -> Result<Vec<PartRef>> {
+    t.query_map(
         "SELECT part_number, size, blob FROM s3_object_parts WHERE bucket = ?1 AND key = ?2 \
          AND version_id = ?3 ORDER BY part_number",
+        &p![bucket, key, version],
+        |r| {
+            Ok(PartRef {
+                part_number: r.get(0)?,
+                size: r.get(1)?,
+                blob: r.get(2)?,
+            })
+        },
     )
-    .map_err(backend)?
-    .query_map(params![bucket, key, version], |r| {
-        Ok(PartRef {
-            part_number: r.get(0)?,
-            size: r.get::<_, i64>(1)? as u64,
-            blob: r.get(2)?,
-        })
-    })
-    .map_err(backend)?
-    .collect::<rusqlite::Result<Vec<_>>>()
-    .map_err(backend)
 }
 
 /// Removes one version (and its parts), putting every blob it named on the garbage list.
 fn remove_version(
-    tx: &Transaction<'_>,
+    t: &mut dyn Tx,
     bucket: &str,
     key: &str,
     version: &str,
     garbage: &mut Vec<String>,
 ) -> Result<Option<ObjectRecord>> {
-    let old = tx
-        .query_row(
-            &format!(
-                "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND version_id = ?3"
-            ),
-            params![bucket, key, version],
-            object_row,
-        )
-        .optional()
-        .map_err(backend)?;
+    let old = t.query_opt(
+        &format!(
+            "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND version_id = ?3"
+        ),
+        &p![bucket, key, version],
+        object_row,
+    )?;
     let Some(mut old) = old else {
         return Ok(None);
     };
-    old.parts = load_parts(tx, bucket, key, version)?;
-    tx.execute(
+    old.parts = load_parts(t, bucket, key, version)?;
+    t.execute(
         "DELETE FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND version_id = ?3",
-        params![bucket, key, version],
-    )
-    .map_err(backend)?;
+        &p![bucket, key, version],
+    )?;
     for b in old.blob.iter().chain(old.parts.iter().map(|p| &p.blob)) {
-        discard(tx, Some(b))?;
+        discard(t, Some(b))?;
         garbage.push(b.clone());
     }
     Ok(Some(old))
@@ -139,76 +138,74 @@ fn remove_version(
 
 /// Adds an object version (and its parts) as the latest; see [`ObjectMeta::put_object`].
 fn insert_object(
-    tx: &Transaction<'_>,
+    t: &mut dyn Tx,
     o: &ObjectRecord,
     replace_null: bool,
     garbage: &mut Vec<String>,
 ) -> Result<()> {
-    if !bucket_exists(tx, &o.bucket)? {
+    if !bucket_exists(t, &o.bucket)? {
         return Err(MetaError::NotFound(o.bucket.clone()));
     }
     if replace_null || o.version_id == NULL_VERSION {
-        remove_version(tx, &o.bucket, &o.key, NULL_VERSION, garbage)?;
+        remove_version(t, &o.bucket, &o.key, NULL_VERSION, garbage)?;
     }
-    tx.execute(
+    t.execute(
         "UPDATE s3_objects SET is_latest = 0 WHERE bucket = ?1 AND key = ?2 AND is_latest = 1",
-        params![o.bucket, o.key],
-    )
-    .map_err(backend)?;
-    let seq: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM s3_objects",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(backend)?;
-    let n = tx
-        .execute(
-            &format!(
-                "INSERT OR IGNORE INTO s3_objects ({OBJECT_COLUMNS}, seq) VALUES \
-                 (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-            ),
-            params![
-                o.bucket,
-                o.key,
-                o.version_id,
-                i64::from(o.delete_marker),
-                o.size as i64,
-                o.etag,
-                o.last_modified_ms,
-                o.blob,
-                o.sse.mode,
-                o.sse.sealed_key,
-                o.sse.key_id,
-                o.sse.context,
-                o.sse.key_check,
-                i64::from(o.sse.bucket_key),
-                o.attrs,
-                o.tags,
-                seq
-            ],
-        )
-        .map_err(backend)?;
+        &p![o.bucket, o.key],
+    )?;
+    // The order of versions. SQLite has one writer; on PostgreSQL a sequence keeps concurrent
+    // writers of different keys from conflicting over MAX(seq).
+    let seq: i64 = match t.dialect() {
+        Dialect::Sqlite => {
+            t.query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM s3_objects", &[])?
+        }
+        Dialect::Postgres => t.query_scalar("SELECT nextval('s3_object_seq')", &[])?,
+    };
+    let n = t.execute(
+        &format!(
+            "INSERT INTO s3_objects ({OBJECT_COLUMNS}, seq) VALUES \
+             (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+             ON CONFLICT (bucket, key, version_id) DO NOTHING"
+        ),
+        &p![
+            o.bucket,
+            o.key,
+            o.version_id,
+            o.delete_marker,
+            o.size as i64,
+            o.etag,
+            o.last_modified_ms,
+            o.blob,
+            o.sse.mode,
+            o.sse.sealed_key,
+            o.sse.key_id,
+            o.sse.context,
+            o.sse.key_check,
+            o.sse.bucket_key,
+            o.attrs,
+            o.tags,
+            seq
+        ],
+    )?;
     if n == 0 {
         return Err(MetaError::AlreadyExists(format!(
             "{}/{} version {}",
             o.bucket, o.key, o.version_id
         )));
     }
-    for p in &o.parts {
-        tx.execute(
+    for part in &o.parts {
+        t.execute(
             "INSERT INTO s3_object_parts (bucket, key, version_id, part_number, size, blob) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            &p![
                 o.bucket,
                 o.key,
                 o.version_id,
-                p.part_number,
-                p.size as i64,
-                p.blob
+                part.part_number,
+                part.size as i64,
+                part.blob
             ],
-        )
-        .map_err(backend)?;
+        )?;
     }
     Ok(())
 }
@@ -216,7 +213,7 @@ fn insert_object(
 const UPLOAD_COLUMNS: &str = "upload_id, bucket, key, initiated_ms, sse_mode, sealed_key, sse_key_id, \
     sse_context, sse_key_check, bucket_key, attrs, tags";
 
-fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
+fn upload_row(r: &Row) -> Result<UploadRecord> {
     Ok(UploadRecord {
         upload_id: r.get(0)?,
         bucket: r.get(1)?,
@@ -228,7 +225,7 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
             key_id: r.get(6)?,
             context: r.get(7)?,
             key_check: r.get(8)?,
-            bucket_key: r.get::<_, i64>(9)? != 0,
+            bucket_key: r.get(9)?,
         },
         attrs: r.get(10)?,
         tags: r.get(11)?,
@@ -238,27 +235,33 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRecord> {
 /// Removes an upload and its parts, putting the parts' blobs (but those in `keep`) on the
 /// garbage list.
 fn remove_upload(
-    tx: &Transaction<'_>,
+    t: &mut dyn Tx,
     upload_id: &str,
     keep: &[String],
     garbage: &mut Vec<String>,
 ) -> Result<()> {
-    let blobs: Vec<String> = tx
-        .prepare_cached("SELECT blob FROM s3_upload_parts WHERE upload_id = ?1")
-        .map_err(backend)?
-        .query_map([upload_id], |r| r.get(0))
-        .map_err(backend)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(backend)?;
+    let blobs: Vec<String> = t.query_map(
+        "SELECT blob FROM s3_upload_parts WHERE upload_id = ?1",
+        &p![upload_id],
+        |r| r.get(0),
+    )?;
     for b in blobs {
         if !keep.contains(&b) {
-            discard(tx, Some(&b))?;
+            discard(t, Some(&b))?;
             garbage.push(b);
         }
     }
-    tx.execute("DELETE FROM s3_uploads WHERE upload_id = ?1", [upload_id])
-        .map_err(backend)?;
+    t.execute(
+        "DELETE FROM s3_uploads WHERE upload_id = ?1",
+        &p![upload_id],
+    )?;
     Ok(())
+}
+
+/// What writers of one object key serialise on.
+fn object_lock(bucket: &str, key: &str) -> String {
+    // Bucket names hold no "/".
+    format!("s3-object:{bucket}/{key}")
 }
 
 /// The smallest string greater than every string starting with `prefix`, if there is one.
@@ -278,29 +281,25 @@ fn prefix_end(prefix: &str) -> Option<String> {
 }
 
 #[async_trait]
-impl ObjectMeta for SqliteStore {
+impl ObjectMeta for SqlStore {
     async fn s3_master_key(&self) -> Result<Option<(u32, Vec<u8>)>> {
-        self.with(|c| {
-            c.query_row(
+        self.tx(|t| {
+            t.query_opt(
                 "SELECT id, wrapped FROM s3_master_keys ORDER BY id DESC LIMIT 1",
-                [],
+                &[],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
-            .map_err(backend)
         })
         .await
     }
 
     async fn create_s3_master_key(&self, id: u32, wrapped: &[u8]) -> Result<()> {
         let wrapped = wrapped.to_vec();
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "INSERT OR IGNORE INTO s3_master_keys (id, wrapped, created_ms) VALUES (?1, ?2, ?3)",
-                    params![id, wrapped, now_ms()],
-                )
-                .map_err(backend)?;
+        self.tx(move |t| {
+            let n = t.execute(
+                "INSERT INTO s3_master_keys (id, wrapped, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                &p![id, wrapped, now_ms()],
+            )?;
             if n == 0 {
                 return Err(MetaError::AlreadyExists(format!("S3 master key {id}")));
             }
@@ -311,17 +310,15 @@ impl ObjectMeta for SqliteStore {
 
     async fn create_bucket(&self, b: &BucketRecord) -> Result<()> {
         let b = b.clone();
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    &format!(
-                        "INSERT OR IGNORE INTO s3_buckets ({BUCKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
-                    ),
-                    params![b.name, b.owner_account, b.region, b.created_ms, b.versioning],
-                )
-                .map_err(backend)?;
+        self.tx(move |t| {
+            let n = t.execute(
+                &format!(
+                    "INSERT INTO s3_buckets ({BUCKET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING"
+                ),
+                &p![b.name, b.owner_account, b.region, b.created_ms, b.versioning],
+            )?;
             if n == 0 {
-                return Err(MetaError::AlreadyExists(b.name));
+                return Err(MetaError::AlreadyExists(b.name.clone()));
             }
             Ok(())
         })
@@ -330,97 +327,78 @@ impl ObjectMeta for SqliteStore {
 
     async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
         let name = name.to_owned();
-        self.with(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {BUCKET_COLUMNS} FROM s3_buckets WHERE name = ?1"
-            ))
-            .map_err(backend)?
-            .query_row([name], bucket_row)
-            .optional()
-            .map_err(backend)
+        self.tx(move |t| {
+            t.query_opt(
+                &format!("SELECT {BUCKET_COLUMNS} FROM s3_buckets WHERE name = ?1"),
+                &p![name],
+                bucket_row,
+            )
         })
         .await
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>> {
-        self.with(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {BUCKET_COLUMNS} FROM s3_buckets ORDER BY name"
-            ))
-            .map_err(backend)?
-            .query_map([], bucket_row)
-            .map_err(backend)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(backend)
+        self.tx(|t| {
+            t.query_map(
+                &format!("SELECT {BUCKET_COLUMNS} FROM s3_buckets ORDER BY name"),
+                &[],
+                bucket_row,
+            )
         })
         .await
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
-            if !bucket_exists(&tx, &name)? {
-                return Err(MetaError::NotFound(name));
+        self.tx(move |t| {
+            if !bucket_exists(t, &name)? {
+                return Err(MetaError::NotFound(name.clone()));
             }
-            let used = tx
-                .query_row(
-                    "SELECT 1 FROM s3_objects WHERE bucket = ?1 LIMIT 1",
-                    [&name],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(backend)?
-                .is_some();
-            if used {
-                return Err(MetaError::InUse(name));
+            if exists(
+                t,
+                "SELECT 1 FROM s3_objects WHERE bucket = ?1 LIMIT 1",
+                &p![name],
+            )? {
+                return Err(MetaError::InUse(name.clone()));
             }
             // Unfinished multipart uploads go with the bucket.
-            let uploads: Vec<String> = tx
-                .prepare("SELECT upload_id FROM s3_uploads WHERE bucket = ?1")
-                .map_err(backend)?
-                .query_map([&name], |r| r.get(0))
-                .map_err(backend)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(backend)?;
+            let uploads: Vec<String> = t.query_map(
+                "SELECT upload_id FROM s3_uploads WHERE bucket = ?1",
+                &p![name],
+                |r| r.get(0),
+            )?;
             let mut garbage = Vec::new();
             for u in &uploads {
-                remove_upload(&tx, u, &[], &mut garbage)?;
+                remove_upload(t, u, &[], &mut garbage)?;
             }
-            tx.execute("DELETE FROM s3_buckets WHERE name = ?1", [&name])
-                .map_err(backend)?;
-            tx.commit().map_err(backend)
+            t.execute("DELETE FROM s3_buckets WHERE name = ?1", &p![name])?;
+            notify(t, Change::Bucket(name.clone()))
         })
         .await
     }
 
     async fn set_bucket_versioning(&self, name: &str, state: &str) -> Result<()> {
         let (name, state) = (name.to_owned(), state.to_owned());
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE s3_buckets SET versioning = ?1 WHERE name = ?2",
-                    params![state, name],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(MetaError::NotFound(name));
-            }
-            Ok(())
+        self.tx(move |t| {
+            change_or_not_found(
+                t,
+                "UPDATE s3_buckets SET versioning = ?1 WHERE name = ?2",
+                &p![state, name],
+                &name,
+            )?;
+            notify(t, Change::Bucket(name.clone()))
         })
         .await
     }
 
     async fn bucket_attr(&self, name: &str, attr: BucketAttr) -> Result<Option<String>> {
         let name = name.to_owned();
-        self.with(move |c| {
-            c.query_row(
+        self.tx(move |t| {
+            t.query_opt(
                 &format!("SELECT {} FROM s3_buckets WHERE name = ?1", attr.column()),
-                [&name],
-                |r| r.get::<_, Option<String>>(0),
+                &p![name],
+                |r| r.get::<Option<String>>(0),
             )
-            .optional()
-            .map_err(backend)
             .map(Option::flatten)
         })
         .await
@@ -433,31 +411,26 @@ impl ObjectMeta for SqliteStore {
         value: Option<&str>,
     ) -> Result<()> {
         let (name, value) = (name.to_owned(), value.map(str::to_owned));
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    &format!(
-                        "UPDATE s3_buckets SET {} = ?1 WHERE name = ?2",
-                        attr.column()
-                    ),
-                    params![value, name],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(MetaError::NotFound(name));
-            }
-            Ok(())
+        self.tx(move |t| {
+            change_or_not_found(
+                t,
+                &format!(
+                    "UPDATE s3_buckets SET {} = ?1 WHERE name = ?2",
+                    attr.column()
+                ),
+                &p![value, name],
+                &name,
+            )?;
+            notify(t, Change::Bucket(name.clone()))
         })
         .await
     }
 
     async fn put_object(&self, o: &ObjectRecord, replace_null: bool) -> Result<Vec<String>> {
         let o = o.clone();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.tx_serialized(object_lock(&o.bucket, &o.key), move |t| {
             let mut garbage = Vec::new();
-            insert_object(&tx, &o, replace_null, &mut garbage)?;
-            tx.commit().map_err(backend)?;
+            insert_object(t, &o, replace_null, &mut garbage)?;
             Ok(garbage)
         })
         .await
@@ -474,28 +447,29 @@ impl ObjectMeta for SqliteStore {
             key.to_owned(),
             version_id.map(str::to_owned),
         );
-        self.with(move |c| {
-            match version {
-                Some(v) => c
-                    .prepare_cached(&format!(
+        self.tx(move |t| {
+            let found = match &version {
+                Some(v) => t.query_opt(
+                    &format!(
                         "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND version_id = ?3"
-                    ))
-                    .map_err(backend)?
-                    .query_row(params![bucket, key, v], object_row),
-                None => c
-                    .prepare_cached(&format!(
+                    ),
+                    &p![bucket, key, v],
+                    object_row,
+                )?,
+                None => t.query_opt(
+                    &format!(
                         "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND is_latest = 1"
-                    ))
-                    .map_err(backend)?
-                    .query_row(params![bucket, key], object_row),
-            }
-            .optional()
-            .map_err(backend)?
-            .map(|mut o| {
-                o.parts = load_parts(c, &o.bucket, &o.key, &o.version_id)?;
-                Ok(o)
-            })
-            .transpose()
+                    ),
+                    &p![bucket, key],
+                    object_row,
+                )?,
+            };
+            found
+                .map(|mut o| {
+                    o.parts = load_parts(t, &o.bucket, &o.key, &o.version_id)?;
+                    Ok(o)
+                })
+                .transpose()
         })
         .await
     }
@@ -507,14 +481,12 @@ impl ObjectMeta for SqliteStore {
         version_id: &str,
     ) -> Result<Option<ObjectRecord>> {
         let (bucket, key, version) = (bucket.to_owned(), key.to_owned(), version_id.to_owned());
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.tx_serialized(object_lock(&bucket, &key), move |t| {
             let mut garbage = Vec::new();
-            let old = remove_version(&tx, &bucket, &key, &version, &mut garbage)?;
+            let old = remove_version(t, &bucket, &key, &version, &mut garbage)?;
             if old.as_ref().is_some_and(|o| o.is_latest) {
-                promote_newest(&tx, &bucket, &key)?;
+                promote_newest(t, &bucket, &key)?;
             }
-            tx.commit().map_err(backend)?;
             Ok(old)
         })
         .await
@@ -533,17 +505,13 @@ impl ObjectMeta for SqliteStore {
             version_id.to_owned(),
             tags.to_owned(),
         );
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE s3_objects SET tags = ?1 WHERE bucket = ?2 AND key = ?3 AND version_id = ?4 AND delete_marker = 0",
-                    params![tags, bucket, key, version],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(MetaError::NotFound(format!("{bucket}/{key} version {version}")));
-            }
-            Ok(())
+        self.tx(move |t| {
+            change_or_not_found(
+                t,
+                "UPDATE s3_objects SET tags = ?1 WHERE bucket = ?2 AND key = ?3 AND version_id = ?4 AND delete_marker = 0",
+                &p![tags, bucket, key, version],
+                &format!("{bucket}/{key} version {version}"),
+            )
         })
         .await
     }
@@ -557,21 +525,16 @@ impl ObjectMeta for SqliteStore {
         let prefix = q.prefix.to_owned();
         let end = prefix_end(&prefix);
         let limit = q.limit;
-        self.with(move |c| {
-            let rows = c
-                .prepare_cached(&format!(
+        self.tx(move |t| {
+            let rows = t.query_map(
+                &format!(
                     "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND is_latest = 1 \
-                     AND delete_marker = 0 AND key > ?2 AND key >= ?3 AND (?4 IS NULL OR key < ?4) \
+                     AND delete_marker = 0 AND key > ?2 AND key >= ?3 AND (CAST(?4 AS TEXT) IS NULL OR key < ?4) \
                      ORDER BY key LIMIT ?5"
-                ))
-                .map_err(backend)?
-                .query_map(
-                    params![bucket, start, prefix, end, limit as i64 + 1],
-                    object_row,
-                )
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
+                ),
+                &p![bucket, start, prefix, end, limit as i64 + 1],
+                object_row,
+            )?;
             Ok(page(rows, limit))
         })
         .await
@@ -588,39 +551,30 @@ impl ObjectMeta for SqliteStore {
         let prefix = prefix.to_owned();
         let end = prefix_end(&prefix);
         let after = after.map(|(k, v)| (k.to_owned(), v.map(str::to_owned)));
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.tx(move |t| {
             // Where to resume: after every version of the marker key, or after one version of it.
             let (after_key, after_seq) = match &after {
                 None => (String::new(), None),
                 Some((k, None)) => (k.clone(), None),
                 Some((k, Some(v))) => {
-                    let seq: Option<i64> = tx
-                        .query_row(
-                            "SELECT seq FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND version_id = ?3",
-                            params![bucket, k, v],
-                            |r| r.get(0),
-                        )
-                        .optional()
-                        .map_err(backend)?;
+                    let seq: Option<i64> = t.query_opt(
+                        "SELECT seq FROM s3_objects WHERE bucket = ?1 AND key = ?2 AND version_id = ?3",
+                        &p![bucket, k, v],
+                        |r| r.get(0),
+                    )?;
                     (k.clone(), seq)
                 }
             };
-            let rows = tx
-                .prepare_cached(&format!(
+            let rows = t.query_map(
+                &format!(
                     "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND key >= ?2 \
-                     AND (?3 IS NULL OR key < ?3) \
-                     AND (key > ?4 OR (?5 IS NOT NULL AND key = ?4 AND seq < ?5)) \
+                     AND (CAST(?3 AS TEXT) IS NULL OR key < ?3) \
+                     AND (key > ?4 OR (CAST(?5 AS BIGINT) IS NOT NULL AND key = ?4 AND seq < ?5)) \
                      ORDER BY key, seq DESC LIMIT ?6"
-                ))
-                .map_err(backend)?
-                .query_map(
-                    params![bucket, prefix, end, after_key, after_seq, limit as i64 + 1],
-                    object_row,
-                )
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
+                ),
+                &p![bucket, prefix, end, after_key, after_seq, limit as i64 + 1],
+                object_row,
+            )?;
             Ok(page(rows, limit))
         })
         .await
@@ -628,15 +582,15 @@ impl ObjectMeta for SqliteStore {
 
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
         let u = u.clone();
-        self.with(move |c| {
-            if !bucket_exists(c, &u.bucket)? {
-                return Err(MetaError::NotFound(u.bucket));
+        self.tx(move |t| {
+            if !bucket_exists(t, &u.bucket)? {
+                return Err(MetaError::NotFound(u.bucket.clone()));
             }
-            c.execute(
+            t.execute(
                 &format!(
                     "INSERT INTO s3_uploads ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                 ),
-                params![
+                &p![
                     u.upload_id,
                     u.bucket,
                     u.key,
@@ -646,12 +600,11 @@ impl ObjectMeta for SqliteStore {
                     u.sse.key_id,
                     u.sse.context,
                     u.sse.key_check,
-                    i64::from(u.sse.bucket_key),
+                    u.sse.bucket_key,
                     u.attrs,
                     u.tags
                 ],
-            )
-            .map_err(backend)?;
+            )?;
             Ok(())
         })
         .await
@@ -659,14 +612,12 @@ impl ObjectMeta for SqliteStore {
 
     async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>> {
         let id = upload_id.to_owned();
-        self.with(move |c| {
-            c.prepare_cached(&format!(
-                "SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE upload_id = ?1"
-            ))
-            .map_err(backend)?
-            .query_row([id], upload_row)
-            .optional()
-            .map_err(backend)
+        self.tx(move |t| {
+            t.query_opt(
+                &format!("SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE upload_id = ?1"),
+                &p![id],
+                upload_row,
+            )
         })
         .await
     }
@@ -676,35 +627,24 @@ impl ObjectMeta for SqliteStore {
         upload_id: &str,
         part: &UploadPartRecord,
     ) -> Result<Option<String>> {
-        let (id, p) = (upload_id.to_owned(), part.clone());
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
-            let exists = tx
-                .query_row("SELECT 1 FROM s3_uploads WHERE upload_id = ?1", [&id], |_| {
-                    Ok(())
-                })
-                .optional()
-                .map_err(backend)?
-                .is_some();
-            if !exists {
-                return Err(MetaError::NotFound(id));
+        let (id, part) = (upload_id.to_owned(), part.clone());
+        self.tx(move |t| {
+            if !upload_exists(t, &id)? {
+                return Err(MetaError::NotFound(id.clone()));
             }
-            let old: Option<String> = tx
-                .query_row(
-                    "SELECT blob FROM s3_upload_parts WHERE upload_id = ?1 AND part_number = ?2",
-                    params![id, p.part_number],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?;
-            discard(&tx, old.as_deref())?;
-            tx.execute(
-                "INSERT OR REPLACE INTO s3_upload_parts (upload_id, part_number, size, etag, blob, checksum, last_modified_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![id, p.part_number, p.size as i64, p.etag, p.blob, p.checksum, p.last_modified_ms],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
+            let old: Option<String> = t.query_opt(
+                "SELECT blob FROM s3_upload_parts WHERE upload_id = ?1 AND part_number = ?2",
+                &p![id, part.part_number],
+                |r| r.get(0),
+            )?;
+            discard(t, old.as_deref())?;
+            t.execute(
+                "INSERT INTO s3_upload_parts (upload_id, part_number, size, etag, blob, checksum, last_modified_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (upload_id, part_number) DO UPDATE SET size = excluded.size, etag = excluded.etag, \
+                 blob = excluded.blob, checksum = excluded.checksum, last_modified_ms = excluded.last_modified_ms",
+                &p![id, part.part_number, part.size as i64, part.etag, part.blob, part.checksum, part.last_modified_ms],
+            )?;
             Ok(old)
         })
         .await
@@ -717,26 +657,22 @@ impl ObjectMeta for SqliteStore {
         limit: usize,
     ) -> Result<Page<UploadPartRecord>> {
         let id = upload_id.to_owned();
-        self.with(move |c| {
-            let rows = c
-                .prepare_cached(
-                    "SELECT part_number, size, etag, blob, checksum, last_modified_ms FROM s3_upload_parts \
-                     WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
-                )
-                .map_err(backend)?
-                .query_map(params![id, after, limit as i64 + 1], |r| {
+        self.tx(move |t| {
+            let rows = t.query_map(
+                "SELECT part_number, size, etag, blob, checksum, last_modified_ms FROM s3_upload_parts \
+                 WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
+                &p![id, after, limit as i64 + 1],
+                |r| {
                     Ok(UploadPartRecord {
                         part_number: r.get(0)?,
-                        size: r.get::<_, i64>(1)? as u64,
+                        size: r.get(1)?,
                         etag: r.get(2)?,
                         blob: r.get(3)?,
                         checksum: r.get(4)?,
                         last_modified_ms: r.get(5)?,
                     })
-                })
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
+                },
+            )?;
             Ok(page(rows, limit))
         })
         .await
@@ -756,22 +692,17 @@ impl ObjectMeta for SqliteStore {
             None => (String::new(), None),
             Some((k, id)) => (k.to_owned(), id.map(str::to_owned)),
         };
-        self.with(move |c| {
-            let rows = c
-                .prepare_cached(&format!(
+        self.tx(move |t| {
+            let rows = t.query_map(
+                &format!(
                     "SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE bucket = ?1 AND key >= ?2 \
-                     AND (?3 IS NULL OR key < ?3) \
-                     AND (key > ?4 OR (?5 IS NOT NULL AND key = ?4 AND upload_id > ?5)) \
+                     AND (CAST(?3 AS TEXT) IS NULL OR key < ?3) \
+                     AND (key > ?4 OR (CAST(?5 AS TEXT) IS NOT NULL AND key = ?4 AND upload_id > ?5)) \
                      ORDER BY key, upload_id LIMIT ?6"
-                ))
-                .map_err(backend)?
-                .query_map(
-                    params![bucket, prefix, end, after_key, after_id, limit as i64 + 1],
-                    upload_row,
-                )
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(backend)?;
+                ),
+                &p![bucket, prefix, end, after_key, after_id, limit as i64 + 1],
+                upload_row,
+            )?;
             Ok(page(rows, limit))
         })
         .await
@@ -779,23 +710,12 @@ impl ObjectMeta for SqliteStore {
 
     async fn abort_upload(&self, upload_id: &str) -> Result<Vec<String>> {
         let id = upload_id.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM s3_uploads WHERE upload_id = ?1",
-                    [&id],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(backend)?
-                .is_some();
-            if !exists {
-                return Err(MetaError::NotFound(id));
+        self.tx(move |t| {
+            if !upload_exists(t, &id)? {
+                return Err(MetaError::NotFound(id.clone()));
             }
             let mut garbage = Vec::new();
-            remove_upload(&tx, &id, &[], &mut garbage)?;
-            tx.commit().map_err(backend)?;
+            remove_upload(t, &id, &[], &mut garbage)?;
             Ok(garbage)
         })
         .await
@@ -808,69 +728,54 @@ impl ObjectMeta for SqliteStore {
         replace_null: bool,
     ) -> Result<Vec<String>> {
         let (id, o) = (upload_id.to_owned(), object.clone());
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM s3_uploads WHERE upload_id = ?1",
-                    [&id],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(backend)?
-                .is_some();
-            if !exists {
-                return Err(MetaError::NotFound(id));
+        self.tx_serialized(object_lock(&o.bucket, &o.key), move |t| {
+            if !upload_exists(t, &id)? {
+                return Err(MetaError::NotFound(id.clone()));
             }
             let mut garbage = Vec::new();
             let keep: Vec<String> = o.parts.iter().map(|p| p.blob.clone()).collect();
-            remove_upload(&tx, &id, &keep, &mut garbage)?;
-            insert_object(&tx, &o, replace_null, &mut garbage)?;
-            tx.commit().map_err(backend)?;
+            remove_upload(t, &id, &keep, &mut garbage)?;
+            insert_object(t, &o, replace_null, &mut garbage)?;
             Ok(garbage)
         })
         .await
     }
 
     async fn garbage_blobs(&self, limit: usize) -> Result<Vec<String>> {
-        self.with(move |c| {
-            c.prepare_cached("SELECT blob FROM s3_garbage ORDER BY since_ms LIMIT ?1")
-                .map_err(backend)?
-                .query_map([limit as i64], |r| r.get(0))
-                .map_err(backend)?
-                .collect::<rusqlite::Result<Vec<String>>>()
-                .map_err(backend)
+        self.tx(move |t| {
+            t.query_map(
+                "SELECT blob FROM s3_garbage ORDER BY since_ms LIMIT ?1",
+                &p![limit as i64],
+                |r| r.get(0),
+            )
         })
         .await
     }
 
     async fn forget_garbage(&self, blobs: &[String]) -> Result<()> {
         let blobs = blobs.to_vec();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+        self.tx(move |t| {
             for b in &blobs {
-                tx.execute("DELETE FROM s3_garbage WHERE blob = ?1", [b])
-                    .map_err(backend)?;
+                t.execute("DELETE FROM s3_garbage WHERE blob = ?1", &p![b])?;
             }
-            tx.commit().map_err(backend)
+            Ok(())
         })
         .await
     }
 
     async fn referenced_blobs(&self, candidates: &[String]) -> Result<Vec<String>> {
         let candidates = candidates.to_vec();
-        self.with(move |c| {
-            let mut q = c
-                .prepare_cached(
+        self.tx(move |t| {
+            let mut out = Vec::new();
+            for b in &candidates {
+                if exists(
+                    t,
                     "SELECT 1 FROM s3_objects WHERE blob = ?1 UNION ALL \
                      SELECT 1 FROM s3_object_parts WHERE blob = ?1 UNION ALL \
                      SELECT 1 FROM s3_upload_parts WHERE blob = ?1 LIMIT 1",
-                )
-                .map_err(backend)?;
-            let mut out = Vec::new();
-            for b in candidates {
-                if q.exists([&b]).map_err(backend)? {
-                    out.push(b);
+                    &p![b],
+                )? {
+                    out.push(b.clone());
                 }
             }
             Ok(out)
@@ -905,8 +810,7 @@ mod tests {
         }
     }
 
-    async fn store_with_bucket() -> SqliteStore {
-        let s = SqliteStore::in_memory().expect("store");
+    async fn with_bucket(s: SqlStore) -> SqlStore {
         s.create_bucket(&BucketRecord {
             name: "b".into(),
             owner_account: "111122223333".into(),
@@ -919,9 +823,15 @@ mod tests {
         s
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn multipart_upload_completes_into_an_object() {
-        let s = store_with_bucket().await;
+        for s in crate::testing::stores().await {
+            multipart_upload_completes_into_an_object_on(s).await;
+        }
+    }
+
+    async fn multipart_upload_completes_into_an_object_on(s: SqlStore) {
+        let s = with_bucket(s).await;
         let upload = UploadRecord {
             upload_id: "u1".into(),
             bucket: "b".into(),
@@ -1010,9 +920,15 @@ mod tests {
         assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unversioned_put_replaces_and_discards_the_old_blob() {
-        let s = store_with_bucket().await;
+        for s in crate::testing::stores().await {
+            unversioned_put_replaces_and_discards_the_old_blob_on(s).await;
+        }
+    }
+
+    async fn unversioned_put_replaces_and_discards_the_old_blob_on(s: SqlStore) {
+        let s = with_bucket(s).await;
         assert!(
             s.put_object(&object("b", "k", NULL_VERSION, "blob1"), true)
                 .await
@@ -1039,9 +955,15 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn versions_and_latest() {
-        let s = store_with_bucket().await;
+        for s in crate::testing::stores().await {
+            versions_and_latest_on(s).await;
+        }
+    }
+
+    async fn versions_and_latest_on(s: SqlStore) {
+        let s = with_bucket(s).await;
         s.put_object(&object("b", "k", "v1", "x1"), false)
             .await
             .expect("put");
