@@ -307,7 +307,10 @@ fn verify_cmd(a: VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
                     }
                 }
                 Some(b) => {
-                    println!("{who}audit log BROKEN after {} intact records", report.records);
+                    println!(
+                        "{who}audit log BROKEN after {} intact records",
+                        report.records
+                    );
                     println!("  {b}");
                 }
             }

@@ -51,6 +51,10 @@ pub enum BenchCommand {
     /// shamir and (given a token) pkcs11 mode, in alternating rounds, and the token's own AES-GCM
     /// rate measured in the same run.
     Root(RootBenchArgs),
+    /// SQLite against PostgreSQL metadata: KMS Encrypt, ListAliases and TagResource, S3 PUT and
+    /// GET, on two Coffers started here (one with --metadata URL, which must be an empty database)
+    /// in alternating rounds, and the cost of a key-cache miss on each.
+    Metadata(crate::bench_meta::MetaBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -73,19 +77,19 @@ pub struct RootBenchArgs {
 pub struct AuditBenchArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
-    clients: usize,
+    pub(crate) clients: usize,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 3.0)]
-    duration: f64,
-    /// Rounds; each measures audit off and audit on once (alternating which goes first).
+    pub(crate) duration: f64,
+    /// Rounds; each measures every side once (alternating which goes first).
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Seconds of warm-up before each measurement.
     #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
+    pub(crate) warmup: f64,
     /// Print the results as JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -254,6 +258,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runtime.block_on(crate::bench_discovery::run(args))
         }
         BenchCommand::ScanAccuracy(args) => crate::bench_scan_eval::run(args),
+        BenchCommand::Metadata(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::bench_meta::run(args))
+        }
         BenchCommand::Root(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -264,11 +275,21 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-/// One server of a comparison, with the Encrypt request it is measured with.
-struct Side {
+/// One server of a comparison, with the KMS request it is measured with.
+pub(crate) struct Side {
     label: String,
     target: Arc<Target>,
     body: KmsBody,
+}
+
+impl Side {
+    pub(crate) fn new(label: &str, target: Arc<Target>, body: KmsBody) -> Self {
+        Self {
+            label: label.to_owned(),
+            target,
+            body,
+        }
+    }
 }
 
 /// A key on `endpoint` and the Encrypt request the benches measure with.
@@ -299,14 +320,14 @@ async fn encrypt_side(label: &str, endpoint: &str, dir: &Path) -> anyhow::Result
 
 /// Per side: median ops/s and p99 over rounds; and per side after the first, the median of its
 /// per-round ratio to the first side, with the range. The order rotates every round.
-struct Compared {
-    rates: Vec<f64>,
-    p99: Vec<f64>,
-    ratios: Vec<Vec<f64>>,
-    errors: u64,
+pub(crate) struct Compared {
+    pub(crate) rates: Vec<f64>,
+    pub(crate) p99: Vec<f64>,
+    pub(crate) ratios: Vec<Vec<f64>>,
+    pub(crate) errors: u64,
 }
 
-async fn compare(sides: &[Side], args: &AuditBenchArgs) -> anyhow::Result<Compared> {
+pub(crate) async fn compare(sides: &[Side], args: &AuditBenchArgs) -> anyhow::Result<Compared> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let n = sides.len();
@@ -349,12 +370,12 @@ async fn compare(sides: &[Side], args: &AuditBenchArgs) -> anyhow::Result<Compar
     })
 }
 
-fn range(v: &[f64]) -> (f64, f64) {
+pub(crate) fn range(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)))
 }
 
-fn check_rounds(args: &AuditBenchArgs) -> anyhow::Result<()> {
+pub(crate) fn check_rounds(args: &AuditBenchArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.duration <= 0.0 || args.rounds == 0 {
         bail!("--clients, --duration and --rounds must be positive");
     }
@@ -756,7 +777,7 @@ async fn sample(
     })
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

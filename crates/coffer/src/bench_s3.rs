@@ -17,7 +17,7 @@ use hyper::body::Frame;
 use crate::bench::{OwnServer, start_own_server};
 use crate::client::{Target, connect_as, s3_headers, target};
 
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Debug, Args)]
 pub struct S3BenchArgs {
@@ -45,7 +45,7 @@ pub struct S3BenchArgs {
     json: bool,
 }
 
-fn parse_size(s: &str) -> anyhow::Result<usize> {
+pub(crate) fn parse_size(s: &str) -> anyhow::Result<usize> {
     let s = s.trim().to_ascii_lowercase();
     let (n, scale) = match s.chars().last() {
         Some('k') => (&s[..s.len() - 1], 1024),
@@ -71,9 +71,28 @@ struct Side {
     target: Arc<Target>,
 }
 
+/// A server's S3 endpoint with the bucket `bench` made on it.
+pub(crate) struct BucketSide {
+    pub(crate) target: Arc<Target>,
+}
+
 async fn side(label: &'static str, extra: &[&str]) -> anyhow::Result<Side> {
     let (server, endpoint, dir) = start_own_server(extra)?;
-    let target = Arc::new(target(&endpoint, &dir, "us-east-1")?);
+    let b = side_on(label, &endpoint, &dir).await?;
+    Ok(Side {
+        label,
+        server,
+        target: b.target,
+    })
+}
+
+/// Makes the bucket `bench` on a running server.
+pub(crate) async fn side_on(
+    label: &str,
+    endpoint: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<BucketSide> {
+    let target = Arc::new(target(endpoint, dir, "us-east-1")?);
     let mut c = connect_as::<Body>(&target).await?;
     let mut req = hyper::Request::put("/bench").body(full(Bytes::new()))?;
     *req.headers_mut() = s3_headers(&target, "PUT", "/bench", None)?;
@@ -84,16 +103,12 @@ async fn side(label: &'static str, extra: &[&str]) -> anyhow::Result<Side> {
             r.status()
         );
     }
-    Ok(Side {
-        label,
-        server,
-        target,
-    })
+    Ok(BucketSide { target })
 }
 
 /// Bytes moved per second by `clients` connections doing PUTs (or GETs) of `body` for
 /// `duration`, after a short warm-up.
-async fn measure(
+pub(crate) async fn measure(
     t: &Arc<Target>,
     size: usize,
     body: &Bytes,
@@ -169,7 +184,7 @@ async fn measure(
 }
 
 /// Writes every key the GETs of `clients` connections will read.
-async fn populate(
+pub(crate) async fn populate(
     t: &Arc<Target>,
     size: usize,
     body: &Bytes,
