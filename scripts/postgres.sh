@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A private PostgreSQL server for the tests and benchmarks, from Debian's packages.
 #
-#   scripts/postgres.sh start DIR   installs PostgreSQL if it is missing, starts a new cluster in DIR
+#   scripts/postgres.sh start DIR [CERT KEY]
+#                                   installs PostgreSQL if it is missing, starts a new cluster in DIR
 #                                   on a free loopback port (trust authentication, user coffer,
-#                                   database coffer_test) and prints its URL
+#                                   database coffer_test) and prints its URL; with a certificate
+#                                   and key (PEM), it accepts TLS connections only
 #   scripts/postgres.sh stop DIR    stops that cluster (start DIR again brings it back on the same
 #                                   port, with its data)
 #
@@ -12,6 +14,8 @@ set -euo pipefail
 
 cmd="${1:-}"
 dir="${2:-}"
+ssl_cert="${3:-}"
+ssl_key="${4:-}"
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
     echo "usage: $0 start|stop DIR" >&2
     exit 2
@@ -48,6 +52,15 @@ start)
     if [ ! -f "$dir/data/PG_VERSION" ]; then
         as_owner "$bin/initdb" -D "$dir/data" -U coffer --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
             { cat "$dir/initdb.log" >&2; exit 1; }
+        if [ -n "$ssl_cert" ]; then
+            cp "$ssl_cert" "$dir/data/server.crt"
+            cp "$ssl_key" "$dir/data/server.key"
+            chmod 600 "$dir/data/server.key"
+            if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir/data/server.crt" "$dir/data/server.key"; fi
+            printf 'ssl = on\n' >>"$dir/data/postgresql.conf"
+            # TCP clients must use TLS; the local socket (for createdb here) need not.
+            printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n' >"$dir/data/pg_hba.conf"
+        fi
     fi
     # A restarted cluster keeps its port, so that clients reconnect to it.
     if [ -f "$dir/port" ]; then
@@ -59,9 +72,9 @@ start)
         -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300" start >&2 ||
         { cat "$dir/server.log" >&2; exit 1; }
     echo "$port" >"$dir/port"
-    if ! as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U coffer -d postgres -tAc \
+    if ! as_owner "$bin/psql" -h "$dir" -p "$port" -U coffer -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = 'coffer_test'" | grep -q 1; then
-        as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U coffer coffer_test
+        as_owner "$bin/createdb" -h "$dir" -p "$port" -U coffer coffer_test
     fi
     echo "postgres://coffer@127.0.0.1:$port/coffer_test"
     ;;

@@ -508,3 +508,179 @@ def test_nodes_report_unhealthy_while_postgres_is_down_and_reconnect_by_themselv
     assert kms_b.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"] == key_id
     a.stop()
     b.stop()
+
+
+def make_ca_and_server_cert(d: pathlib.Path):
+    """A CA and a certificate for 127.0.0.1 signed by it (PEM files in d)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coffer test PostgreSQL CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (d / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "server.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return d / "ca.pem", d / "server.crt", d / "server.key"
+
+
+def test_postgres_over_tls_is_required_and_verified(tmp_path):
+    if not os.environ.get("COFFER_TEST_POSTGRES"):
+        if os.environ.get("CI"):
+            pytest.fail("COFFER_TEST_POSTGRES is not set; scripts/test.sh starts PostgreSQL")
+        pytest.skip("no PostgreSQL here (run scripts/test.sh)")
+    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
+    import tempfile
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "pki")
+    # Not under pytest's private temp dir: the server runs as Debian's postgres user when we are root.
+    pg = pathlib.Path(tempfile.mkdtemp(prefix="coffer-test-pg-tls."))
+    url = subprocess.run(
+        [str(script), "start", str(pg), str(cert), str(key)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        tls_url = url + "?sslmode=require"
+        # The certificate is checked: without the CA that signed it, the node refuses to start.
+        untrusting = Coffer(tmp_path / "untrusting", extra_args=["--metadata", tls_url])
+        with pytest.raises(RuntimeError):
+            untrusting.start(timeout=20)
+        log = untrusting.stderr_path.read_text()
+        assert "--metadata-ca" in log and "not trusted" in log, log
+        # The server takes TLS connections only (hostssl): a node that will not use TLS is refused.
+        plain = Coffer(tmp_path / "plain", extra_args=["--metadata", url + "?sslmode=disable"])
+        with pytest.raises(RuntimeError):
+            plain.start(timeout=20)
+        # With the CA, everything goes over TLS: requests, and the change listener.
+        a = Coffer(tmp_path / "a", extra_args=["--metadata", tls_url, "--metadata-ca", str(ca)]).start()
+        (tmp_path / "b").mkdir(mode=0o700)
+        shutil.copy2(tmp_path / "a" / "root.key", tmp_path / "b" / "root.key")
+        b = Coffer(tmp_path / "b", extra_args=["--metadata", tls_url, "--metadata-ca", str(ca)]).start()
+        try:
+            creds = a.credentials()
+            kms_a, kms_b = client_for(a, creds), client_for(b, creds)
+            key_id = kms_a.create_key()["KeyMetadata"]["KeyId"]
+            kms_b.encrypt(KeyId=key_id, Plaintext=b"x")
+            kms_a.disable_key(KeyId=key_id)
+
+            def refused():
+                try:
+                    kms_b.encrypt(KeyId=key_id, Plaintext=b"x")
+                    return False
+                except botocore.exceptions.ClientError:
+                    return True
+
+            wait_until("the disable reaches node B over TLS", refused, 1.0)
+            # The offline import works on the shared database too.
+            iam = a.client("iam", access_key=creds[0], secret_key=creds[1])
+            iam.create_user(UserName="migrated")
+            from conftest import coffer_bin
+
+            r = subprocess.run(
+                [coffer_bin(), "iam", "import-access-key", "--data-dir", str(a.data_dir), "--metadata", tls_url,
+                 "--metadata-ca", str(ca), "--user-name", "migrated", "--access-key-id", "AKIAMIGRATEDFROMAWS1",
+                 "--secret-access-key-stdin"],
+                input="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n", capture_output=True, text=True, timeout=60,
+            )
+            assert r.returncode == 0, r.stderr
+            sts = b.client("sts", access_key="AKIAMIGRATEDFROMAWS1", secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+            assert sts.get_caller_identity()["Arn"].endswith(":user/migrated")
+        finally:
+            b.stop()
+            a.stop()
+    finally:
+        subprocess.run([str(script), "stop", str(pg)], capture_output=True)
+        shutil.rmtree(pg, ignore_errors=True)
+
+
+def test_remote_blobs_in_another_s3_implementation(tmp_path):
+    """The remote blob backend against moto's S3 (another implementation than Coffer's own)."""
+    import sys
+
+    import boto3
+
+    ca, cert, key = make_ca_and_server_cert(tmp_path / "pki")
+    moto = subprocess.Popen(
+        [sys.executable, str(pathlib.Path(__file__).resolve().parent / "moto_s3.py"), str(cert), str(key)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        port = int(moto.stdout.readline())
+        endpoint = f"https://127.0.0.1:{port}"
+        store = boto3.client(
+            "s3", endpoint_url=endpoint, verify=str(ca), region_name="us-east-1",
+            aws_access_key_id="AKIAMOTOEXAMPLE00001", aws_secret_access_key="moto-secret",
+        )
+        store.create_bucket(Bucket="objects")
+        args = ["--blobs", "s3://objects/n", "--blobs-endpoint", endpoint, "--blobs-ca", str(ca)]
+        env = {"COFFER_BLOBS_ACCESS_KEY_ID": "AKIAMOTOEXAMPLE00001", "COFFER_BLOBS_SECRET_ACCESS_KEY": "moto-secret"}
+        url = fresh_database()
+        a = Coffer(tmp_path / "a", extra_args=["--metadata", url, *args], extra_env=env).start()
+        (tmp_path / "b").mkdir(mode=0o700)
+        shutil.copy2(tmp_path / "a" / "root.key", tmp_path / "b" / "root.key")
+        b = Coffer(tmp_path / "b", extra_args=["--metadata", url, *args, "--blobs-orphan-grace", "0s"], extra_env=env)
+        try:
+            creds = a.credentials()
+            s3a = client_for(a, creds, "s3")
+            s3a.create_bucket(Bucket="data")
+            marker = b"MOTO-MARKER-" + uuid.uuid4().hex.encode()
+            big = (marker + os.urandom(1000)) * 10_000  # over 8 MiB: a multipart upload to moto
+            s3a.put_object(Bucket="data", Key="big", Body=big)
+            s3a.put_object(Bucket="data", Key="small", Body=marker)
+            # An orphan and an abandoned upload in the store, for b's start-up sweep.
+            store.put_object(Bucket="objects", Key="n/cd/cd" + uuid.uuid4().hex[:30], Body=b"orphan")
+            store.create_multipart_upload(Bucket="objects", Key="n/ef/ef" + uuid.uuid4().hex[:30])
+            b.start()
+            s3b = client_for(b, creds, "s3")
+            assert s3b.get_object(Bucket="data", Key="big")["Body"].read() == big
+            assert s3b.get_object(Bucket="data", Key="big", Range="bytes=9000000-9000999")["Body"].read() == big[9000000:9001000]
+            assert s3b.get_object(Bucket="data", Key="small")["Body"].read() == marker
+            stored = store.list_objects_v2(Bucket="objects", Prefix="n/").get("Contents", [])
+            assert len(stored) == 2, stored  # the orphan is gone, the two blobs stay
+            assert not store.list_multipart_uploads(Bucket="objects").get("Uploads")
+            for o in stored:
+                assert marker not in store.get_object(Bucket="objects", Key=o["Key"])["Body"].read()
+            s3b.delete_object(Bucket="data", Key="big")
+            assert len(store.list_objects_v2(Bucket="objects", Prefix="n/").get("Contents", [])) == 1
+        finally:
+            b.stop()
+            a.stop()
+    finally:
+        moto.kill()
+        moto.wait()

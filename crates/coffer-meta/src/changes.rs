@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::Result;
 use crate::sql::{Dialect, SqlStore, Tx, p};
@@ -75,19 +76,25 @@ impl SqlStore {
     /// whenever notices may have been lost. `None` on SQLite, where there are no other nodes.
     /// The listener runs for the life of the process.
     pub fn watch_changes(&self, staleness: Duration) -> Option<broadcast::Sender<Change>> {
-        let url = self.postgres_url()?.to_owned();
+        let (url, tls) = self.postgres_connection()?;
+        let (url, tls) = (url.to_owned(), tls.clone());
         let (tx, _) = broadcast::channel(4096);
-        tokio::spawn(listen(url, tx.clone(), staleness));
+        tokio::spawn(listen(url, tls, tx.clone(), staleness));
         Some(tx)
     }
 }
 
 /// Keeps a `LISTEN` connection, reconnecting with backoff. (A send finds no subscriber while a
 /// node is sealed; that is fine.)
-async fn listen(url: String, tx: broadcast::Sender<Change>, staleness: Duration) {
+async fn listen(
+    url: String,
+    tls: MakeRustlsConnect,
+    tx: broadcast::Sender<Change>,
+    staleness: Duration,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let e = listen_once(&url, &tx, staleness).await;
+        let e = listen_once(&url, &tls, &tx, staleness).await;
         tracing::warn!(error = %e, "the change listener lost PostgreSQL; caches are cleared until it is back");
         // Whatever happened meanwhile was not heard: forget everything.
         let _ = tx.send(Change::All);
@@ -97,10 +104,15 @@ async fn listen(url: String, tx: broadcast::Sender<Change>, staleness: Duration)
 }
 
 /// Listens until the connection fails; returns why.
-async fn listen_once(url: &str, tx: &broadcast::Sender<Change>, staleness: Duration) -> String {
-    let (client, mut conn) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+async fn listen_once(
+    url: &str,
+    tls: &MakeRustlsConnect,
+    tx: &broadcast::Sender<Change>,
+    staleness: Duration,
+) -> String {
+    let (client, mut conn) = match tokio_postgres::connect(url, tls.clone()).await {
         Ok(c) => c,
-        Err(e) => return e.to_string(),
+        Err(e) => return crate::sql::connect_hint(crate::sql::with_causes(&e)),
     };
     let (msg_tx, mut msgs) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::{MetaError, Result};
 
 mod postgres;
+pub(crate) use postgres::{connect_hint, with_causes};
 mod sqlite;
 
 #[cfg(test)]
@@ -296,11 +297,16 @@ impl SqlStore {
 
     /// Connects to PostgreSQL (`postgres://user:password@host:port/database?options`, the libpq
     /// URL form) and brings the schema up to date; safe when several nodes start at once.
-    /// `max_connections` bounds this node's pool.
-    pub async fn connect_postgres(url: &str, max_connections: usize) -> Result<Self> {
+    /// `max_connections` bounds this node's pool; TLS (as the URL's `sslmode` asks) verifies the
+    /// server against the system roots and `ca`.
+    pub async fn connect_postgres(
+        url: &str,
+        max_connections: usize,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self> {
         Ok(Self {
             engine: Engine::Postgres(Arc::new(
-                postgres::Postgres::connect(url, max_connections).await?,
+                postgres::Postgres::connect(url, max_connections, ca).await?,
             )),
         })
     }
@@ -357,11 +363,13 @@ impl SqlStore {
         .await
     }
 
-    /// The PostgreSQL URL, for the change listener; `None` on SQLite.
-    pub(crate) fn postgres_url(&self) -> Option<&str> {
+    /// The PostgreSQL URL and TLS setup, for the change listener; `None` on SQLite.
+    pub(crate) fn postgres_connection(
+        &self,
+    ) -> Option<(&str, &tokio_postgres_rustls::MakeRustlsConnect)> {
         match &self.engine {
             Engine::Sqlite(_) => None,
-            Engine::Postgres(p) => Some(p.url()),
+            Engine::Postgres(p) => Some((p.url(), p.tls())),
         }
     }
 

@@ -18,7 +18,7 @@ pub(crate) async fn stores() -> Vec<SqlStore> {
 /// A store in a new, empty schema of the test database.
 pub(crate) async fn postgres_store(url: &str) -> SqlStore {
     let url = new_schema(url).await;
-    SqlStore::connect_postgres(&url, 4)
+    SqlStore::connect_postgres(&url, 4, None)
         .await
         .expect("open the PostgreSQL store")
 }
@@ -97,9 +97,46 @@ mod shared {
     /// Two "nodes" (separate pools) on one schema.
     async fn two_nodes() -> Option<(Arc<SqlStore>, Arc<SqlStore>)> {
         let url = new_schema(&postgres_url()?).await;
-        let a = SqlStore::connect_postgres(&url, 8).await.expect("node a");
-        let b = SqlStore::connect_postgres(&url, 8).await.expect("node b");
+        let a = SqlStore::connect_postgres(&url, 8, None)
+            .await
+            .expect("node a");
+        let b = SqlStore::connect_postgres(&url, 8, None)
+            .await
+            .expect("node b");
         Some((Arc::new(a), Arc::new(b)))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nodes_starting_together_migrate_the_schema_once() {
+        let Some(base) = postgres_url() else {
+            return;
+        };
+        let url = new_schema(&base).await;
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { SqlStore::connect_postgres(&url, 2, None).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for s in starts {
+            stores.push(s.await.expect("task").expect("every node starts"));
+        }
+        // Each version applied once, and every node works on the result.
+        let applied: i64 = stores[0]
+            .tx(|t| t.query_scalar("SELECT COUNT(*) FROM schema_migrations", &[]))
+            .await
+            .expect("count");
+        let newest: i64 = stores[0]
+            .tx(|t| t.query_scalar("SELECT MAX(version) FROM schema_migrations", &[]))
+            .await
+            .expect("max");
+        assert_eq!(applied, newest);
+        for (i, s) in stores.iter().enumerate() {
+            s.create_key(&key(&format!("k{i}")), None, &[], "{}")
+                .await
+                .expect("use");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

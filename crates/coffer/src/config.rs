@@ -40,6 +40,13 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_METADATA", value_name = "sqlite|URL")]
     pub metadata: Option<String>,
 
+    /// With PostgreSQL metadata: a CA certificate (PEM) PostgreSQL's certificate may chain to,
+    /// besides the system's. TLS is as the URL's sslmode asks: `require` insists on it, `prefer`
+    /// (the default) uses it when the server offers it, `disable` never does; when TLS is used the
+    /// certificate is always verified, host name included.
+    #[arg(long, env = "COFFER_METADATA_CA", value_name = "PEM")]
+    pub metadata_ca: Option<PathBuf>,
+
     /// With PostgreSQL metadata: how many connections this node keeps at most. [default: 16]
     #[arg(long, env = "COFFER_METADATA_POOL_SIZE", value_name = "N")]
     pub metadata_pool_size: Option<usize>,
@@ -237,6 +244,7 @@ pub struct ServerArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     metadata: Option<String>,
+    metadata_ca: Option<PathBuf>,
     metadata_pool_size: Option<usize>,
     cache_staleness: Option<u64>,
     blobs: Option<String>,
@@ -278,6 +286,7 @@ struct FileConfig {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub metadata: crate::metadata::MetadataSpec,
+    pub metadata_ca: Option<PathBuf>,
     pub metadata_pool_size: usize,
     pub cache_staleness: std::time::Duration,
     /// Object bytes in a remote S3-compatible store; `None` for DIR/objects.
@@ -530,6 +539,7 @@ impl Settings {
         };
         Ok(Self {
             remote_blobs,
+            metadata_ca: args.metadata_ca.or(file.metadata_ca),
             metadata,
             metadata_pool_size,
             cache_staleness: std::time::Duration::from_secs(cache_staleness),

@@ -36,6 +36,9 @@ pub struct ImportArgs {
         default_value = "sqlite"
     )]
     metadata: String,
+    /// With PostgreSQL metadata: the CA its certificate chains to (as the server's --metadata-ca).
+    #[arg(long, env = "COFFER_METADATA_CA", value_name = "PEM")]
+    metadata_ca: Option<PathBuf>,
     /// The account id the server runs as.
     #[arg(long, env = "COFFER_ACCOUNT_ID", value_name = "ID", default_value = DEFAULT_ACCOUNT_ID)]
     account_id: String,
@@ -91,7 +94,12 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (store, _) = rt.block_on(crate::metadata::open(&spec, &a.data_dir, 2))?;
+    let (store, _) = rt.block_on(crate::metadata::open(
+        &spec,
+        &a.data_dir,
+        2,
+        a.metadata_ca.as_deref(),
+    ))?;
     let meta: Arc<dyn MetaStore> = store;
     let identities = Arc::new(Identities::new(meta.clone(), root));
     let iam = Iam::new(meta, identities, &a.account_id, Default::default());

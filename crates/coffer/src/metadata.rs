@@ -85,6 +85,7 @@ pub async fn open(
     spec: &MetadataSpec,
     data_dir: &Path,
     pool_size: usize,
+    ca: Option<&Path>,
 ) -> anyhow::Result<(Arc<SqlStore>, bool)> {
     match spec {
         MetadataSpec::Sqlite => {
@@ -95,7 +96,7 @@ pub async fn open(
             Ok((Arc::new(store), fresh))
         }
         MetadataSpec::Postgres(url) => {
-            let store = SqlStore::connect_postgres(url, pool_size)
+            let store = SqlStore::connect_postgres(url, pool_size, ca)
                 .await
                 .with_context(|| {
                     format!("cannot open the PostgreSQL metadata store {}", redact(url))

@@ -225,8 +225,13 @@ async fn serve(s: Settings) -> anyhow::Result<()> {
 
     let lock = lock_data_dir(&data_dir)?;
 
-    let (store, fresh) =
-        crate::metadata::open(&s.metadata, &data_dir, s.metadata_pool_size).await?;
+    let (store, fresh) = crate::metadata::open(
+        &s.metadata,
+        &data_dir,
+        s.metadata_pool_size,
+        s.metadata_ca.as_deref(),
+    )
+    .await?;
     if s.metadata.is_shared() {
         info!(metadata = %s.metadata, "metadata in PostgreSQL, shared with any other nodes");
         if !fresh

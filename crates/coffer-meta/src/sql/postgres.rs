@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{IsolationLevel, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Dialect, Row, SqlError, SqlErrorKind, Tx, Value, now_ms};
 use crate::{MetaError, Result};
@@ -258,6 +259,7 @@ const MAX_ATTEMPTS: u32 = 12;
 pub(crate) struct Postgres {
     pool: Pool,
     url: String,
+    tls: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -288,21 +290,82 @@ fn sql_error(e: &tokio_postgres::Error) -> SqlError {
     };
     let message = match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
-        None => format!("PostgreSQL: {e}"),
+        None => format!("PostgreSQL: {}", with_causes(e)),
     };
     SqlError { kind, message }
 }
 
+/// An error and what caused it (a failed TLS handshake says why only in its source).
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// TLS to PostgreSQL: the server must present a certificate that chains to the system's roots or
+/// to `ca`, for its host name. (Whether TLS is used is the URL's `sslmode`: `require` insists,
+/// `prefer` — the default — uses it when the server offers it, `disable` never does.)
+pub(crate) fn tls(ca: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = ca {
+        let bad = |e: &dyn std::fmt::Display| {
+            MetaError::Backend(format!(
+                "cannot read the PostgreSQL CA certificate {}: {e}",
+                ca.display()
+            ))
+        };
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(backend)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// A connection failure's message, with what to do when the server's certificate was the cause.
+pub(crate) fn connect_hint(message: String) -> String {
+    if message.contains("certificate") || message.contains("UnknownIssuer") {
+        format!(
+            "{message}: PostgreSQL's certificate is not trusted; give the CA that signed it with \
+             --metadata-ca (or sslmode=disable, on a network you trust)"
+        )
+    } else {
+        message
+    }
+}
+
 impl Postgres {
-    pub(super) async fn connect(url: &str, max_connections: usize) -> Result<Self> {
+    pub(super) async fn connect(
+        url: &str,
+        max_connections: usize,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| {
             MetaError::Backend(format!(
                 "the PostgreSQL URL is not valid ({e}); expected postgres://user:password@host:port/database"
             ))
         })?;
+        let tls = tls(ca)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -318,6 +381,7 @@ impl Postgres {
         let pg = Self {
             pool,
             url: url.to_owned(),
+            tls,
         };
         pg.migrate().await?;
         Ok(pg)
@@ -327,12 +391,16 @@ impl Postgres {
         &self.url
     }
 
+    pub(super) fn tls(&self) -> &MakeRustlsConnect {
+        &self.tls
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(|e| {
-            MetaError::Backend(match e {
+            MetaError::Backend(connect_hint(match e {
                 deadpool_postgres::PoolError::Backend(e) => sql_error(&e).message,
                 e => format!("PostgreSQL: {e}"),
-            })
+            }))
         })
     }
 
