@@ -684,3 +684,52 @@ def test_remote_blobs_in_another_s3_implementation(tmp_path):
     finally:
         moto.kill()
         moto.wait()
+
+
+def test_changes_to_one_key_from_two_nodes_lose_nothing(nodes):
+    """Read-modify-write changes of a key made at the same instant on two nodes — its state on
+    one, its description on the other — over and over: every time, both changes stand; neither
+    node writes the key back with what it read before the other's change."""
+    a = nodes("a")
+    b = nodes("b", copy_root_from=a)
+    creds = a.credentials()
+    kms_a, kms_b = client_for(a, creds), client_for(b, creds)
+    key_id = kms_a.create_key()["KeyMetadata"]["KeyId"]
+    go = threading.Barrier(2)
+    for i in range(40):
+        disable = i % 2 == 0
+
+        def state():
+            go.wait()
+            (kms_a.disable_key if disable else kms_a.enable_key)(KeyId=key_id)
+
+        def describe():
+            go.wait()
+            kms_b.update_key_description(KeyId=key_id, Description=f"round {i}")
+
+        threads = [threading.Thread(target=state), threading.Thread(target=describe)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        meta = kms_a.describe_key(KeyId=key_id)["KeyMetadata"]
+        assert meta["KeyState"] == ("Disabled" if disable else "Enabled"), (i, meta)
+        assert meta["Description"] == f"round {i}", (i, meta)
+
+
+def test_coffer_backup_refuses_shared_metadata_and_says_what_to_use(nodes, tmp_path):
+    from conftest import coffer_bin
+
+    a = nodes("a")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "COFFER_"))}
+    r = subprocess.run(
+        [coffer_bin(), "backup", "create", str(tmp_path / "x.cfbk"), "--endpoint", a.endpoint, "--data-dir", str(a.data_dir)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert r.returncode != 0
+    assert "pg_dump" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "x.cfbk").exists()
+    # Root rotation is refused too: the other nodes would lose every rewrapped secret.
+    r = a.operator("rotate-root", check=False)
+    assert r.returncode != 0 and "several nodes share PostgreSQL metadata" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert a.client().list_keys()

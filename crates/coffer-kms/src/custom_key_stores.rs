@@ -258,7 +258,7 @@ impl Kms {
     /// Logs into the store's token. Like AWS, a failure to reach the token is not an error of
     /// this call: the store becomes `FAILED` with a `ConnectionErrorCode`.
     pub async fn connect_custom_key_store(&self, id: &str) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let rec = self.store(id).await?;
         match rec.connection_state.as_str() {
             CONNECTED if self.connections.token(id).is_some() => return Ok(()),
@@ -300,7 +300,7 @@ impl Kms {
     }
 
     pub async fn disconnect_custom_key_store(&self, id: &str) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.store(id).await?;
         crate::write(&self.connections.tokens).remove(id);
         rec.connection_state = DISCONNECTED.to_owned();
@@ -317,7 +317,7 @@ impl Kms {
         password: Option<&str>,
         cluster_id: Option<&str>,
     ) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.store(id).await?;
         if (password.is_some() || cluster_id.is_some()) && rec.connection_state != DISCONNECTED {
             return Err(KmsError::CustomKeyStoreInvalidState(format!(
@@ -354,7 +354,7 @@ impl Kms {
     }
 
     pub async fn delete_custom_key_store(&self, id: &str) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let rec = self.store(id).await?;
         if rec.connection_state != DISCONNECTED {
             return Err(KmsError::CustomKeyStoreInvalidState(format!(

@@ -277,7 +277,7 @@ impl Kms {
         if input.dry_run {
             return Err(KmsError::DryRun);
         }
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         if let Some(name) = &input.name {
             // Retrying with the same name and parameters returns the same grant.
             let mut after = None;

@@ -84,6 +84,8 @@ pub struct Iam {
     identities: Arc<Identities>,
     account_id: String,
     cache: Arc<IdentityPolicyCache>,
+    /// Serialises changes that check before they act (quotas, "must be empty first").
+    writes: tokio::sync::Mutex<()>,
 }
 
 fn validate_name(what: &str, name: &str, max: usize) -> IamResult<()> {
@@ -142,7 +144,18 @@ impl Iam {
             identities,
             account_id: account_id.to_owned(),
             cache,
+            writes: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Held by a change that checks before it acts, on this node and across every node that
+    /// shares the metadata store, so that two of them cannot both pass a check one would fail.
+    async fn write_lock(
+        &self,
+    ) -> IamResult<(tokio::sync::MutexGuard<'_, ()>, coffer_meta::ClusterLock)> {
+        let local = self.writes.lock().await;
+        let shared = self.meta.cluster_lock("coffer:iam-writes").await?;
+        Ok((local, shared))
     }
 
     pub fn account_id(&self) -> &str {
@@ -280,6 +293,7 @@ impl Iam {
 
     /// DeleteUser: refused while the user has access keys, inline policies or groups, as in AWS.
     pub async fn delete_user(&self, name: &str) -> IamResult<()> {
+        let _w = self.write_lock().await?;
         let u = self.user_record(name).await?;
         let arn = user_arn(&self.account_id, &u.path, &u.name);
         if !self.meta.access_keys_of(&arn).await?.is_empty() {
@@ -330,6 +344,7 @@ impl Iam {
         caller: &Caller,
         user: Option<&str>,
     ) -> IamResult<(AccessKeyInfo, coffer_crypto::SecretBytes)> {
+        let _w = self.write_lock().await?;
         let (name, arn) = self.key_owner(caller, user).await?;
         if user.is_some() && self.meta.access_keys_of(&arn).await?.len() >= MAX_ACCESS_KEYS_PER_USER
         {
@@ -356,6 +371,7 @@ impl Iam {
         access_key_id: &str,
         secret: &[u8],
     ) -> IamResult<AccessKeyInfo> {
+        let _w = self.write_lock().await?;
         let u = self.user_record(user).await?;
         let arn = user_arn(&self.account_id, &u.path, &u.name);
         if let Some(existing) = self.meta.access_key(access_key_id).await? {
@@ -482,6 +498,7 @@ impl Iam {
 
     /// DeleteGroup: refused while the group has members or inline policies, as in AWS.
     pub async fn delete_group(&self, name: &str) -> IamResult<()> {
+        let _w = self.write_lock().await?;
         let g = self.group_record(name).await?;
         if !self.meta.group_members(&g.name).await?.is_empty() {
             return Err(IamError::DeleteConflict(
@@ -504,6 +521,7 @@ impl Iam {
     }
 
     pub async fn add_user_to_group(&self, group: &str, user: &str) -> IamResult<()> {
+        let _w = self.write_lock().await?;
         let g = self.group_record(group).await?;
         let u = self.user_record(user).await?;
         self.meta.add_group_member(&g.name, &u.name).await?;
@@ -551,6 +569,7 @@ impl Iam {
         policy_name: &str,
         document: &str,
     ) -> IamResult<()> {
+        let _w = self.write_lock().await?;
         let o = self.owner(kind, owner).await?;
         validate_name("policyName", policy_name, 128)?;
         Policy::parse(document, PolicyKind::Identity)

@@ -58,6 +58,12 @@ impl LoadedKey {
     }
 }
 
+/// Held while a read-modify-write of KMS state is under way.
+pub(crate) struct WriteGuard<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _shared: coffer_meta::ClusterLock,
+}
+
 /// The key service.
 #[derive(Debug)]
 pub struct Kms {
@@ -366,6 +372,17 @@ impl Kms {
     async fn loaded_ref(&self, r: &KeyRef) -> Result<Arc<LoadedKey>> {
         let id = self.resolve(r).await?;
         self.loaded(&id).await
+    }
+
+    /// Serialises read-modify-write changes of keys, aliases, grants and custom key stores: on
+    /// this node (a local mutex), and across every node sharing the metadata store.
+    pub(crate) async fn write_lock(&self) -> Result<WriteGuard<'_>> {
+        let local = self.writes.lock().await;
+        let shared = self.meta.cluster_lock("coffer:kms-writes").await?;
+        Ok(WriteGuard {
+            _local: local,
+            _shared: shared,
+        })
     }
 
     fn evict(&self, key_id: &str) {
@@ -742,7 +759,7 @@ impl Kms {
     }
 
     pub async fn update_key_description(&self, r: &KeyRef, description: String) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
         rec.description = description;
@@ -750,7 +767,7 @@ impl Kms {
     }
 
     pub async fn enable_key(&self, r: &KeyRef) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
         self.not_pending_import(&rec)?;
@@ -763,7 +780,7 @@ impl Kms {
     }
 
     pub async fn disable_key(&self, r: &KeyRef) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
         self.not_pending_import(&rec)?;
@@ -781,7 +798,7 @@ impl Kms {
         window_days: Option<i32>,
     ) -> Result<ScheduledDeletion> {
         let days = window_days.unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
         let deletion_ms = now_ms() + i64::from(days) * DAY_MS;
@@ -798,7 +815,7 @@ impl Kms {
     }
 
     pub async fn cancel_key_deletion(&self, r: &KeyRef) -> Result<String> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         if rec.state != state::PENDING_DELETION {
             return Err(KmsError::InvalidState(format!(
@@ -1392,7 +1409,7 @@ impl Kms {
         r: &KeyRef,
         input: ImportInput<'_>,
     ) -> Result<(String, String)> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.external(&rec)?;
         self.not_pending_deletion(&rec)?;
@@ -1592,7 +1609,7 @@ impl Kms {
         r: &KeyRef,
         key_material_id: Option<&str>,
     ) -> Result<(String, String)> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.external(&rec)?;
         self.not_pending_deletion(&rec)?;
@@ -1734,7 +1751,7 @@ impl Kms {
 
     pub async fn create_alias(&self, name: &str, target: &KeyRef) -> Result<()> {
         Self::check_alias_name(name)?;
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let rec = self.alias_target(target).await?;
         let existing = self
             .meta
@@ -1771,7 +1788,7 @@ impl Kms {
 
     pub async fn update_alias(&self, name: &str, target: &KeyRef) -> Result<()> {
         Self::check_alias_name(name)?;
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let current = self
             .meta
             .alias(name)
@@ -1793,7 +1810,7 @@ impl Kms {
 
     pub async fn delete_alias(&self, name: &str) -> Result<()> {
         Self::check_alias_name(name)?;
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         match self.meta.delete_alias(name).await {
             Ok(()) => {}
             Err(MetaError::NotFound(_)) => return Err(self.alias_not_found(name)),
@@ -1844,7 +1861,7 @@ impl Kms {
 
     pub async fn tag_resource(&self, r: &KeyRef, tags: Vec<(String, String)>) -> Result<()> {
         check_tags(&tags)?;
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
         let mut all: HashMap<String, String> =
@@ -1864,7 +1881,7 @@ impl Kms {
     }
 
     pub async fn untag_resource(&self, r: &KeyRef, tag_keys: Vec<String>) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let rec = self.record_for_update(r).await?;
         self.not_pending_deletion(&rec)?;
         self.meta.remove_tags(&rec.key_id, &tag_keys).await?;
@@ -1917,7 +1934,7 @@ impl Kms {
 
     pub async fn enable_key_rotation(&self, r: &KeyRef, period_days: Option<i32>) -> Result<()> {
         let days = period_days.unwrap_or(DEFAULT_ROTATION_DAYS);
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.usable(&rec)?;
         self.check_rotatable(&rec, true)?;
@@ -1928,7 +1945,7 @@ impl Kms {
     }
 
     pub async fn disable_key_rotation(&self, r: &KeyRef) -> Result<()> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.usable(&rec)?;
         self.check_rotatable(&rec, true)?;
@@ -1963,7 +1980,7 @@ impl Kms {
     }
 
     pub async fn rotate_key_on_demand(&self, r: &KeyRef) -> Result<String> {
-        let _w = self.writes.lock().await;
+        let _w = self.write_lock().await?;
         let mut rec = self.record_for_update(r).await?;
         self.usable(&rec)?;
         self.check_rotatable(&rec, false)?;
@@ -2069,7 +2086,7 @@ impl Kms {
     pub async fn sweep(&self, now: i64) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         for due in self.meta.keys_due(now).await? {
-            let _w = self.writes.lock().await;
+            let _w = self.write_lock().await?;
             // Re-read under the lock: the key may have changed since the scan.
             let Some(rec) = self.meta.key(&due.key_id).await? else {
                 continue;

@@ -48,6 +48,19 @@ pub enum MetaError {
 
 pub type Result<T> = std::result::Result<T, MetaError>;
 
+/// A lock [`MetaStore::cluster_lock`] holds until dropped.
+#[derive(Debug)]
+pub struct ClusterLock {
+    /// Released when dropped.
+    _held: Option<sql::PgLock>,
+}
+
+impl ClusterLock {
+    pub(crate) fn new(held: Option<sql::PgLock>) -> Self {
+        Self { _held: held }
+    }
+}
+
 /// One page of a listing: the rows and whether more follow.
 #[derive(Debug)]
 pub struct Page<T> {
@@ -61,6 +74,10 @@ pub struct Page<T> {
 pub trait MetaStore: ObjectMeta + DiscoveryMeta + Send + Sync + std::fmt::Debug {
     /// The engine's name: `sqlite` or `postgres`.
     fn engine(&self) -> &'static str;
+    /// Holds `name` exclusively across every node on this store until the guard is dropped, for a
+    /// read-modify-write that spans several transactions (read a key, check, write it back). On
+    /// SQLite, with one node, the node's own locks already do this and the guard holds nothing.
+    async fn cluster_lock(&self, name: &str) -> Result<ClusterLock>;
     /// Checks that the database answers (for health reports).
     async fn ping(&self) -> Result<()>;
 

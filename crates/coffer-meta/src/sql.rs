@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::{MetaError, Result};
 
 mod postgres;
-pub(crate) use postgres::{connect_hint, with_causes};
+pub(crate) use postgres::{PgLock, connect_hint, with_causes};
 mod sqlite;
 
 #[cfg(test)]
@@ -361,6 +361,14 @@ impl SqlStore {
             .map(|n| n > 0)
         })
         .await
+    }
+
+    /// See [`crate::MetaStore::cluster_lock`].
+    pub(crate) async fn cluster_lock(&self, name: &str) -> Result<crate::ClusterLock> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(crate::ClusterLock::new(None)),
+            Engine::Postgres(p) => Ok(crate::ClusterLock::new(Some(p.lock(name).await?))),
+        }
     }
 
     /// The PostgreSQL URL and TLS setup, for the change listener; `None` on SQLite.

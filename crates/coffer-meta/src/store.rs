@@ -201,6 +201,10 @@ impl MetaStore for SqlStore {
         self.engine_name()
     }
 
+    async fn cluster_lock(&self, name: &str) -> Result<crate::ClusterLock> {
+        SqlStore::cluster_lock(self, name).await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.tx(|t| t.query_scalar::<i64>("SELECT 1", &[]).map(|_| ()))
             .await

@@ -617,6 +617,14 @@ impl Front {
     async fn create_backup(&self) -> Result<Value, KmsError> {
         let _transition = self.transitions.lock().await;
         let app = self.unsealed_app()?;
+        if self.settings.metadata.is_shared() {
+            return Err(KmsError::UnsupportedOperation(
+                "This Coffer keeps its metadata in PostgreSQL, which coffer backup does not copy: back the \
+                 database up with PostgreSQL's tools (pg_basebackup with WAL archiving, or pg_dump), and \
+                 keep the root of trust apart from it (see docs/operations.md)."
+                    .into(),
+            ));
+        }
         let archive = crate::backup_cmd::make_archive(
             &self.data_dir,
             self.meta.as_ref(),
@@ -639,6 +647,16 @@ impl Front {
     async fn rotate_root(&self) -> Result<Value, KmsError> {
         let _transition = self.transitions.lock().await;
         let app = self.unsealed_app()?;
+        if self.settings.metadata.is_shared() {
+            // A new generation would exist on this node only, while every secret the nodes share
+            // is rewrapped under it: the other nodes could open none of them.
+            return Err(KmsError::UnsupportedOperation(
+                "Root rotation is not available while several nodes share PostgreSQL metadata: the new \
+                 root generation would exist on this node only, and the other nodes could open nothing \
+                 rewrapped under it (see docs/operations.md)."
+                    .into(),
+            ));
+        }
         let report = app.state.kms.rotate_root().await?;
         crate::audit_cmd::rewrap_signer(
             &self.data_dir.join("audit").join("signing-key.wrapped"),

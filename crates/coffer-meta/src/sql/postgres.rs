@@ -561,6 +561,61 @@ impl Postgres {
     }
 }
 
+/// A session advisory lock on a connection of its own, released when dropped.
+pub(crate) struct PgLock {
+    conn: Option<deadpool_postgres::Object>,
+    name: String,
+}
+
+impl std::fmt::Debug for PgLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLock").field("name", &self.name).finish()
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let name = std::mem::take(&mut self.name);
+        let release = async move {
+            if conn
+                .execute(
+                    "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+                    &[&name],
+                )
+                .await
+                .is_err()
+            {
+                // Closing the connection releases the lock.
+                drop(deadpool_postgres::Object::take(conn));
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(release);
+            }
+            // No runtime (the process is ending): dropping the connection closes it.
+            Err(_) => drop(release),
+        }
+    }
+}
+
+impl Postgres {
+    /// Waits for and takes the session advisory lock `name`.
+    pub(super) async fn lock(&self, name: &str) -> Result<PgLock> {
+        let conn = self.client().await?;
+        conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", &[&name])
+            .await
+            .map_err(|e| MetaError::from(sql_error(&e)))?;
+        Ok(PgLock {
+            conn: Some(conn),
+            name: name.to_owned(),
+        })
+    }
+}
+
 /// A failed statement, and whether it failed by conflicting with another transaction.
 fn failure(e: tokio_postgres::Error) -> (MetaError, bool) {
     let e = sql_error(&e);
