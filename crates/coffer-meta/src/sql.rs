@@ -333,6 +333,19 @@ impl SqlStore {
         }
     }
 
+    /// Runs `f`'s statements each on its own, without BEGIN and COMMIT: for reads that are one
+    /// statement, or several that need not see one instant. Saves two round trips on PostgreSQL.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        match &self.engine {
+            Engine::Sqlite(e) => e.read(f).await,
+            Engine::Postgres(e) => e.clone().read(f).await,
+        }
+    }
+
     /// [`SqlStore::tx`] for a change that many writers may make to the same thing at once (PUTs
     /// of one object key): on PostgreSQL, transactions with the same `lock` run one after another
     /// across all nodes instead of racing and retrying.

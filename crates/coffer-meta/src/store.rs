@@ -206,7 +206,7 @@ impl MetaStore for SqlStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.tx(|t| t.query_scalar::<i64>("SELECT 1", &[]).map(|_| ()))
+        self.read(|t| t.query_scalar::<i64>("SELECT 1", &[]).map(|_| ()))
             .await
     }
 
@@ -264,7 +264,7 @@ impl MetaStore for SqlStore {
 
     async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
         let key_id = key_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id = ?1"),
                 &p![key_id],
@@ -276,7 +276,7 @@ impl MetaStore for SqlStore {
 
     async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Page<KeyRecord>> {
         let after = after.unwrap_or("").to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             let rows = t.query_map(
                 &format!(
                     "SELECT {KEY_COLUMNS} FROM kms_keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"
@@ -313,7 +313,7 @@ impl MetaStore for SqlStore {
     }
 
     async fn keys_due(&self, now_ms: i64) -> Result<Vec<KeyRecord>> {
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 &format!(
                     "SELECT {KEY_COLUMNS} FROM kms_keys WHERE (deletion_ms IS NOT NULL AND deletion_ms <= ?1) \
@@ -330,7 +330,7 @@ impl MetaStore for SqlStore {
 
     async fn materials(&self, key_id: &str) -> Result<Vec<MaterialRecord>> {
         let key_id = key_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 &format!(
                     "SELECT {MATERIAL_COLUMNS} FROM kms_key_materials WHERE key_id = ?1 ORDER BY version"
@@ -388,7 +388,7 @@ impl MetaStore for SqlStore {
 
     async fn import_token(&self, token_hash: &[u8]) -> Result<Option<ImportTokenRecord>> {
         let hash = token_hash.to_vec();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 "SELECT token_hash, key_id, wrapping_alg, wrapping_spec, wrapped_private, valid_to_ms \
                  FROM kms_import_tokens WHERE token_hash = ?1",
@@ -439,7 +439,7 @@ impl MetaStore for SqlStore {
 
     async fn alias(&self, name: &str) -> Result<Option<AliasRecord>> {
         let name = name.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 "SELECT name, target_key_id, created_ms, updated_ms FROM kms_aliases WHERE name = ?1",
                 &p![name],
@@ -484,7 +484,7 @@ impl MetaStore for SqlStore {
         limit: usize,
     ) -> Result<Page<AliasRecord>> {
         let (key_id, after) = (key_id.map(str::to_owned), after.unwrap_or("").to_owned());
-        self.tx(move |t| {
+        self.read(move |t| {
             let rows = t.query_map(
                 "SELECT name, target_key_id, created_ms, updated_ms FROM kms_aliases \
                  WHERE name > ?1 AND (CAST(?2 AS TEXT) IS NULL OR target_key_id = ?2) ORDER BY name LIMIT ?3",
@@ -527,7 +527,7 @@ impl MetaStore for SqlStore {
 
     async fn tags(&self, key_id: &str) -> Result<Vec<(String, String)>> {
         let key_id = key_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT tag_key, tag_value FROM kms_tags WHERE key_id = ?1 ORDER BY tag_key",
                 &p![key_id],
@@ -553,7 +553,7 @@ impl MetaStore for SqlStore {
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKeyRecord>> {
         let id = access_key_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 "SELECT access_key_id, wrapped_secret, principal_arn, status, created_ms FROM access_keys WHERE access_key_id = ?1",
                 &p![id],
@@ -565,7 +565,7 @@ impl MetaStore for SqlStore {
 
     async fn key_policy(&self, key_id: &str) -> Result<Option<String>> {
         let key_id = key_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 "SELECT policy FROM kms_key_policies WHERE key_id = ?1",
                 &p![key_id],
@@ -593,7 +593,7 @@ impl MetaStore for SqlStore {
 
     async fn access_keys_of(&self, principal_arn: &str) -> Result<Vec<AccessKeyRecord>> {
         let arn = principal_arn.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT access_key_id, wrapped_secret, principal_arn, status, created_ms FROM access_keys \
                  WHERE principal_arn = ?1 ORDER BY created_ms, access_key_id",
@@ -647,7 +647,7 @@ impl MetaStore for SqlStore {
 
     async fn iam_entity(&self, kind: IamKind, name: &str) -> Result<Option<IamEntityRecord>> {
         let name = name.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 "SELECT name, id, path, created_ms FROM iam_entities WHERE kind = ?1 AND name = ?2",
                 &p![kind.as_str(), name],
@@ -664,7 +664,7 @@ impl MetaStore for SqlStore {
         limit: usize,
     ) -> Result<Page<IamEntityRecord>> {
         let after = after.unwrap_or("").to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             let rows = t.query_map(
                 "SELECT name, id, path, created_ms FROM iam_entities \
                  WHERE kind = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
@@ -730,7 +730,7 @@ impl MetaStore for SqlStore {
 
     async fn groups_of(&self, user: &str) -> Result<Vec<IamEntityRecord>> {
         let user = user.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT e.name, e.id, e.path, e.created_ms FROM iam_group_members m \
                  JOIN iam_entities e ON e.kind = 'group' AND e.name = m.group_name \
@@ -744,7 +744,7 @@ impl MetaStore for SqlStore {
 
     async fn group_members(&self, group: &str) -> Result<Vec<String>> {
         let group = group.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT user_name FROM iam_group_members WHERE group_name = ?1 ORDER BY user_name",
                 &p![group],
@@ -789,7 +789,7 @@ impl MetaStore for SqlStore {
 
     async fn iam_policies(&self, kind: IamKind, owner: &str) -> Result<Vec<(String, String)>> {
         let owner = owner.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT policy_name, document FROM iam_policies \
                  WHERE owner_kind = ?1 AND owner_name = ?2 ORDER BY policy_name",
@@ -831,7 +831,7 @@ impl MetaStore for SqlStore {
 
     async fn grant(&self, grant_id: &str) -> Result<Option<GrantRecord>> {
         let id = grant_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {GRANT_COLUMNS} FROM kms_grants WHERE grant_id = ?1"),
                 &p![id],
@@ -848,7 +848,7 @@ impl MetaStore for SqlStore {
         limit: usize,
     ) -> Result<Page<GrantRecord>> {
         let (key_id, after) = (key_id.to_owned(), after.unwrap_or("").to_owned());
-        self.tx(move |t| grant_page(t, "key_id", &key_id, &after, limit))
+        self.read(move |t| grant_page(t, "key_id", &key_id, &after, limit))
             .await
     }
 
@@ -859,13 +859,13 @@ impl MetaStore for SqlStore {
         limit: usize,
     ) -> Result<Page<GrantRecord>> {
         let (retiring, after) = (retiring.to_owned(), after.unwrap_or("").to_owned());
-        self.tx(move |t| grant_page(t, "retiring", &retiring, &after, limit))
+        self.read(move |t| grant_page(t, "retiring", &retiring, &after, limit))
             .await
     }
 
     async fn grants_for(&self, key_id: &str, grantee: &str) -> Result<Vec<GrantRecord>> {
         let (key_id, grantee) = (key_id.to_owned(), grantee.to_owned());
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 &format!(
                     "SELECT {GRANT_COLUMNS} FROM kms_grants WHERE key_id = ?1 AND grantee = ?2 ORDER BY grant_id"
@@ -879,7 +879,7 @@ impl MetaStore for SqlStore {
 
     async fn grant_count(&self, key_id: &str) -> Result<usize> {
         let key_id = key_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_scalar::<i64>(
                 "SELECT COUNT(*) FROM kms_grants WHERE key_id = ?1",
                 &p![key_id],
@@ -916,7 +916,7 @@ impl MetaStore for SqlStore {
     }
 
     async fn custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>> {
-        self.tx(|t| {
+        self.read(|t| {
             t.query_map(
                 &format!("SELECT {CKS_COLUMNS} FROM kms_custom_key_stores ORDER BY created_ms, id"),
                 &[],

@@ -363,6 +363,15 @@ impl Sqlite {
         .await
     }
 
+    /// Runs `f`'s statements without an explicit transaction (each its own, for reads).
+    pub(super) async fn read<T, F>(&self, mut f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+    {
+        self.with(move |c| f(&mut SqliteTx(c))).await
+    }
+
     /// VACUUM INTO reads in one transaction of its own: a copy as of one instant, compacted.
     pub(super) async fn vacuum_into(&self, path: String) -> Result<()> {
         self.with(move |c| {
@@ -373,7 +382,8 @@ impl Sqlite {
     }
 }
 
-struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);
+/// Statements on a transaction, or (for reads) straight on the connection.
+struct SqliteTx<'a>(&'a Connection);
 
 fn sql_error(e: rusqlite::Error) -> SqlError {
     let kind = match &e {

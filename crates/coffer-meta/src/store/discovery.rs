@@ -59,7 +59,7 @@ impl DiscoveryMeta for SqlStore {
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         let id = id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {JOB_COLUMNS} FROM discovery_jobs WHERE id = ?1"),
                 &p![id],
@@ -71,7 +71,7 @@ impl DiscoveryMeta for SqlStore {
 
     async fn job_by_token(&self, client_token: &str) -> Result<Option<JobRecord>> {
         let token = client_token.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {JOB_COLUMNS} FROM discovery_jobs WHERE client_token = ?1"),
                 &p![token],
@@ -82,7 +82,7 @@ impl DiscoveryMeta for SqlStore {
     }
 
     async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        self.tx(|t| {
+        self.read(|t| {
             t.query_map(
                 &format!("SELECT {JOB_COLUMNS} FROM discovery_jobs ORDER BY created_ms DESC, id"),
                 &[],
@@ -142,7 +142,7 @@ impl DiscoveryMeta for SqlStore {
 
     async fn findings(&self, bucket: Option<&str>) -> Result<Vec<FindingRecord>> {
         let bucket = bucket.map(str::to_owned);
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 &format!(
                     "SELECT {FINDING_COLUMNS} FROM discovery_findings \
@@ -157,7 +157,7 @@ impl DiscoveryMeta for SqlStore {
 
     async fn findings_by_id(&self, ids: &[String]) -> Result<Vec<FindingRecord>> {
         let ids = ids.to_vec();
-        self.tx(move |t| {
+        self.read(move |t| {
             let mut out = Vec::new();
             for id in &ids {
                 if let Some(f) = t.query_opt(
@@ -175,7 +175,7 @@ impl DiscoveryMeta for SqlStore {
 
     async fn discovery_setting(&self, name: &str) -> Result<Option<String>> {
         let name = name.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 "SELECT value FROM discovery_settings WHERE name = ?1",
                 &p![name],
@@ -200,7 +200,7 @@ impl DiscoveryMeta for SqlStore {
 
     async fn discovery_settings_under(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let prefix = prefix.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT name, value FROM discovery_settings \
                  WHERE substr(name, 1, length(CAST(?1 AS TEXT))) = CAST(?1 AS TEXT) ORDER BY name",

@@ -283,7 +283,7 @@ fn prefix_end(prefix: &str) -> Option<String> {
 #[async_trait]
 impl ObjectMeta for SqlStore {
     async fn s3_master_key(&self) -> Result<Option<(u32, Vec<u8>)>> {
-        self.tx(|t| {
+        self.read(|t| {
             t.query_opt(
                 "SELECT id, wrapped FROM s3_master_keys ORDER BY id DESC LIMIT 1",
                 &[],
@@ -327,7 +327,7 @@ impl ObjectMeta for SqlStore {
 
     async fn bucket(&self, name: &str) -> Result<Option<BucketRecord>> {
         let name = name.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {BUCKET_COLUMNS} FROM s3_buckets WHERE name = ?1"),
                 &p![name],
@@ -338,7 +338,7 @@ impl ObjectMeta for SqlStore {
     }
 
     async fn list_buckets(&self) -> Result<Vec<BucketRecord>> {
-        self.tx(|t| {
+        self.read(|t| {
             t.query_map(
                 &format!("SELECT {BUCKET_COLUMNS} FROM s3_buckets ORDER BY name"),
                 &[],
@@ -393,7 +393,7 @@ impl ObjectMeta for SqlStore {
 
     async fn bucket_attr(&self, name: &str, attr: BucketAttr) -> Result<Option<String>> {
         let name = name.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {} FROM s3_buckets WHERE name = ?1", attr.column()),
                 &p![name],
@@ -525,7 +525,7 @@ impl ObjectMeta for SqlStore {
         let prefix = q.prefix.to_owned();
         let end = prefix_end(&prefix);
         let limit = q.limit;
-        self.tx(move |t| {
+        self.read(move |t| {
             let rows = t.query_map(
                 &format!(
                     "SELECT {OBJECT_COLUMNS} FROM s3_objects WHERE bucket = ?1 AND is_latest = 1 \
@@ -612,7 +612,7 @@ impl ObjectMeta for SqlStore {
 
     async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>> {
         let id = upload_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_opt(
                 &format!("SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE upload_id = ?1"),
                 &p![id],
@@ -657,7 +657,7 @@ impl ObjectMeta for SqlStore {
         limit: usize,
     ) -> Result<Page<UploadPartRecord>> {
         let id = upload_id.to_owned();
-        self.tx(move |t| {
+        self.read(move |t| {
             let rows = t.query_map(
                 "SELECT part_number, size, etag, blob, checksum, last_modified_ms FROM s3_upload_parts \
                  WHERE upload_id = ?1 AND part_number > ?2 ORDER BY part_number LIMIT ?3",
@@ -692,7 +692,7 @@ impl ObjectMeta for SqlStore {
             None => (String::new(), None),
             Some((k, id)) => (k.to_owned(), id.map(str::to_owned)),
         };
-        self.tx(move |t| {
+        self.read(move |t| {
             let rows = t.query_map(
                 &format!(
                     "SELECT {UPLOAD_COLUMNS} FROM s3_uploads WHERE bucket = ?1 AND key >= ?2 \
@@ -742,7 +742,7 @@ impl ObjectMeta for SqlStore {
     }
 
     async fn garbage_blobs(&self, limit: usize) -> Result<Vec<String>> {
-        self.tx(move |t| {
+        self.read(move |t| {
             t.query_map(
                 "SELECT blob FROM s3_garbage ORDER BY since_ms LIMIT ?1",
                 &p![limit as i64],
@@ -765,7 +765,7 @@ impl ObjectMeta for SqlStore {
 
     async fn referenced_blobs(&self, candidates: &[String]) -> Result<Vec<String>> {
         let candidates = candidates.to_vec();
-        self.tx(move |t| {
+        self.read(move |t| {
             let mut out = Vec::new();
             for b in &candidates {
                 if exists(
