@@ -733,3 +733,38 @@ def test_coffer_backup_refuses_shared_metadata_and_says_what_to_use(nodes, tmp_p
     r = a.operator("rotate-root", check=False)
     assert r.returncode != 0 and "several nodes share PostgreSQL metadata" in r.stdout + r.stderr, r.stdout + r.stderr
     assert a.client().list_keys()
+
+
+def test_the_database_holds_no_secret_in_the_clear(nodes):
+    """Secret access keys and key material reach PostgreSQL only wrapped under the root key: a
+    dump of the whole database holds none of them."""
+    a = nodes("a")
+    creds = a.credentials()
+    iam = a.client("iam", access_key=creds[0], secret_key=creds[1])
+    iam.create_user(UserName="holder")
+    ak = iam.create_access_key(UserName="holder")["AccessKey"]
+    kms = client_for(a, creds)
+    # Imported key material is known to the test: it must not appear either.
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    key_id = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    params = kms.get_parameters_for_import(KeyId=key_id, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048")
+    material = os.urandom(32)
+    wrapped = load_der_public_key(params["PublicKey"]).encrypt(
+        material, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    )
+    kms.import_key_material(
+        KeyId=key_id, ImportToken=params["ImportToken"], EncryptedKeyMaterial=wrapped, ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE"
+    )
+    kms.encrypt(KeyId=key_id, Plaintext=b"x")
+    dump = subprocess.run(["pg_dump", "--data-only", nodes.url], check=True, capture_output=True).stdout
+    assert b"holder" in dump  # the dump is of the right database
+    for secret in (ak["SecretAccessKey"].encode(), creds[1].encode()):
+        assert secret not in dump
+    # bytea is dumped as hex.
+    assert material.hex().encode() not in dump
+    assert base64.b64encode(material) not in dump

@@ -78,6 +78,9 @@ pub trait MetaStore: ObjectMeta + DiscoveryMeta + Send + Sync + std::fmt::Debug 
     /// read-modify-write that spans several transactions (read a key, check, write it back). On
     /// SQLite, with one node, the node's own locks already do this and the guard holds nothing.
     async fn cluster_lock(&self, name: &str) -> Result<ClusterLock>;
+    /// [`MetaStore::cluster_lock`] without waiting: `None` while another node holds it (work only
+    /// one node should do at a time, such as running classification jobs).
+    async fn try_cluster_lock(&self, name: &str) -> Result<Option<ClusterLock>>;
     /// Checks that the database answers (for health reports).
     async fn ping(&self) -> Result<()>;
 

@@ -384,6 +384,17 @@ impl SqlStore {
         }
     }
 
+    /// See [`crate::MetaStore::try_cluster_lock`].
+    pub(crate) async fn try_cluster_lock(&self, name: &str) -> Result<Option<crate::ClusterLock>> {
+        match &self.engine {
+            Engine::Sqlite(_) => Ok(Some(crate::ClusterLock::new(None))),
+            Engine::Postgres(p) => Ok(p
+                .try_lock(name)
+                .await?
+                .map(|l| crate::ClusterLock::new(Some(l)))),
+        }
+    }
+
     /// The PostgreSQL URL and TLS setup, for the change listener; `None` on SQLite.
     pub(crate) fn postgres_connection(
         &self,

@@ -205,6 +205,10 @@ impl MetaStore for SqlStore {
         SqlStore::cluster_lock(self, name).await
     }
 
+    async fn try_cluster_lock(&self, name: &str) -> Result<Option<crate::ClusterLock>> {
+        SqlStore::try_cluster_lock(self, name).await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.read(|t| t.query_scalar::<i64>("SELECT 1", &[]).map(|_| ()))
             .await

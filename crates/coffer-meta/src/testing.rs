@@ -140,6 +140,35 @@ mod shared {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_node_at_a_time_holds_a_cluster_lock() {
+        let Some((a, b)) = two_nodes().await else {
+            return;
+        };
+        let held = a
+            .try_cluster_lock("jobs")
+            .await
+            .expect("try")
+            .expect("free");
+        assert!(b.try_cluster_lock("jobs").await.expect("try").is_none());
+        assert!(b.try_cluster_lock("other").await.expect("try").is_some());
+        // A waiter gets it once the holder lets go (released in the background).
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.cluster_lock("jobs").await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("handed over")
+            .expect("task")
+            .expect("lock");
+        assert!(a.try_cluster_lock("jobs").await.expect("try").is_none());
+        drop(got);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_create_alias_has_exactly_one_winner() {
         let Some((a, b)) = two_nodes().await else {
             return;

@@ -198,8 +198,23 @@ pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let s = state.clone();
     let mut tasks = vec![tokio::spawn(async move {
         loop {
-            if let Err(e) = run_due_jobs(&s).await {
-                tracing::error!(error = ?e, "classification jobs failed to run");
+            // One node at a time runs classification jobs (when several share the metadata);
+            // the others skip the round, and take over when that node goes.
+            match s
+                .kms
+                .meta()
+                .try_cluster_lock("coffer:classification-jobs")
+                .await
+            {
+                Ok(Some(_running)) => {
+                    if let Err(e) = run_due_jobs(&s).await {
+                        tracing::error!(error = ?e, "classification jobs failed to run");
+                    }
+                }
+                Ok(None) => tracing::debug!("another node is running classification jobs"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot tell whether another node runs classification jobs")
+                }
             }
             tokio::select! {
                 _ = s.discovery.wake.notified() => {}

@@ -634,6 +634,23 @@ impl Drop for PgLock {
 }
 
 impl Postgres {
+    /// Takes the session advisory lock `name` if no one holds it.
+    pub(super) async fn try_lock(&self, name: &str) -> Result<Option<PgLock>> {
+        let conn = self.client().await?;
+        let got: bool = conn
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&name],
+            )
+            .await
+            .map_err(|e| MetaError::from(sql_error(&e)))?
+            .get(0);
+        Ok(got.then(|| PgLock {
+            conn: Some(conn),
+            name: name.to_owned(),
+        }))
+    }
+
     /// Waits for and takes the session advisory lock `name`.
     pub(super) async fn lock(&self, name: &str) -> Result<PgLock> {
         let conn = self.client().await?;
