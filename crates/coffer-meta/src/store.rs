@@ -1151,28 +1151,7 @@ fn entity_row(kind: IamKind, r: &Row) -> Result<IamEntityRecord> {
 mod tests {
     use super::*;
 
-    fn key(id: &str) -> KeyRecord {
-        KeyRecord {
-            custom_key_store_id: None,
-            key_id: id.into(),
-            created_ms: 1,
-            description: String::new(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            origin: "AWS_KMS".into(),
-            key_manager: "CUSTOMER".into(),
-            state: "Enabled".into(),
-            deletion_ms: None,
-            pending_window_days: None,
-            rotation_enabled: false,
-            rotation_period_days: None,
-            next_rotation_ms: None,
-            current_version: 1,
-            expiration_model: None,
-            valid_to_ms: None,
-            import_fingerprint: None,
-        }
-    }
+    use crate::testing::key;
 
     fn material(id: &str, v: u32) -> MaterialRecord {
         MaterialRecord::generated(id, v, vec![v as u8; 8], 1, None)

@@ -4,7 +4,31 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::SqlStore;
+use crate::{KeyRecord, SqlStore};
+
+/// A key record with the defaults CreateKey gives.
+pub(crate) fn key(id: &str) -> KeyRecord {
+    KeyRecord {
+        custom_key_store_id: None,
+        key_id: id.into(),
+        created_ms: 1,
+        description: String::new(),
+        key_usage: "ENCRYPT_DECRYPT".into(),
+        key_spec: "SYMMETRIC_DEFAULT".into(),
+        origin: "AWS_KMS".into(),
+        key_manager: "CUSTOMER".into(),
+        state: "Enabled".into(),
+        deletion_ms: None,
+        pending_window_days: None,
+        rotation_enabled: false,
+        rotation_period_days: None,
+        next_rotation_ms: None,
+        current_version: 1,
+        expiration_model: None,
+        valid_to_ms: None,
+        import_fingerprint: None,
+    }
+}
 
 /// A fresh store on each engine; each PostgreSQL store lives in a schema of its own.
 pub(crate) async fn stores() -> Vec<SqlStore> {
@@ -68,31 +92,8 @@ mod shared {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{new_schema, postgres_url};
-    use crate::{AliasRecord, Change, KeyRecord, MaterialRecord, MetaError, MetaStore, SqlStore};
-
-    fn key(id: &str) -> KeyRecord {
-        KeyRecord {
-            custom_key_store_id: None,
-            key_id: id.into(),
-            created_ms: 1,
-            description: String::new(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
-            key_spec: "SYMMETRIC_DEFAULT".into(),
-            origin: "AWS_KMS".into(),
-            key_manager: "CUSTOMER".into(),
-            state: "Enabled".into(),
-            deletion_ms: None,
-            pending_window_days: None,
-            rotation_enabled: false,
-            rotation_period_days: None,
-            next_rotation_ms: None,
-            current_version: 1,
-            expiration_model: None,
-            valid_to_ms: None,
-            import_fingerprint: None,
-        }
-    }
+    use super::{key, new_schema, postgres_url};
+    use crate::{AliasRecord, Change, MaterialRecord, MetaError, MetaStore, SqlStore};
 
     /// Two "nodes" (separate pools) on one schema.
     async fn two_nodes() -> Option<(Arc<SqlStore>, Arc<SqlStore>)> {

@@ -292,21 +292,30 @@ impl Side {
     }
 }
 
+/// Makes a symmetric key through the API; returns its id.
+pub(crate) async fn create_key(
+    t: &Target,
+    sender: &mut crate::client::Sender,
+    description: &str,
+) -> anyhow::Result<String> {
+    let key = kms_call(
+        t,
+        sender,
+        "CreateKey",
+        json!({ "Description": description }),
+    )
+    .await?;
+    Ok(key["KeyMetadata"]["KeyId"]
+        .as_str()
+        .context("CreateKey returned no KeyId")?
+        .to_owned())
+}
+
 /// A key on `endpoint` and the Encrypt request the benches measure with.
 async fn encrypt_side(label: &str, endpoint: &str, dir: &Path) -> anyhow::Result<Side> {
     let t = Arc::new(target(endpoint, dir, "us-east-1")?);
     let mut setup = connect(&t).await?;
-    let key = kms_call(
-        &t,
-        &mut setup,
-        "CreateKey",
-        json!({ "Description": format!("coffer bench {label}") }),
-    )
-    .await?;
-    let key_id = key["KeyMetadata"]["KeyId"]
-        .as_str()
-        .context("CreateKey returned no KeyId")?
-        .to_owned();
+    let key_id = create_key(&t, &mut setup, &format!("coffer bench {label}")).await?;
     let body = KmsBody::new(
         "Encrypt",
         &json!({ "KeyId": key_id, "Plaintext": B64.encode([0x42u8; 256]), "EncryptionContext": { "purpose": "bench" } }),
@@ -916,17 +925,7 @@ async fn kms(args: KmsBenchArgs) -> anyhow::Result<()> {
 
     // One key and one ciphertext to work with, made through the API itself.
     let mut setup = connect(&t).await?;
-    let key = kms_call(
-        &t,
-        &mut setup,
-        "CreateKey",
-        json!({ "Description": "coffer bench" }),
-    )
-    .await?;
-    let key_id = key["KeyMetadata"]["KeyId"]
-        .as_str()
-        .context("CreateKey returned no KeyId")?
-        .to_owned();
+    let key_id = create_key(&t, &mut setup, "coffer bench").await?;
     let plaintext = B64.encode(vec![0x42u8; args.plaintext_size]);
     let ctx = json!({ "purpose": "bench" });
     let sealed = kms_call(

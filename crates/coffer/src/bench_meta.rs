@@ -13,7 +13,9 @@ use bytes::Bytes;
 use clap::Args;
 use serde_json::json;
 
-use crate::bench::{AuditBenchArgs, Side, check_rounds, compare, range, start_own_server};
+use crate::bench::{
+    AuditBenchArgs, Side, check_rounds, compare, create_key, range, start_own_server,
+};
 use crate::bench_s3::{self, MIB};
 use crate::client::{KmsBody, call, connect, kms_call, kms_request, target};
 
@@ -65,17 +67,7 @@ async fn op_side(
 ) -> anyhow::Result<Side> {
     let t = Arc::new(target(endpoint, dir, "us-east-1")?);
     let mut setup = connect(&t).await?;
-    let key = kms_call(
-        &t,
-        &mut setup,
-        "CreateKey",
-        json!({ "Description": "coffer bench metadata" }),
-    )
-    .await?;
-    let key_id = key["KeyMetadata"]["KeyId"]
-        .as_str()
-        .context("CreateKey returned no KeyId")?
-        .to_owned();
+    let key_id = create_key(&t, &mut setup, "coffer bench metadata").await?;
     let body = match op {
         "Encrypt" => KmsBody::new(
             "Encrypt",
@@ -113,13 +105,7 @@ async fn cache_miss(
     let mut sender = connect(&t).await?;
     let mut keys = Vec::with_capacity(n);
     for _ in 0..n {
-        let k = kms_call(&t, &mut sender, "CreateKey", json!({})).await?;
-        keys.push(
-            k["KeyMetadata"]["KeyId"]
-                .as_str()
-                .context("CreateKey returned no KeyId")?
-                .to_owned(),
-        );
+        keys.push(create_key(&t, &mut sender, "coffer bench metadata miss").await?);
     }
     // CreateKey does not fill the caches: a key (its record and unwrapped material) and its key
     // policy are loaded on first use, which is what a miss after a change notice costs too.
