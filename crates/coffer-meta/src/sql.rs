@@ -187,6 +187,8 @@ impl<T: FromValue> FromValue for Option<T> {
 pub(crate) enum SqlErrorKind {
     /// A unique or primary-key constraint.
     Unique,
+    /// A foreign key: the row named is gone (a bucket deleted by another node meanwhile).
+    ForeignKey,
     /// A concurrent transaction got in the way (serialization failure, deadlock): the whole
     /// transaction may be run again.
     Conflict,
@@ -204,6 +206,15 @@ impl SqlError {
         Self {
             kind: SqlErrorKind::Other,
             message: message.to_string(),
+        }
+    }
+
+    /// A foreign-key violation as `err()`, anything else as a backend error.
+    pub(crate) fn foreign_key_as(self, err: impl FnOnce() -> MetaError) -> MetaError {
+        if self.kind == SqlErrorKind::ForeignKey {
+            err()
+        } else {
+            self.into()
         }
     }
 

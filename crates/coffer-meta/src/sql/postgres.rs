@@ -286,6 +286,7 @@ fn backend(e: impl std::fmt::Display) -> MetaError {
 fn sql_error(e: &tokio_postgres::Error) -> SqlError {
     let kind = match e.code() {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => SqlErrorKind::Unique,
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => SqlErrorKind::ForeignKey,
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED =>

@@ -397,6 +397,11 @@ fn sql_error(e: rusqlite::Error) -> SqlError {
         {
             SqlErrorKind::Unique
         }
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            SqlErrorKind::ForeignKey
+        }
         _ => SqlErrorKind::Other,
     };
     SqlError {

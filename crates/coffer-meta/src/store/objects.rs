@@ -161,32 +161,35 @@ fn insert_object(
         }
         Dialect::Postgres => t.query_scalar("SELECT nextval('s3_object_seq')", &[])?,
     };
-    let n = t.execute(
-        &format!(
-            "INSERT INTO s3_objects ({OBJECT_COLUMNS}, seq) VALUES \
+    let n = t
+        .execute(
+            &format!(
+                "INSERT INTO s3_objects ({OBJECT_COLUMNS}, seq) VALUES \
              (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
              ON CONFLICT (bucket, key, version_id) DO NOTHING"
-        ),
-        &p![
-            o.bucket,
-            o.key,
-            o.version_id,
-            o.delete_marker,
-            o.size as i64,
-            o.etag,
-            o.last_modified_ms,
-            o.blob,
-            o.sse.mode,
-            o.sse.sealed_key,
-            o.sse.key_id,
-            o.sse.context,
-            o.sse.key_check,
-            o.sse.bucket_key,
-            o.attrs,
-            o.tags,
-            seq
-        ],
-    )?;
+            ),
+            &p![
+                o.bucket,
+                o.key,
+                o.version_id,
+                o.delete_marker,
+                o.size as i64,
+                o.etag,
+                o.last_modified_ms,
+                o.blob,
+                o.sse.mode,
+                o.sse.sealed_key,
+                o.sse.key_id,
+                o.sse.context,
+                o.sse.key_check,
+                o.sse.bucket_key,
+                o.attrs,
+                o.tags,
+                seq
+            ],
+        )
+        // The bucket went (deleted on another node) after the check above.
+        .map_err(|e| e.foreign_key_as(|| MetaError::NotFound(o.bucket.clone())))?;
     if n == 0 {
         return Err(MetaError::AlreadyExists(format!(
             "{}/{} version {}",
@@ -371,7 +374,9 @@ impl ObjectMeta for SqlStore {
             for u in &uploads {
                 remove_upload(t, u, &[], &mut garbage)?;
             }
-            t.execute("DELETE FROM s3_buckets WHERE name = ?1", &p![name])?;
+            // An object another node is writing into it right now holds the bucket too.
+            t.execute("DELETE FROM s3_buckets WHERE name = ?1", &p![name])
+                .map_err(|e| e.foreign_key_as(|| MetaError::InUse(name.clone())))?;
             notify(t, Change::Bucket(name.clone()))
         })
         .await
@@ -604,7 +609,8 @@ impl ObjectMeta for SqlStore {
                     u.attrs,
                     u.tags
                 ],
-            )?;
+            )
+            .map_err(|e| e.foreign_key_as(|| MetaError::NotFound(u.bucket.clone())))?;
             Ok(())
         })
         .await
