@@ -47,7 +47,8 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_METADATA_CA", value_name = "PEM")]
     pub metadata_ca: Option<PathBuf>,
 
-    /// With PostgreSQL metadata: how many connections this node keeps at most. [default: 16]
+    /// With PostgreSQL metadata: how many connections this node keeps at most (at least 4).
+    /// [default: 16]
     #[arg(long, env = "COFFER_METADATA_POOL_SIZE", value_name = "N")]
     pub metadata_pool_size: Option<usize>,
 
@@ -497,8 +498,12 @@ impl Settings {
             .or(file.metadata_pool_size)
             .unwrap_or(16);
         let cache_staleness = args.cache_staleness.or(file.cache_staleness).unwrap_or(5);
-        if metadata_pool_size == 0 || cache_staleness == 0 {
-            bail!("metadata_pool_size and cache_staleness must be at least 1");
+        if cache_staleness == 0 {
+            bail!("cache_staleness must be at least 1 second");
+        }
+        // A cluster lock holds one connection while the change under it needs others.
+        if metadata_pool_size < 4 {
+            bail!("metadata_pool_size must be at least 4, not {metadata_pool_size}");
         }
         let remote_blobs = match args.blobs.or(file.blobs) {
             None => None,
