@@ -768,3 +768,14 @@ def test_the_database_holds_no_secret_in_the_clear(nodes):
     # bytea is dumped as hex.
     assert material.hex().encode() not in dump
     assert base64.b64encode(material) not in dump
+
+
+def test_help_never_shows_the_metadata_password():
+    from conftest import coffer_bin
+
+    env = {**os.environ, "COFFER_METADATA": "postgres://coffer:hunter2-secret@db/coffer"}
+    for args in (["server", "--help"], ["iam", "import-access-key", "--help"]):
+        r = subprocess.run([coffer_bin(), *args], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "--metadata" in r.stdout
+        assert "hunter2" not in r.stdout + r.stderr, args

@@ -37,7 +37,12 @@ pub struct ServerArgs {
     /// Where the metadata lives (keys, aliases, policies, grants, identities, object records):
     /// `sqlite` (DIR/meta.db) or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE,
     /// that several Coffer nodes share (see docs/operations.md). [default: sqlite]
-    #[arg(long, env = "COFFER_METADATA", value_name = "sqlite|URL")]
+    #[arg(
+        long,
+        env = "COFFER_METADATA",
+        value_name = "sqlite|URL",
+        hide_env_values = true
+    )]
     pub metadata: Option<String>,
 
     /// With PostgreSQL metadata: a CA certificate (PEM) PostgreSQL's certificate may chain to,

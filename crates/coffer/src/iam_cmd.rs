@@ -33,7 +33,8 @@ pub struct ImportArgs {
         long,
         env = "COFFER_METADATA",
         value_name = "sqlite|URL",
-        default_value = "sqlite"
+        default_value = "sqlite",
+        hide_env_values = true
     )]
     metadata: String,
     /// With PostgreSQL metadata: the CA its certificate chains to (as the server's --metadata-ca).
