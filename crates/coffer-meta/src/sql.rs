@@ -308,16 +308,17 @@ impl SqlStore {
 
     /// Connects to PostgreSQL (`postgres://user:password@host:port/database?options`, the libpq
     /// URL form) and brings the schema up to date; safe when several nodes start at once.
-    /// `max_connections` bounds this node's pool; TLS (as the URL's `sslmode` asks) verifies the
-    /// server against the system roots and `ca`.
+    /// `max_connections` bounds this node's pool. Whether TLS is used is the URL's `sslmode`
+    /// (`require` insists, `prefer` — the default — uses it when the server offers it, `disable`
+    /// never does); when it is, the server is verified as `tls` says.
     pub async fn connect_postgres(
         url: &str,
         max_connections: usize,
-        ca: Option<&std::path::Path>,
+        tls: rustls::ClientConfig,
     ) -> Result<Self> {
         Ok(Self {
             engine: Engine::Postgres(Arc::new(
-                postgres::Postgres::connect(url, max_connections, ca).await?,
+                postgres::Postgres::connect(url, max_connections, tls).await?,
             )),
         })
     }
@@ -375,14 +376,12 @@ impl SqlStore {
     /// S3 master key, custom key store passwords): a node that brings a new root must not join.
     pub async fn holds_wrapped_secrets(&self) -> Result<bool> {
         self.tx(|t| {
-            t.query_scalar::<i64>(
-                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM kms_key_materials LIMIT 1) a) \
-                 + (SELECT COUNT(*) FROM (SELECT 1 FROM access_keys LIMIT 1) b) \
-                 + (SELECT COUNT(*) FROM (SELECT 1 FROM s3_master_keys LIMIT 1) c) \
-                 + (SELECT COUNT(*) FROM (SELECT 1 FROM kms_custom_key_stores LIMIT 1) d)",
+            t.query_scalar::<bool>(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM kms_key_materials) \
+                 OR EXISTS (SELECT 1 FROM access_keys) OR EXISTS (SELECT 1 FROM s3_master_keys) \
+                 OR EXISTS (SELECT 1 FROM kms_custom_key_stores) THEN 1 ELSE 0 END",
                 &[],
             )
-            .map(|n| n > 0)
         })
         .await
     }

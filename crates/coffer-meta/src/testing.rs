@@ -6,6 +6,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::{KeyRecord, SqlStore};
 
+/// TLS settings for the test server, which speaks none (the URL's default `sslmode=prefer` then
+/// connects in the clear); TLS itself is tested through the binary.
+pub(crate) fn plain_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth()
+}
+
 /// A key record with the defaults CreateKey gives.
 pub(crate) fn key(id: &str) -> KeyRecord {
     KeyRecord {
@@ -42,7 +54,7 @@ pub(crate) async fn stores() -> Vec<SqlStore> {
 /// A store in a new, empty schema of the test database.
 pub(crate) async fn postgres_store(url: &str) -> SqlStore {
     let url = new_schema(url).await;
-    SqlStore::connect_postgres(&url, 4, None)
+    SqlStore::connect_postgres(&url, 4, plain_tls())
         .await
         .expect("open the PostgreSQL store")
 }
@@ -98,10 +110,10 @@ mod shared {
     /// Two "nodes" (separate pools) on one schema.
     async fn two_nodes() -> Option<(Arc<SqlStore>, Arc<SqlStore>)> {
         let url = new_schema(&postgres_url()?).await;
-        let a = SqlStore::connect_postgres(&url, 8, None)
+        let a = SqlStore::connect_postgres(&url, 8, super::plain_tls())
             .await
             .expect("node a");
-        let b = SqlStore::connect_postgres(&url, 8, None)
+        let b = SqlStore::connect_postgres(&url, 8, super::plain_tls())
             .await
             .expect("node b");
         Some((Arc::new(a), Arc::new(b)))
@@ -116,7 +128,9 @@ mod shared {
         let starts: Vec<_> = (0..4)
             .map(|_| {
                 let url = url.clone();
-                tokio::spawn(async move { SqlStore::connect_postgres(&url, 2, None).await })
+                tokio::spawn(async move {
+                    SqlStore::connect_postgres(&url, 2, super::plain_tls()).await
+                })
             })
             .collect();
         let mut stores = Vec::new();

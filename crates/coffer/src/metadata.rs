@@ -96,7 +96,8 @@ pub async fn open(
             Ok((Arc::new(store), fresh))
         }
         MetadataSpec::Postgres(url) => {
-            let store = SqlStore::connect_postgres(url, pool_size, ca)
+            let tls = crate::tls::client_config(ca).context("--metadata-ca")?;
+            let store = SqlStore::connect_postgres(url, pool_size, tls)
                 .await
                 .with_context(|| {
                     format!("cannot open the PostgreSQL metadata store {}", redact(url))

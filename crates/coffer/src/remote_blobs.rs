@@ -27,7 +27,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use zeroize::Zeroizing;
 
 use crate::client::Signer;
@@ -173,25 +172,7 @@ impl RemoteBlobs {
             .context("--blobs-endpoint names no host")?
             .as_str()
             .to_owned();
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            let _ = roots.add(cert);
-        }
-        if let Some(ca) = &cfg.ca {
-            for cert in CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?
-            {
-                roots
-                    .add(cert.with_context(|| format!("bad CA certificate in {}", ca.display()))?)
-                    .with_context(|| format!("bad CA certificate in {}", ca.display()))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::client_config(cfg.ca.as_deref())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -454,6 +435,17 @@ impl Inner {
         }
     }
 
+    /// One request about a blob from a synchronous call; the caller reads the answer's status.
+    fn blob_request(
+        &self,
+        method: Method,
+        key: &str,
+        extra: Vec<(&'static str, String)>,
+    ) -> coffer_store::Result<Answer> {
+        self.run(self.send(method, Some(key), "", extra, Bytes::new()))
+            .map_err(|e| store_error(key, e))
+    }
+
     fn cutoff(&self) -> SystemTime {
         SystemTime::now()
             .checked_sub(self.orphan_grace)
@@ -488,14 +480,7 @@ impl BlobStore for RemoteBlobs {
         let range = format!("bytes={offset}-{}", offset + len as u64 - 1);
         let a = self
             .inner
-            .run(self.inner.send(
-                Method::GET,
-                Some(&key),
-                "",
-                vec![("range", range)],
-                Bytes::new(),
-            ))
-            .map_err(|e| store_error(&key, e))?;
+            .blob_request(Method::GET, &key, vec![("range", range)])?;
         match a.status {
             StatusCode::NOT_FOUND => Err(StoreError::NotFound(id.to_string())),
             // Past the end: the blob is shorter than its header says.
@@ -512,13 +497,7 @@ impl BlobStore for RemoteBlobs {
 
     fn len(&self, id: &BlobId) -> coffer_store::Result<u64> {
         let key = self.inner.key(id);
-        let a = self
-            .inner
-            .run(
-                self.inner
-                    .send(Method::HEAD, Some(&key), "", Vec::new(), Bytes::new()),
-            )
-            .map_err(|e| store_error(&key, e))?;
+        let a = self.inner.blob_request(Method::HEAD, &key, Vec::new())?;
         match a.status {
             StatusCode::NOT_FOUND => Err(StoreError::NotFound(id.to_string())),
             s if s.is_success() => a
@@ -533,13 +512,7 @@ impl BlobStore for RemoteBlobs {
 
     fn delete(&self, id: &BlobId) -> coffer_store::Result<bool> {
         let key = self.inner.key(id);
-        let a = self
-            .inner
-            .run(
-                self.inner
-                    .send(Method::DELETE, Some(&key), "", Vec::new(), Bytes::new()),
-            )
-            .map_err(|e| store_error(&key, e))?;
+        let a = self.inner.blob_request(Method::DELETE, &key, Vec::new())?;
         match a.status {
             StatusCode::NOT_FOUND => Ok(false),
             s if s.is_success() => Ok(true),

@@ -75,6 +75,29 @@ fn write_public(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 
 /// Makes sure the CA and a current server certificate for `sans` exist; returns whether anything
 /// was generated.
+/// TLS for Coffer's own outbound connections (PostgreSQL, a remote blob store): servers must
+/// chain to the system's roots or to the CA in `ca`, for their host name.
+pub fn client_config(ca: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = ca {
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?
+        {
+            roots
+                .add(cert.with_context(|| format!("bad CA certificate in {}", ca.display()))?)
+                .with_context(|| format!("bad CA certificate in {}", ca.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 pub fn ensure_generated(paths: &TlsPaths, sans: &[String]) -> anyhow::Result<bool> {
     let dir = paths.ca_cert.parent().context("tls dir")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

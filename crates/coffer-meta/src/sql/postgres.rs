@@ -317,35 +317,6 @@ pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// TLS to PostgreSQL: the server must present a certificate that chains to the system's roots or
-/// to `ca`, for its host name. (Whether TLS is used is the URL's `sslmode`: `require` insists,
-/// `prefer` — the default — uses it when the server offers it, `disable` never does.)
-pub(crate) fn tls(ca: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
-    use rustls_pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(ca) = ca {
-        let bad = |e: &dyn std::fmt::Display| {
-            MetaError::Backend(format!(
-                "cannot read the PostgreSQL CA certificate {}: {e}",
-                ca.display()
-            ))
-        };
-        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
-            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(backend)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
-}
-
 /// A connection failure's message, with what to do when the server's certificate was the cause.
 pub(crate) fn connect_hint(message: String) -> String {
     if message.contains("certificate") || message.contains("UnknownIssuer") {
@@ -362,14 +333,14 @@ impl Postgres {
     pub(super) async fn connect(
         url: &str,
         max_connections: usize,
-        ca: Option<&std::path::Path>,
+        tls: rustls::ClientConfig,
     ) -> Result<Self> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| {
             MetaError::Backend(format!(
                 "the PostgreSQL URL is not valid ({e}); expected postgres://user:password@host:port/database"
             ))
         })?;
-        let tls = tls(ca)?;
+        let tls = MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
             config,
             tls.clone(),
