@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Coffer test on a fresh machine: installs what the tests need (SoftHSM2 from Debian for
-# the PKCS#11 root of trust, PostgreSQL from Debian for the shared metadata engine, a Python
+# the PKCS#11 root of trust, PostgreSQL from Debian for the shared metadata engine, Vectorscan
+# (libhyperscan-dev) for the scanner's prefilter, a Python
 # virtualenv with boto3, the aws CLI and pytest), builds the
 # workspace, runs the Rust unit and integration tests
 # (the latter drive the real binary with aws-sdk-kms and aws-sdk-s3), then the Python suites
@@ -36,6 +37,10 @@ fi
 # API), which the interop tests need, so it goes in without its declared dependencies.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "aws-encryption-sdk-cli==4.3.0"
 
+step "Vectorscan (the scanner's literal prefilter; pure Rust where it cannot be had)"
+features="$(scripts/vectorscan.sh)"
+echo "cargo features: ${features:-none}"
+
 # One build serves both suites: the test build compiles the coffer binary for the integration tests
 # with the same features, and the Python suites use that binary. (A separate `cargo build` would
 # compile every dependency a second time, without the dev-dependencies' features.)
@@ -45,15 +50,15 @@ fi
 
 step "Rust tests (unit + aws-sdk-kms and aws-sdk-s3 against the real binary)"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --locked --no-fail-fast
+    cargo nextest run --workspace --locked --no-fail-fast $features
 else
-    cargo test --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --no-fail-fast $features
 fi
 
 step "Python tests (boto3, aws CLI against the real binary)"
 coffer_bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/coffer"
 if [ ! -x "$coffer_bin" ]; then
-    cargo build --workspace --bins --locked
+    cargo build --workspace --bins --locked $features
 fi
 COFFER_BIN="$coffer_bin" PATH="$PWD/.venv/bin:$PATH" \
     .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"

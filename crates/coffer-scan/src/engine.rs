@@ -65,6 +65,7 @@ impl AllowList {
 /// Which identifiers run, and what is never reported.
 #[derive(Debug, Default)]
 pub struct ScannerBuilder {
+    prefilter: Prefilter,
     only: Option<Vec<String>>,
     exclude: Vec<String>,
     custom: Vec<CustomIdentifier>,
@@ -82,7 +83,23 @@ pub enum BuildError {
     Automaton(String),
 }
 
+/// Which engine finds the literals and keywords of stage one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prefilter {
+    /// Vectorscan/Hyperscan when built with it and the CPU runs it; else Aho-Corasick.
+    #[default]
+    Auto,
+    /// The pure-Rust Aho-Corasick automaton, always.
+    Rust,
+}
+
 impl ScannerBuilder {
+    /// Chooses the stage-one engine (both find the same values).
+    pub fn prefilter(mut self, p: Prefilter) -> Self {
+        self.prefilter = p;
+        self
+    }
+
     /// Runs only these managed identifiers (custom ones always run).
     pub fn only(mut self, ids: Vec<String>) -> Self {
         self.only = Some(ids);
@@ -119,7 +136,7 @@ impl ScannerBuilder {
         for c in &self.custom {
             rules.push(c.compile()?);
         }
-        Scanner::new(rules, self.allow)
+        Scanner::new(rules, self.allow, self.prefilter)
     }
 }
 
@@ -131,14 +148,33 @@ pub struct Scanner {
     /// Per pattern: what it means, and where (offset, length) — a pattern also stands for every
     /// other pattern inside it, since the automaton reports leftmost-longest matches only.
     roles: Vec<Vec<(Role, usize, usize)>>,
+    /// The same patterns in Vectorscan, which reports every occurrence of each (nested ones too),
+    /// so each stands for itself only.
+    #[cfg(feature = "vectorscan")]
+    vectorscan: Option<(crate::vectorscan::Literals, Vec<Vec<Role>>)>,
+    /// What runs stage one, for reports.
+    engine: String,
     /// Rules triggered by digit runs, and the fewest digits any of them needs.
     digit_rules: Vec<(usize, usize)>,
     min_digits: usize,
     /// Rules triggered by a single byte (`@`, `:`, `+`, `-`): found by the byte pass, not the
     /// automaton, where such frequent matches would cost a callback each.
     byte_rules: Vec<Vec<usize>>,
-    /// Per byte: 1 a digit, 2 a single-byte trigger.
-    byte_class: [u8; 256],
+    /// Those bytes (up to eight; repeated to fill).
+    trigger_bytes: [u8; 8],
+    /// Whether every rule a trigger byte starts is `touching` (a trigger byte with neither a word
+    /// byte nor another trigger byte beside it is then passed over).
+    touching_triggers: bool,
+    /// Keyword-required digit rules: found only within their maximum distance after one of their
+    /// keywords, which is checked for all of them at once first.
+    keyword_digit_rules: Vec<(usize, usize)>,
+    /// Digits a run not glued to an uppercase letter needs for some rule to try it, by the dots
+    /// in it (0 to 3 or more): for rules without keywords, and for keyword-required ones.
+    need_plain: [usize; 4],
+    need_keyword: [usize; 4],
+    /// Bytes (digits and separators) a run not glued to an uppercase letter needs before any
+    /// identifier may find a value in it (at most 8).
+    free_min_bytes: usize,
     everywhere: Vec<usize>,
     allow: AllowList,
 }
@@ -159,12 +195,38 @@ impl Context {
 #[derive(Debug, Default)]
 struct Scratch {
     keyword_ends: Vec<Vec<usize>>,
+    /// Vectorscan's matches (pattern, start, end), collected before they are used.
+    literal_hits: Vec<(usize, usize, usize)>,
+    windows: Vec<(usize, usize, usize)>,
+    keyword_zones: KeywordZones,
     events: Vec<Event>,
     next_from: Vec<usize>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Where the keywords of keyword-required digit rules reach: (keyword end, end plus the rule's
+/// maximum distance), sorted; walked forward as the byte pass goes.
+#[derive(Debug, Default)]
+struct KeywordZones {
+    zones: Vec<(usize, usize)>,
+    next: usize,
+    reach: usize,
+}
+
+impl KeywordZones {
+    /// Whether a zone reaches `start..end`; calls come with `end` never decreasing.
+    fn near(&mut self, start: usize, end: usize) -> bool {
+        while let Some(&(kw_end, reach)) = self.zones.get(self.next)
+            && kw_end <= end
+        {
+            self.reach = self.reach.max(reach);
+            self.next += 1;
+        }
+        self.reach >= start && self.next > 0
+    }
 }
 
 /// A place worth trying one rule's pattern.
@@ -177,6 +239,11 @@ struct Event {
     /// event is a keyword's end).
     after_keyword: bool,
 }
+
+/// Texts shorter than this (a CSV cell, a JSON value) go to the automaton even when Vectorscan is
+/// there: its per-scan set-up would cost more than it saves.
+#[cfg(feature = "vectorscan")]
+const VECTORSCAN_MIN: usize = 256;
 
 /// Fields longer than this are not searched whole for a keyword-triggered identifier when only
 /// their context (a column header or JSON path) names it.
@@ -195,7 +262,11 @@ impl Scanner {
         ScannerBuilder::default()
     }
 
-    fn new(rules: Vec<Rule>, allow: AllowList) -> Result<Scanner, BuildError> {
+    fn new(
+        rules: Vec<Rule>,
+        allow: AllowList,
+        prefilter: Prefilter,
+    ) -> Result<Scanner, BuildError> {
         let mut patterns: Vec<String> = Vec::new();
         let mut roles: Vec<Vec<Role>> = Vec::new();
         let mut add = |p: &str, role: Role, patterns: &mut Vec<String>| match patterns
@@ -211,19 +282,19 @@ impl Scanner {
         let mut digit_rules = Vec::new();
         let mut everywhere = Vec::new();
         let mut byte_rules: Vec<Vec<usize>> = vec![Vec::new(); 256];
-        let mut byte_class = [0u8; 256];
-        for b in b'0'..=b'9' {
-            byte_class[usize::from(b)] = 1;
-        }
+        let mut trigger_bytes: Vec<u8> = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             match &r.trigger {
                 Trigger::Literals { literals, word } => {
                     for l in literals {
                         if let [b] = l.as_bytes()
                             && !b.is_ascii_alphanumeric()
+                            && (trigger_bytes.contains(b) || trigger_bytes.len() < 8)
                         {
                             byte_rules[usize::from(*b)].push(i);
-                            byte_class[usize::from(*b)] |= 2;
+                            if !trigger_bytes.contains(b) {
+                                trigger_bytes.push(*b);
+                            }
                             continue;
                         }
                         add(
@@ -270,17 +341,76 @@ impl Scanner {
         // Fewest digits first, so a short run stops looking early.
         digit_rules.sort_by_key(|d| d.1);
         let min_digits = digit_rules.first().map_or(usize::MAX, |d| d.1);
+        // A run not glued to an uppercase letter holds at least a rule's digits and dots (those
+        // whose digits always follow a letter are found through the digits after one).
+        let free_min_bytes = digit_rules
+            .iter()
+            .filter(|d| rules[d.0].glue & crate::rules::GLUE_ONLY == 0)
+            .map(|d| d.1 + usize::from(rules[d.0].dots))
+            .min()
+            .unwrap_or(8)
+            .clamp(1, 8);
+        let touching_triggers = byte_rules.iter().flatten().all(|&r| rules[r].touching);
+        let (keyword_digit_rules, digit_rules): (Vec<_>, Vec<_>) = digit_rules
+            .into_iter()
+            .partition(|d| rules[d.0].keyword_required);
+        let need = |list: &[(usize, usize)]| {
+            let mut need = [usize::MAX; 4];
+            for (dots, n) in need.iter_mut().enumerate() {
+                *n = list
+                    .iter()
+                    .filter(|d| usize::from(rules[d.0].dots) <= dots)
+                    .filter(|d| rules[d.0].glue & crate::rules::GLUE_ONLY == 0)
+                    .map(|d| d.1)
+                    .min()
+                    .unwrap_or(usize::MAX);
+            }
+            need
+        };
+        let (need_plain, need_keyword) = (need(&digit_rules), need(&keyword_digit_rules));
+        let mut fill = [trigger_bytes.first().copied().unwrap_or(0); 8];
+        fill[..trigger_bytes.len()].copy_from_slice(&trigger_bytes);
+        let trigger_bytes = fill;
+        #[cfg(feature = "vectorscan")]
+        let (vectorscan, engine) = match prefilter {
+            Prefilter::Rust => (None, String::from("Aho-Corasick (pure Rust)")),
+            Prefilter::Auto => match crate::vectorscan::Literals::new(&patterns) {
+                Ok(v) => (Some((v, roles)), crate::vectorscan::version()),
+                Err(e) => (
+                    None,
+                    format!("Aho-Corasick (pure Rust; Vectorscan unusable: {e})"),
+                ),
+            },
+        };
+        #[cfg(not(feature = "vectorscan"))]
+        let engine = {
+            let _ = (prefilter, roles);
+            String::from("Aho-Corasick (pure Rust)")
+        };
         Ok(Scanner {
             rules,
             ac,
             roles: placed,
+            #[cfg(feature = "vectorscan")]
+            vectorscan,
+            engine,
             digit_rules,
             min_digits,
             byte_rules,
-            byte_class,
+            trigger_bytes,
+            touching_triggers,
+            keyword_digit_rules,
+            need_plain,
+            need_keyword,
+            free_min_bytes,
             everywhere,
             allow,
         })
+    }
+
+    /// What finds literals and keywords: Vectorscan/Hyperscan and its version, or Aho-Corasick.
+    pub fn engine(&self) -> &str {
+        &self.engine
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -317,6 +447,9 @@ impl Scanner {
         let n = self.rules.len();
         let Scratch {
             keyword_ends,
+            literal_hits,
+            windows,
+            keyword_zones,
             events,
             next_from,
         } = scratch;
@@ -328,39 +461,41 @@ impl Scanner {
         next_from.clear();
         next_from.resize(n, 0);
 
-        // Stage one: literals and keywords in one automaton pass.
-        for m in self.ac.find_iter(text) {
-            for &(role, off, len) in &self.roles[m.pattern().as_usize()] {
-                let (start, end) = (m.start() + off, m.start() + off + len);
-                match role {
-                    Role::Keyword { rule } => {
-                        if !whole_word(t, start, end) {
-                            continue;
-                        }
-                        keyword_ends[rule].push(end);
-                        if matches!(self.rules[rule].trigger, Trigger::Keywords) {
-                            events.push(Event {
-                                rule,
-                                start: end,
-                                end,
-                                after_keyword: true,
-                            });
-                        }
-                    }
-                    Role::Trigger { rule, word } => {
-                        if word && t.get(end).is_some_and(u8::is_ascii_alphanumeric) {
-                            continue;
-                        }
-                        if self.rules[rule].precheck.is_some_and(|p| !p(t, start, end)) {
-                            continue;
-                        }
-                        events.push(Event {
-                            rule,
-                            start,
-                            end,
-                            after_keyword: false,
-                        });
-                    }
+        // Stage one: literals and keywords in one pass.
+        let mut each = |role: Role, start: usize, end: usize| match role {
+            Role::Keyword { rule } => {
+                if !whole_word(t, start, end) {
+                    return;
+                }
+                keyword_ends[rule].push(end);
+                if matches!(self.rules[rule].trigger, Trigger::Keywords) {
+                    events.push(Event {
+                        rule,
+                        start: end,
+                        end,
+                        after_keyword: true,
+                    });
+                }
+            }
+            Role::Trigger { rule, word } => {
+                if word && t.get(end).is_some_and(u8::is_ascii_alphanumeric) {
+                    return;
+                }
+                if self.rules[rule].precheck.is_some_and(|p| !p(t, start, end)) {
+                    return;
+                }
+                events.push(Event {
+                    rule,
+                    start,
+                    end,
+                    after_keyword: false,
+                });
+            }
+        };
+        if !self.literals_vectorscan(t, literal_hits, &mut each) {
+            for m in self.ac.find_iter(text) {
+                for &(role, off, len) in &self.roles[m.pattern().as_usize()] {
+                    each(role, m.start() + off, m.start() + off + len);
                 }
             }
         }
@@ -368,8 +503,22 @@ impl Scanner {
         for ends in keyword_ends.iter_mut() {
             ends.sort_unstable();
         }
+        keyword_zones.zones.clear();
+        keyword_zones.next = 0;
+        keyword_zones.reach = 0;
+        for &(rule, _) in &self.keyword_digit_rules {
+            let d = self.rules[rule].max_distance;
+            keyword_zones
+                .zones
+                .extend(keyword_ends[rule].iter().map(|&e| (e, e + d)));
+        }
+        keyword_zones.zones.sort_unstable();
         let no_context = vec![false; n];
         let in_context: &[bool] = context.map_or(&no_context, |c| &c.rules);
+        let context_keyword = self
+            .keyword_digit_rules
+            .iter()
+            .any(|&(rule, _)| in_context[rule]);
         for (i, r) in self.rules.iter().enumerate() {
             if in_context[i]
                 && matches!(r.trigger, Trigger::Keywords)
@@ -384,84 +533,108 @@ impl Scanner {
             }
         }
 
-        // Stage one, second half: runs of digits and single-byte triggers, in one pass.
-        let mut i = 0;
+        // Stage one, second half: digit runs and single-byte triggers, found 64 bytes at a time
+        // through bit masks of byte classes, so that only the runs that may hold a value are
+        // walked byte by byte (mixed text has a digit run every ten bytes: hex digests, UUIDs,
+        // timestamps).
         let len = t.len();
-        while i < len {
-            // Eight bytes at a time past text with nothing in 0x2B..=0x40 (`+ , - . /`, digits,
-            // `: ; < = > ? @`), the range every digit and single-byte trigger is in.
-            if let Some(word) = t.get(i..i + 8) {
-                let mask = between_2a_41(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
-                if mask == 0 {
-                    i += 8;
+        let blocks = len.div_ceil(64);
+        let load = |k: usize| -> Classes {
+            match t.get(k * 64..) {
+                Some(rest) if rest.len() >= 64 => classes(
+                    rest[..64].try_into().unwrap_or(&[0; 64]),
+                    &self.trigger_bytes,
+                ),
+                Some(rest) if !rest.is_empty() => {
+                    // The last block, padded: nothing past the text's end is of any class
+                    // (padding would look like a trigger when no rule has one, or NUL is one).
+                    let mut block = [0u8; 64];
+                    block[..rest.len()].copy_from_slice(rest);
+                    classes(&block, &self.trigger_bytes).within(rest.len())
+                }
+                _ => Classes::default(),
+            }
+        };
+        let (mut prev, mut cur) = (Classes::default(), load(0));
+        // The top bits of the previous block's run and in-run separator masks.
+        let (mut run_carry, mut sep_carry) = (0u64, 0u64);
+        let mut cursor = 0;
+        for k in 0..blocks {
+            let next = load(k + 1);
+            let base = k * 64;
+            let run = runs(prev.digit, cur, next.digit);
+            // The next block's run bytes, enough for the look-ahead from this one's last bytes.
+            let run_next =
+                next.digit | (next.sep & (next.digit << 1 | cur.digit >> 63) & (next.digit >> 1));
+            let upper_before = cur.upper << 1 | prev.upper >> 63;
+            let lower_before = cur.lower << 1 | prev.lower >> 63;
+            let run_starts = run & !(run << 1 | run_carry);
+            let in_run_sep = cur.sep & run;
+            // Digits right after an uppercase letter (an IBAN's `GB82`): the run with its glue.
+            let after_upper = cur.digit & upper_before;
+            // Groups after a separator of a run: the free part of a run glued to a lowercase word.
+            let after_sep = cur.digit & (in_run_sep << 1 | sep_carry);
+            let wide = u128::from(run) | u128::from(run_next) << 64;
+            let mut reach = wide;
+            for shift in 1..self.free_min_bytes {
+                reach &= wide >> shift;
+            }
+            let mut candidates = (((run_starts & !upper_before & !lower_before) | after_sep)
+                & reach as u64)
+                | after_upper;
+            let digits_wide = u128::from(cur.digit) | u128::from(next.digit) << 64;
+            let dots_wide = u128::from(cur.dot) | u128::from(next.dot) << 64;
+            while candidates != 0 {
+                let j = candidates.trailing_zeros();
+                candidates &= candidates - 1;
+                let at = base + j as usize;
+                if at < cursor {
                     continue;
                 }
-                i += (mask.trailing_zeros() / 8) as usize;
+                // A run that ends inside the two blocks is measured with the masks: too few
+                // digits (for its dots) for any rule, and it is passed over unwalked.
+                let len = (!(wide >> j)).trailing_zeros();
+                if after_upper >> j & 1 == 0 && j + len < 127 {
+                    let span = (1u128 << len) - 1;
+                    let count = ((digits_wide >> j) & span).count_ones() as usize;
+                    let dots = (((dots_wide >> j) & span).count_ones() as usize).min(3);
+                    let end = at + len as usize;
+                    if count < self.need_plain[dots]
+                        && (count < self.need_keyword[dots]
+                            || !(context_keyword || keyword_zones.near(at, end)))
+                    {
+                        cursor = end;
+                        continue;
+                    }
+                }
+                cursor =
+                    self.digit_candidate(t, at, keyword_ends, keyword_zones, in_context, events);
             }
-            let class = self.byte_class[usize::from(t[i])];
-            if class == 0 {
-                i += 1;
-                continue;
+            let mut triggers = cur.trigger;
+            if self.touching_triggers {
+                let word = |c: &Classes| c.digit | c.lower | c.upper;
+                let before = word(&cur) << 1 | word(&prev) >> 63;
+                let after = word(&cur) >> 1 | word(&next) << 63;
+                triggers &= before | after | (cur.trigger >> 1 | next.trigger << 63);
             }
-            if class & 2 != 0 {
-                for &rule in &self.byte_rules[usize::from(t[i])] {
-                    if self.rules[rule].precheck.is_none_or(|p| p(t, i, i + 1)) {
+            while triggers != 0 {
+                let at = base + triggers.trailing_zeros() as usize;
+                triggers &= triggers - 1;
+                for &rule in &self.byte_rules[usize::from(t[at])] {
+                    if self.rules[rule].precheck.is_none_or(|p| p(t, at, at + 1)) {
                         events.push(Event {
                             rule,
-                            start: i,
-                            end: i + 1,
+                            start: at,
+                            end: at + 1,
                             after_keyword: false,
                         });
                     }
                 }
             }
-            if class & 1 == 0 {
-                i += 1;
-                continue;
-            }
-            let (run_start, run_end, run_count) = digit_run(t, i);
-            i = run_end;
-            if run_count < self.min_digits {
-                continue;
-            }
-            // A digit group glued to a word (the digits of a digest, a UUID, an identifier like
-            // `v2` or `sha256`) is only for identifiers whose digits may touch letters.
-            let word = |b: u8| b.is_ascii_alphabetic() || b == b'_';
-            let glued_before = run_start > 0 && word(t[run_start - 1]);
-            let glued_after = t.get(run_end).is_some_and(|&b| word(b));
-            let free = free_groups(t, run_start, run_end, run_count, glued_before, glued_after);
-            for &(rule, min) in &self.digit_rules {
-                if run_count < min {
-                    break;
-                }
-                let r = &self.rules[rule];
-                let allowed = (!glued_before || r.glue & crate::rules::GLUE_BEFORE != 0)
-                    && (!glued_after || r.glue & crate::rules::GLUE_AFTER != 0);
-                let (start, end) = if allowed {
-                    (run_start, run_end)
-                } else {
-                    match free {
-                        Some((s, e, c)) if c >= min => (s, e),
-                        _ => continue,
-                    }
-                };
-                if r.precheck.is_some_and(|p| !p(t, start, end)) {
-                    continue;
-                }
-                // A keyword-required rule is tried only with a keyword in reach.
-                if r.keyword_required
-                    && !in_context[rule]
-                    && !keyword_in_reach(&keyword_ends[rule], start, end, r.max_distance)
-                {
-                    continue;
-                }
-                events.push(Event {
-                    rule,
-                    start,
-                    end,
-                    after_keyword: false,
-                });
-            }
+            run_carry = run >> 63;
+            sep_carry = in_run_sep >> 63;
+            prev = cur;
+            cur = next;
         }
         for &rule in &self.everywhere {
             events.push(Event {
@@ -475,8 +648,9 @@ impl Scanner {
         // Stage two: each rule's pattern in the windows of its own events, overlapping windows
         // merged so that dense triggers cost one search, not one each.
         events.sort_unstable_by_key(|e| (e.rule, e.start));
-        let mut hits = Vec::new();
-        let mut windows: Vec<(usize, usize, usize)> = Vec::new();
+        // Sized once: a vector grown by doubling would take fresh pages at every step.
+        let mut hits = Vec::with_capacity(events.len());
+        windows.clear();
         for e in events.iter() {
             let r = &self.rules[e.rule];
             let (from, to) = if e.after_keyword {
@@ -491,8 +665,8 @@ impl Scanner {
                 (e.start, e.end)
             } else {
                 (
-                    e.start.saturating_sub(r.max_len),
-                    (e.end + r.max_len).min(t.len()),
+                    e.start.saturating_sub(r.lead),
+                    (e.end + r.trail).min(t.len()),
                 )
             };
             match windows.last_mut() {
@@ -502,7 +676,7 @@ impl Scanner {
                 _ => windows.push((e.rule, from, to)),
             }
         }
-        for (rule, from, to) in windows {
+        for &(rule, from, to) in windows.iter() {
             self.confirm(
                 text,
                 rule,
@@ -517,6 +691,136 @@ impl Scanner {
         hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
         self.drop_nested(&mut hits);
         hits
+    }
+
+    /// The digit run starting at `at` (a candidate of the byte pass): events for the digit
+    /// identifiers it may hold. Returns where the run ends.
+    fn digit_candidate(
+        &self,
+        t: &[u8],
+        at: usize,
+        keyword_ends: &[Vec<usize>],
+        keyword_zones: &mut KeywordZones,
+        in_context: &[bool],
+        events: &mut Vec<Event>,
+    ) -> usize {
+        let (run_start, run_end, run_count) = digit_run(t, at);
+        if run_count < self.min_digits {
+            return run_end;
+        }
+        // A digit group glued to a word (the digits of a digest, a UUID, an identifier like
+        // `v2` or `sha256`) is only for identifiers whose digits may touch letters.
+        let word = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+        let glued_before = run_start > 0 && word(t[run_start - 1]);
+        let glued_after = t.get(run_end).is_some_and(|&b| word(b));
+        let mut free = None;
+        let mut rule_span = |rule: usize, min: usize| -> Option<(usize, usize)> {
+            let r = &self.rules[rule];
+            if !glued_before && r.glue & crate::rules::GLUE_ONLY != 0 {
+                return None;
+            }
+            let allowed = (!glued_before || r.glue & crate::rules::GLUE_BEFORE != 0)
+                && (!glued_after || r.glue & crate::rules::GLUE_AFTER != 0);
+            let (start, end) = if allowed {
+                (run_start, run_end)
+            } else {
+                let free = *free.get_or_insert_with(|| {
+                    free_groups(t, run_start, run_end, run_count, glued_before, glued_after)
+                });
+                match free {
+                    Some((s, e, c)) if c >= min => (s, e),
+                    _ => return None,
+                }
+            };
+            r.precheck
+                .is_none_or(|p| p(t, start, end))
+                .then_some((start, end))
+        };
+        for &(rule, min) in &self.digit_rules {
+            if run_count < min {
+                break;
+            }
+            if let Some((start, end)) = rule_span(rule, min) {
+                events.push(Event {
+                    rule,
+                    start,
+                    end,
+                    after_keyword: false,
+                });
+            }
+        }
+        // Keyword-required rules: first whether any of their keywords is in reach of the run
+        // (candidates come in text order, so the zones are walked once), then each rule's own.
+        let any_keyword = keyword_zones.near(run_start, run_end);
+        for &(rule, min) in &self.keyword_digit_rules {
+            if run_count < min {
+                break;
+            }
+            if !in_context[rule] && !any_keyword {
+                continue;
+            }
+            let Some((start, end)) = rule_span(rule, min) else {
+                continue;
+            };
+            if !in_context[rule]
+                && !keyword_in_reach(
+                    &keyword_ends[rule],
+                    start,
+                    end,
+                    self.rules[rule].max_distance,
+                )
+            {
+                continue;
+            }
+            events.push(Event {
+                rule,
+                start,
+                end,
+                after_keyword: false,
+            });
+        }
+        run_end
+    }
+
+    /// Stage one on Vectorscan, when there is one and the text is worth its set-up; false when
+    /// the caller is to use the automaton instead (nothing was reported then).
+    #[cfg(feature = "vectorscan")]
+    fn literals_vectorscan(
+        &self,
+        t: &[u8],
+        found: &mut Vec<(usize, usize, usize)>,
+        each: &mut impl FnMut(Role, usize, usize),
+    ) -> bool {
+        let Some((v, roles)) = &self.vectorscan else {
+            return false;
+        };
+        if t.len() < VECTORSCAN_MIN {
+            return false;
+        }
+        // Vectorscan reports by end; a failed scan (it does not fail on valid input) is redone
+        // by the automaton, so what was reported is collected first.
+        found.clear();
+        if v.scan(t, |p, start, end| found.push((p, start, end)))
+            .is_err()
+        {
+            return false;
+        }
+        for &(p, start, end) in found.iter() {
+            for &role in &roles[p] {
+                each(role, start, end);
+            }
+        }
+        true
+    }
+
+    #[cfg(not(feature = "vectorscan"))]
+    fn literals_vectorscan(
+        &self,
+        _t: &[u8],
+        _found: &mut Vec<(usize, usize, usize)>,
+        _each: &mut impl FnMut(Role, usize, usize),
+    ) -> bool {
+        false
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -643,15 +947,63 @@ fn whole_word(t: &[u8], start: usize, end: usize) -> bool {
     !glued_before && !glued_after
 }
 
-/// A word with the high bit set in (at least) the lowest byte that lies strictly between 0x2A
-/// and 0x41; zero if none does. (Bit-twiddling "hasbetween": exact for the lowest such byte;
-/// bytes at or above 0x80 never count.)
-fn between_2a_41(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const LOW7: u64 = ONES * 127;
-    let m = 0x2a;
-    let n = 0x41;
-    (ONES * (127 + n) - (x & LOW7)) & !x & ((x & LOW7) + ONES * (127 - m)) & (ONES * 128)
+/// Bit masks of one 64-byte block (bit i for byte i): digits, the separators a digit run may
+/// hold (space `-` `.` `/`), lowercase letters and `_`, uppercase letters, single-byte triggers,
+/// dots.
+#[derive(Debug, Clone, Copy, Default)]
+struct Classes {
+    digit: u64,
+    sep: u64,
+    lower: u64,
+    upper: u64,
+    trigger: u64,
+    dot: u64,
+}
+
+/// The classes of a block, sixteen bytes at a time with SIMD compares (SSE2 on x86-64, NEON on
+/// ARM, plain code elsewhere).
+fn classes(block: &[u8; 64], triggers: &[u8; 8]) -> Classes {
+    use wide::u8x16;
+    let splat = u8x16::splat;
+    let mut c = Classes::default();
+    for (k, chunk) in block.chunks_exact(16).enumerate() {
+        let v = u8x16::new(chunk.try_into().unwrap_or([0; 16]));
+        let mut trigger = v.simd_eq(splat(triggers[0]));
+        for &b in &triggers[1..] {
+            trigger |= v.simd_eq(splat(b));
+        }
+        let bits = |m: u8x16| u64::from(m.to_bitmask()) << (k * 16);
+        c.digit |= bits((v - splat(b'0')).simd_lt(splat(10)));
+        c.sep |= bits(v.simd_eq(splat(b' ')) | (v - splat(b'-')).simd_lt(splat(3)));
+        c.lower |= bits((v - splat(b'a')).simd_lt(splat(26)) | v.simd_eq(splat(b'_')));
+        c.upper |= bits((v - splat(b'A')).simd_lt(splat(26)));
+        c.trigger |= bits(trigger);
+        c.dot |= bits(v.simd_eq(splat(b'.')));
+    }
+    c
+}
+
+impl Classes {
+    /// Only the first `n` bytes' bits.
+    fn within(self, n: usize) -> Classes {
+        let keep = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+        Classes {
+            digit: self.digit & keep,
+            sep: self.sep & keep,
+            lower: self.lower & keep,
+            upper: self.upper & keep,
+            trigger: self.trigger & keep,
+            dot: self.dot & keep,
+        }
+    }
+}
+
+/// The bytes of digit runs in a block: digits, and separators with a digit on each side (as
+/// `digit_run` walks them).
+fn runs(prev_digit: u64, cur: Classes, next_digit: u64) -> u64 {
+    let before = cur.digit << 1 | prev_digit >> 63;
+    let after = cur.digit >> 1 | next_digit << 63;
+    cur.digit | (cur.sep & before & after)
 }
 
 /// The part of a digit run not glued to a word: without its first group when a letter comes

@@ -9,10 +9,12 @@ pub mod findings;
 pub mod read;
 pub mod rules;
 pub mod validate;
+#[cfg(feature = "vectorscan")]
+mod vectorscan;
 
 use serde::{Deserialize, Serialize};
 
-pub use engine::{AllowList, BuildError, Context, Hit, Scanner, ScannerBuilder};
+pub use engine::{AllowList, BuildError, Context, Hit, Prefilter, Scanner, ScannerBuilder};
 pub use findings::{Finding, Location, Place};
 pub use read::{Limits, Report, Skipped};
 pub use rules::{CustomIdentifier, Rule};
@@ -72,12 +74,183 @@ pub fn redact(value: &str) -> String {
 mod tests {
     use super::*;
 
-    fn ids(text: &str) -> Vec<String> {
-        let s = Scanner::managed();
+    /// The managed scanner on its default engine (Vectorscan when built with it) and on the
+    /// pure-Rust one.
+    fn scanners() -> &'static (Scanner, Scanner) {
+        static BOTH: std::sync::OnceLock<(Scanner, Scanner)> = std::sync::OnceLock::new();
+        BOTH.get_or_init(|| {
+            let rust = Scanner::builder()
+                .prefilter(engine::Prefilter::Rust)
+                .build()
+                .expect("managed identifiers");
+            (Scanner::managed(), rust)
+        })
+    }
+
+    fn found(s: &Scanner, text: &str) -> Vec<(String, usize, usize)> {
         s.scan(text, None)
             .iter()
-            .map(|h| s.rule(h.rule).id.clone())
+            .map(|h| (s.rule(h.rule).id.clone(), h.start, h.end))
             .collect()
+    }
+
+    /// What the managed identifiers find in `text`. Also checks that both engines find exactly
+    /// that, in the text as it is and padded past the length below which Vectorscan is not used.
+    fn ids(text: &str) -> Vec<String> {
+        let (auto, rust) = scanners();
+        let plain = found(rust, text);
+        assert_eq!(found(auto, text), plain, "{text:?}");
+        let padded = format!("{text}\n{}", "plain words and nothing else. ".repeat(12));
+        assert_eq!(found(auto, &padded), plain, "{text:?} padded");
+        assert_eq!(found(rust, &padded), plain, "{text:?} padded");
+        plain.into_iter().map(|h| h.0).collect()
+    }
+
+    /// Text as dense in digits as logs and records are (hex digests, UUIDs, timestamps, IPs,
+    /// prices, versions) with values planted at random places, from a fixed seed.
+    fn dense_text(seed: u64, values: &[&str]) -> String {
+        let mut rng = anomaly::sim::Rng::new(seed);
+        let mut pick = |n: usize| rng.below(n as u64) as usize;
+        let hex = |pick: &mut dyn FnMut(usize) -> usize, n: usize| -> String {
+            (0..n)
+                .map(|_| char::from(b"0123456789abcdef"[pick(16)]))
+                .collect()
+        };
+        let mut out = String::new();
+        for i in 0..3000 {
+            let line = match pick(9) {
+                0 => format!(
+                    "2026-11-{:02}T{:02}:{:02}:{:02}.{:03}Z INFO ip=10.{}.{}.{} req={} ",
+                    1 + pick(28),
+                    pick(24),
+                    pick(60),
+                    pick(60),
+                    pick(1000),
+                    pick(256),
+                    pick(256),
+                    pick(256),
+                    hex(&mut pick, 16)
+                ),
+                1 => format!(
+                    "{{\"id\":\"{}-{}-{}\",\"sku\":\"SKU{}\",\"price\":{}.{:02}}} ",
+                    hex(&mut pick, 8),
+                    hex(&mut pick, 4),
+                    hex(&mut pick, 12),
+                    pick(99999),
+                    pick(1000),
+                    pick(100)
+                ),
+                2 => format!(
+                    "version = \"1.{}.{}\" port = {} ",
+                    pick(20),
+                    pick(99),
+                    pick(65536)
+                ),
+                3 => format!(
+                    "{},Ana Ng,Lyon,{}.{:02},2026-{:02}-{:02} ",
+                    pick(99999),
+                    pick(9999),
+                    pick(100),
+                    1 + pick(12),
+                    1 + pick(28)
+                ),
+                4 => format!(
+                    "sha256 {} at {}:{} ",
+                    hex(&mut pick, 64),
+                    pick(99),
+                    pick(99)
+                ),
+                5 => format!(
+                    "{} {}-{} +{} {}@{} ",
+                    pick(1 << 20),
+                    pick(999),
+                    pick(9999),
+                    pick(99),
+                    hex(&mut pick, 3),
+                    pick(9)
+                ),
+                _ => values[pick(values.len())].to_owned(),
+            };
+            out.push_str(&line);
+            if i % 3 == 0 {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_few_identifiers_alone_on_texts_of_every_length() {
+        // No identifier with a single-byte trigger, none with digits, neither: the byte pass has
+        // nothing to look for at the padded end of the last block either.
+        for only in [
+            vec!["USA_SOCIAL_SECURITY_NUMBER".to_owned()],
+            vec!["EMAIL_ADDRESS".to_owned()],
+            vec!["GITHUB_TOKEN".to_owned()],
+            vec![],
+        ] {
+            let s = Scanner::builder()
+                .only(only.clone())
+                .build()
+                .expect("builds");
+            let line = "ssn 123-45-6789 mail a.b@example.com\0\0 ";
+            for n in 0..200 {
+                let text: String = line.chars().cycle().take(n).collect();
+                let hits = s.scan(&text, None);
+                assert!(hits.iter().all(|h| h.end <= text.len()), "{only:?} {n}");
+            }
+            let long = line.repeat(40);
+            let hits = s.scan(&long, None);
+            match only.first().map(String::as_str) {
+                Some("USA_SOCIAL_SECURITY_NUMBER") | Some("EMAIL_ADDRESS") => {
+                    assert_eq!(hits.len(), 40, "{only:?}")
+                }
+                _ => assert!(hits.is_empty(), "{only:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn both_engines_find_the_same_values_in_dense_text() {
+        let values = [
+            "card 4111 1111 1111 1111 exp 12/29 cvv 123 ",
+            "SSN 123-45-6789 and ssn: 123456789 ",
+            "routing number 021000021 bank account 12345678901 ",
+            "IBAN GB82 WEST 1234 5698 7654 32 ",
+            "NI AB 12 34 56 C, NHS number 943 476 5919 ",
+            "DNI 12345678Z NIE X-1234567-L CF RSSMRA85T10A562S ",
+            "CPF 123.456.789-09 phone: (415) 555-0132 call +44 20 7946 0958 ",
+            "from 192.168.10.34 hw 00:1A:2B:3C:4D:5E host 2001:db8::7334 ",
+            "DOB: 1984-07-23 write to jane.doe@example.com ",
+            "AKIAZ3MHQ2J7VX4L6RTE token ghp_Zk9mQ2xvV3RyYjZ1c0hOa1pYa3ZhRk3x9b1Q ",
+        ];
+        let (auto, rust) = scanners();
+        for seed in 1..=4 {
+            let text = dense_text(seed, &values);
+            let want = found(rust, &text);
+            assert!(want.len() > 500, "{} values", want.len());
+            assert_eq!(found(auto, &text), want, "seed {seed}");
+            // Every planted value's identifiers are found.
+            for id in [
+                "CREDIT_CARD_NUMBER",
+                "INTERNATIONAL_BANK_ACCOUNT_NUMBER",
+                "SPAIN_NIE_NUMBER",
+                "IPV4_ADDRESS",
+                "MAC_ADDRESS",
+                "BRAZIL_CPF_NUMBER",
+            ] {
+                assert!(want.iter().any(|h| h.0 == id), "seed {seed}: no {id}");
+            }
+            // Nothing inside a digest, a UUID or a timestamp.
+            for (id, start, end) in &want {
+                let before = text[..*start].chars().next_back().unwrap_or(' ');
+                assert!(
+                    !before.is_ascii_hexdigit() || id == "IPV6_ADDRESS" || id == "MAC_ADDRESS",
+                    "{id} at {start}..{end}: {:?}",
+                    &text[start.saturating_sub(10)..*end]
+                );
+            }
+        }
     }
 
     #[test]

@@ -55,10 +55,22 @@ pub struct Rule {
     /// an IBAN's `GB82`) or precede one (`GLUE_AFTER`, a DNI's check letter). Others are not
     /// tried on the digit group glued to a word (the digits of a hex digest or a UUID).
     pub(crate) glue: u8,
+    /// For identifiers triggered by a single byte: whether that byte always has a letter, a
+    /// digit, `_` or another trigger byte right before or after it in a value (its precheck
+    /// asks as much), so the byte pass may pass over the others.
+    pub(crate) touching: bool,
+    /// For digit-triggered identifiers: the dots a run needs (an IPv4 address has three).
+    pub(crate) dots: u8,
+    /// How far before its trigger's start a value may begin, and past its trigger's end it may
+    /// end: the window the pattern searches (`max_len` each unless the pattern says less).
+    pub(crate) lead: usize,
+    pub(crate) trail: usize,
 }
 
 pub(crate) const GLUE_BEFORE: u8 = 1;
 pub(crate) const GLUE_AFTER: u8 = 2;
+/// The digits always follow a letter (an IBAN's country code): not tried on a run without one.
+pub(crate) const GLUE_ONLY: u8 = 4;
 
 impl Rule {
     /// The keywords (lowercase).
@@ -93,6 +105,10 @@ struct Decl {
     max_len: usize,
     generic: u8,
     glue: u8,
+    touching: bool,
+    dots: u8,
+    lead: Option<usize>,
+    trail: Option<usize>,
 }
 
 fn decl(
@@ -118,6 +134,10 @@ fn decl(
         max_len,
         generic: 0,
         glue: 0,
+        touching: false,
+        dots: 0,
+        lead: None,
+        trail: None,
     }
 }
 
@@ -146,6 +166,26 @@ impl Decl {
     }
     fn glue(mut self, glue: u8) -> Self {
         self.glue = glue;
+        self
+    }
+    /// The value begins at most `lead` bytes before its trigger and ends at most `trail` past
+    /// it (a digit run's value lies within the run: 0 and 0).
+    fn reach(mut self, lead: usize, trail: usize) -> Self {
+        self.lead = Some(lead);
+        self.trail = Some(trail);
+        self
+    }
+    /// The value begins at its trigger literal.
+    fn starts_at_trigger(mut self) -> Self {
+        self.lead = Some(0);
+        self
+    }
+    fn dots(mut self, n: u8) -> Self {
+        self.dots = n;
+        self
+    }
+    fn touching(mut self) -> Self {
+        self.touching = true;
         self
     }
     fn generic(mut self, level: u8) -> Self {
@@ -363,7 +403,7 @@ fn managed_decls() -> Vec<Decl> {
         // ---- Financial information
         decl("CREDIT_CARD_NUMBER", FinancialInformation, High,
             r"\b(?:\d[ -]?){12,18}\d\b", digits(13), 40)
-            .valid(v::card_number),
+            .valid(v::card_number).reach(0, 0),
         decl("CREDIT_CARD_EXPIRATION", FinancialInformation, Medium,
             r"\b(?:0[1-9]|1[0-2])[/-](?:20)?\d{2}\b", KEYWORDS, 8)
             .valid(v::card_expiry)
@@ -375,11 +415,11 @@ fn managed_decls() -> Vec<Decl> {
             .distance(12),
         decl("INTERNATIONAL_BANK_ACCOUNT_NUMBER", FinancialInformation, High,
             r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", digits(2), 42)
-            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER),
+            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER | GLUE_ONLY),
         decl("USA_ROUTING_NUMBER", FinancialInformation, Medium,
             r"\b\d{9}\b", digits(9), 9)
             .valid(v::aba_routing)
-            .near(&["routing", "aba", "rtn", "routing number", "transit number", "bank"]),
+            .near(&["routing", "aba", "rtn", "routing number", "transit number", "bank"]).reach(0, 0),
         decl("SWIFT_CODE", FinancialInformation, Medium,
             r"\b[A-Z]{6}[A-Z0-9]{2}(?:[A-Z0-9]{3})?\b", KEYWORDS, 11)
             .valid(v::swift_bic)
@@ -389,19 +429,19 @@ fn managed_decls() -> Vec<Decl> {
             r"\b\d{8,17}\b", digits(8), 17)
             .valid(v::not_trivial).generic(1)
             .near(&["account number", "account no", "acct", "bank account", "checking account", "savings account", "account #"])
-            .distance(25),
+            .distance(25).reach(0, 0),
         // ---- Personal information: national and tax identifiers
         decl("USA_SOCIAL_SECURITY_NUMBER", PersonalInformation, High,
             r"\b\d{3}-\d{2}-\d{4}\b", digits(9), 11)
-            .valid(v::us_ssn).pre(pre_dash),
+            .valid(v::us_ssn).pre(pre_dash).reach(0, 0),
         decl("USA_SOCIAL_SECURITY_NUMBER", PersonalInformation, High,
             r"\b\d{9}\b", digits(9), 9)
             .valid(v::us_ssn)
             .near(&["ssn", "social security", "ss#", "ss #", "social sec", "ssn#"])
-            .distance(25),
+            .distance(25).reach(0, 0),
         decl("USA_INDIVIDUAL_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b9\d{2}-\d{2}-\d{4}\b", digits(9), 11)
-            .valid(v::us_itin).pre(pre_itin),
+            .valid(v::us_itin).pre(pre_itin).reach(0, 0),
         decl("USA_PASSPORT_NUMBER", PersonalInformation, High,
             r"\b[A-Z]?\d{8,9}\b", KEYWORDS, 9)
             .valid(v::us_passport)
@@ -414,83 +454,83 @@ fn managed_decls() -> Vec<Decl> {
         decl("USA_NATIONAL_PROVIDER_IDENTIFIER", PersonalInformation, Medium,
             r"\b[12]\d{9}\b", digits(10), 10)
             .valid(v::us_npi)
-            .near(&["npi", "provider", "national provider"]),
+            .near(&["npi", "provider", "national provider"]).reach(0, 0),
         decl("USA_DRUG_ENFORCEMENT_AGENCY_NUMBER", PersonalInformation, Medium,
             r"\b[A-Z][A-Z9]\d{7}\b", KEYWORDS, 9)
             .valid(v::us_dea)
             .near(&["dea", "dea number", "dea registration"]),
         decl("UK_NATIONAL_INSURANCE_NUMBER", PersonalInformation, High,
-            r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b", digits(2), 13)
-            .valid(v::uk_nino).pre(pre_nino).glue(GLUE_BEFORE | GLUE_AFTER),
+            r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b", digits(6), 13)
+            .valid(v::uk_nino).pre(pre_nino).glue(GLUE_BEFORE | GLUE_AFTER).reach(3, 2),
         decl("UK_NATIONAL_HEALTH_SERVICE_NUMBER", PersonalInformation, High,
             r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b", digits(10), 12)
             .valid(v::uk_nhs)
-            .near(&["nhs", "health service", "patient", "nhs number"]),
+            .near(&["nhs", "health service", "patient", "nhs number"]).reach(0, 0),
         decl("CANADA_SOCIAL_INSURANCE_NUMBER", PersonalInformation, High,
             r"\b\d{3}[ -]?\d{3}[ -]?\d{3}\b", digits(9), 11)
             .valid(v::ca_sin)
-            .near(&["sin", "social insurance", "numéro d'assurance sociale", "nas"]),
+            .near(&["sin", "social insurance", "numéro d'assurance sociale", "nas"]).reach(0, 0),
         decl("SPAIN_DNI_NUMBER", PersonalInformation, High,
             r"\b\d{8}-?[A-Za-z]\b", digits(8), 10)
-            .valid(v::spain_dni).pre(pre_dni).glue(GLUE_AFTER),
+            .valid(v::spain_dni).pre(pre_dni).glue(GLUE_AFTER).reach(0, 2),
         decl("SPAIN_NIE_NUMBER", PersonalInformation, High,
             r"\b[XYZ]-?\d{7}-?[A-Z]\b", digits(7), 11)
-            .valid(nie).pre(pre_nie).glue(GLUE_BEFORE | GLUE_AFTER),
+            .valid(nie).pre(pre_nie).glue(GLUE_BEFORE | GLUE_AFTER).reach(2, 2),
         decl("FRANCE_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b", digits(5), 21)
             .valid(v::france_nir)
             .near(&["nir", "sécurité sociale", "securite sociale", "insee", "social security", "carte vitale", "numéro de sécu"]),
         decl("ITALY_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b", digits(2), 16)
-            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale).glue(GLUE_BEFORE | GLUE_AFTER),
+            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale).glue(GLUE_BEFORE | GLUE_AFTER | GLUE_ONLY),
         decl("GERMANY_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b", digits(11), 14)
             .valid(v::germany_tax_id)
-            .near(&["steuer", "steuer-id", "steueridentifikationsnummer", "idnr", "tax id", "tin", "identifikationsnummer"]),
+            .near(&["steuer", "steuer-id", "steueridentifikationsnummer", "idnr", "tax id", "tin", "identifikationsnummer"]).reach(0, 0),
         decl("NETHERLANDS_CITIZEN_SERVICE_NUMBER", PersonalInformation, High,
             r"\b\d{4}\.?\d{2}\.?\d{3}\b|\b\d{9}\b", digits(9), 11)
             .valid(v::netherlands_bsn)
-            .near(&["bsn", "burgerservicenummer", "citizen service", "sofinummer"]),
+            .near(&["bsn", "burgerservicenummer", "citizen service", "sofinummer"]).reach(0, 0),
         decl("BRAZIL_CPF_NUMBER", PersonalInformation, High,
             r"\b\d{3}\.\d{3}\.\d{3}-\d{2}\b", digits(11), 14)
-            .valid(v::brazil_cpf).pre(pre_cpf),
+            .valid(v::brazil_cpf).pre(pre_cpf).dots(2).reach(0, 0),
         decl("BRAZIL_CPF_NUMBER", PersonalInformation, High,
             r"\b\d{11}\b", digits(11), 11)
             .valid(v::brazil_cpf)
-            .near(&["cpf", "cadastro de pessoas"]),
+            .near(&["cpf", "cadastro de pessoas"]).reach(0, 0),
         decl("INDIA_AADHAAR_NUMBER", PersonalInformation, High,
             r"\b[2-9]\d{3} ?\d{4} ?\d{4}\b", digits(12), 14)
             .valid(v::india_aadhaar)
-            .near(&["aadhaar", "aadhar", "uidai", "uid"]),
+            .near(&["aadhaar", "aadhar", "uidai", "uid"]).reach(0, 0),
         decl("AUSTRALIA_TAX_FILE_NUMBER", PersonalInformation, High,
             r"\b\d{3} ?\d{3} ?\d{3}\b", digits(9), 11)
             .valid(v::australia_tfn)
-            .near(&["tfn", "tax file number", "tax file"]),
+            .near(&["tfn", "tax file number", "tax file"]).reach(0, 0),
         decl("POLAND_PESEL_NUMBER", PersonalInformation, High,
             r"\b\d{11}\b", digits(11), 11)
             .valid(v::poland_pesel)
-            .near(&["pesel"]),
+            .near(&["pesel"]).reach(0, 0),
         // ---- Personal information: contact and identity
         decl("EMAIL_ADDRESS", PersonalInformation, Low,
             r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b", lit(&["@"]), 320)
-            .pre(pre_at).valid(email),
+            .pre(pre_at).valid(email).touching().reach(64, 256),
         decl("PHONE_NUMBER", PersonalInformation, Low,
             r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\d", lit(&["+"]), 24)
-            .pre(pre_plus).valid(v::phone_e164),
+            .pre(pre_plus).valid(v::phone_e164).touching().starts_at_trigger(),
         decl("PHONE_NUMBER", PersonalInformation, Low,
             r"(?:\b1[ .-]?)?(?:\(\d{3}\) ?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b|\b0\d{1,4}[ -]?\d{3,4}[ -]?\d{3,4}\b", digits(7), 18)
             .valid(phone_national)
             .near(&["phone", "tel", "telephone", "mobile", "cell", "fax", "call", "contact", "téléphone", "handy"])
-            .distance(30),
+            .distance(30).reach(8, 0),
         decl("IPV4_ADDRESS", PersonalInformation, Low,
             r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b", digits(4), 15)
-            .pre(pre_dotted_quad).valid(ipv4),
+            .pre(pre_dotted_quad).valid(ipv4).dots(3).reach(0, 0),
         decl("IPV6_ADDRESS", PersonalInformation, Low,
             r"(?i:\b(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})", lit(&[":"]), 45)
-            .pre(pre_colon).valid(v::ipv6),
+            .pre(pre_colon).valid(v::ipv6).touching(),
         decl("MAC_ADDRESS", PersonalInformation, Low,
             r"(?i:\b[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}\b)", lit(&[":", "-"]), 17)
-            .valid(v::mac_address).pre(pre_mac),
+            .valid(v::mac_address).pre(pre_mac).touching().reach(2, 15),
         decl("DATE_OF_BIRTH", PersonalInformation, Medium,
             r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{4})\b", KEYWORDS, 10)
             .valid(v::birth_date)
@@ -508,49 +548,49 @@ fn managed_decls() -> Vec<Decl> {
         // ---- Credentials
         decl("AWS_ACCESS_KEY_ID", Credentials, Medium,
             r"\b(?:AKIA|ASIA|AROA|AIDA|ANPA|AGPA)[A-Z2-7]{16}\b", lit(&["akia", "asia", "aroa", "aida", "anpa", "agpa"]), 20)
-            .valid(aws_key_id),
+            .valid(aws_key_id).starts_at_trigger(),
         decl("AWS_SECRET_ACCESS_KEY", Credentials, High,
             r"(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+=]{40})(?:$|[^A-Za-z0-9/+=])", KEYWORDS, 42)
             .group().valid(aws_secret)
             .near(&["aws_secret", "secret_access_key", "secretaccesskey", "aws secret", "secret key", "aws_secret_key", "secret access key"])
             .distance(60),
         decl("GCP_SERVICE_ACCOUNT_KEY", Credentials, High,
-            r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, lit(&["\"private_key_id\""]), 70),
+            r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, lit(&["\"private_key_id\""]), 70).starts_at_trigger(),
         decl("GOOGLE_API_KEY", Credentials, High,
             r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)", lit(&["aiza"]), 40)
-            .group().valid(not_example),
+            .group().valid(not_example).starts_at_trigger(),
         decl("AZURE_STORAGE_ACCOUNT_KEY", Credentials, High,
             r"(?i:AccountKey)=([A-Za-z0-9+/]{86}==)", lit(&["accountkey="]), 100)
-            .group().valid(v::azure_storage_key),
+            .group().valid(v::azure_storage_key).starts_at_trigger(),
         decl("AZURE_SAS_TOKEN", Credentials, High,
-            r"\bsv=\d{4}-\d{2}-\d{2}&[^\s]{0,300}?\bsig=[A-Za-z0-9%+/=]{20,}", lit(&["sv=20"]), 400),
+            r"\bsv=\d{4}-\d{2}-\d{2}&[^\s]{0,300}?\bsig=[A-Za-z0-9%+/=]{20,}", lit(&["sv=20"]), 400).starts_at_trigger(),
         decl("GITHUB_TOKEN", Credentials, High,
             r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b", lit(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]), 93)
-            .valid(not_example),
+            .valid(not_example).starts_at_trigger(),
         decl("GITLAB_TOKEN", Credentials, High,
             r"\bglpat-[A-Za-z0-9_-]{20,}\b", lit(&["glpat-"]), 60)
-            .valid(not_example),
+            .valid(not_example).starts_at_trigger(),
         decl("SLACK_TOKEN", Credentials, High,
             r"\bxox[abprse]-[A-Za-z0-9-]{10,}\b", lit(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-"]), 250)
-            .valid(not_example),
+            .valid(not_example).starts_at_trigger(),
         decl("SLACK_WEBHOOK_URL", Credentials, High,
             r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}", lit(&["hooks.slack.com/services/"]), 150),
         decl("STRIPE_SECRET_KEY", Credentials, High,
-            r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b", lit(&["sk_live_", "rk_live_"]), 120),
+            r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b", lit(&["sk_live_", "rk_live_"]), 120).starts_at_trigger(),
         decl("TWILIO_API_KEY", Credentials, High,
             r"\bSK[0-9a-f]{32}\b", lit(&["sk"]), 34)
-            .pre(pre_twilio),
+            .pre(pre_twilio).starts_at_trigger(),
         decl("SENDGRID_API_KEY", Credentials, High,
             r"\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?:[^A-Za-z0-9_-]|$)", lit(&["sg."]), 70)
-            .group(),
+            .group().starts_at_trigger(),
         decl("NPM_TOKEN", Credentials, High,
             r"\bnpm_[A-Za-z0-9]{36}\b", lit(&["npm_"]), 40)
-            .valid(not_example),
+            .valid(not_example).starts_at_trigger(),
         decl("PYPI_TOKEN", Credentials, High,
-            r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", lit(&["pypi-ageichlwas5vcmc"]), 300),
+            r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", lit(&["pypi-ageichlwas5vcmc"]), 300).starts_at_trigger(),
         decl("JSON_WEB_TOKEN", Credentials, Medium,
             r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", lit(&["eyj"]), 4096)
-            .valid(v::jwt),
+            .valid(v::jwt).starts_at_trigger(),
         decl("PEM_PRIVATE_KEY", Credentials, High,
             r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----", lit(&["private key-----"]), 40),
         decl("OPENSSH_PRIVATE_KEY", Credentials, High,
@@ -558,7 +598,7 @@ fn managed_decls() -> Vec<Decl> {
         decl("PGP_PRIVATE_KEY", Credentials, High,
             r"-----BEGIN PGP PRIVATE KEY BLOCK-----", lit(&["pgp private key block"]), 40),
         decl("PUTTY_PRIVATE_KEY", Credentials, High,
-            r"PuTTY-User-Key-File-[23]: [a-z0-9-]+", lit(&["putty-user-key-file-"]), 60),
+            r"PuTTY-User-Key-File-[23]: [a-z0-9-]+", lit(&["putty-user-key-file-"]), 60).starts_at_trigger(),
         decl("CONNECTION_STRING_PASSWORD", Credentials, High,
             r"(?i:(?:^|[;\s])(?:password|pwd)\s*=\s*)([^;\s'\x22]{4,128})", lit(&["password", "pwd"]), 160)
             .group().valid(conn_string_password).pre(pre_connection_string),
@@ -570,7 +610,7 @@ fn managed_decls() -> Vec<Decl> {
             .valid(basic_auth_password),
         decl("HTTP_AUTHORIZATION_HEADER", Credentials, High,
             r"(?i:authorization:\s*(?:basic|bearer)\s+)([A-Za-z0-9._~+/-]{16,}=*)", lit(&["authorization:"]), 2048)
-            .group().valid(not_example),
+            .group().valid(not_example).starts_at_trigger(),
         decl("HIGH_ENTROPY_SECRET", Credentials, Medium,
             r#"([A-Za-z0-9+/_\-][A-Za-z0-9+/_\-=.]{19,199})"#, KEYWORDS, 200)
             .group().valid(generic_secret).generic(2)
@@ -680,6 +720,10 @@ pub(crate) fn managed() -> Vec<Rule> {
             ignore_words: Vec::new(),
             generic: d.generic,
             glue: d.glue,
+            touching: d.touching,
+            dots: d.dots,
+            lead: d.lead.unwrap_or(d.max_len),
+            trail: d.trail.unwrap_or(d.max_len),
         })
         .collect()
 }
@@ -781,6 +825,10 @@ impl CustomIdentifier {
             ignore_words: self.ignore_words.iter().map(|k| k.to_lowercase()).collect(),
             generic: 0,
             glue: 0,
+            touching: false,
+            dots: 0,
+            lead: max_len,
+            trail: max_len,
         })
     }
 }

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use clap::Args;
-use coffer_scan::Scanner;
+use coffer_scan::{Prefilter, Scanner};
 use serde_json::json;
 
 #[derive(Debug, Args)]
@@ -239,12 +239,23 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
         std::fs::write(path, &text)?;
     }
     let scanner = Scanner::managed();
+    // With Vectorscan built in, the pure-Rust engine is measured in the same run too.
+    let rust = scanner
+        .engine()
+        .starts_with("Vectorscan")
+        .then(|| Scanner::builder().prefilter(Prefilter::Rust).build())
+        .transpose()?;
     let chunks: Vec<&str> = split_lines(&text, 1 << 20);
     let mb = text.len() as f64 / 1e6;
     let needle = memchr::memmem::Finder::new("zq-not-in-the-corpus-qz");
-    let (mut base, mut scan) = (Vec::new(), Vec::new());
+    let (mut base, mut scan, mut scan_rust) = (Vec::new(), Vec::new(), Vec::new());
     let mut hits = 0;
     let mut found = 0;
+    let run_scan = |s: &Scanner| {
+        let t = Instant::now();
+        let hits = chunks.iter().map(|c| s.scan(c, None).len()).sum::<usize>();
+        (hits, mb / t.elapsed().as_secs_f64())
+    };
     for _ in 0..args.rounds.max(1) {
         let t = Instant::now();
         found = chunks
@@ -252,14 +263,21 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
             .filter(|c| needle.find(c.as_bytes()).is_some())
             .count();
         base.push(mb / t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        hits = chunks
-            .iter()
-            .map(|c| scanner.scan(c, None).len())
-            .sum::<usize>();
-        scan.push(mb / t.elapsed().as_secs_f64());
+        let (n, speed) = run_scan(&scanner);
+        hits = n;
+        scan.push(speed);
+        if let Some(rust) = &rust {
+            let (n, speed) = run_scan(rust);
+            anyhow::ensure!(
+                n == hits,
+                "the engines disagree: {hits} values with {}, {n} with the pure-Rust one",
+                scanner.engine()
+            );
+            scan_rust.push(speed);
+        }
     }
     let (base, scan) = (median(base), median(scan));
+    let scan_rust = (!scan_rust.is_empty()).then(|| median(scan_rust));
     let identifiers = {
         let mut ids: Vec<&str> = scanner.rules().iter().map(|r| r.id.as_str()).collect();
         ids.dedup();
@@ -272,9 +290,11 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
                 "corpus_bytes": text.len(),
                 "identifiers": identifiers,
                 "values_found": hits,
+                "engine": scanner.engine(),
                 "literal_search_mb_per_s": base,
                 "scan_mb_per_s": scan,
                 "ratio": scan / base,
+                "pure_rust_scan_mb_per_s": scan_rust,
                 "literal_matches": found,
             }))?
         );
@@ -284,7 +304,13 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
             mb
         );
         println!("single-literal search (memmem, the ceiling): {base:>8.1} MB/s");
-        println!("coffer-scan, one core:                       {scan:>8.1} MB/s");
+        println!(
+            "coffer-scan, one core:                       {scan:>8.1} MB/s   ({})",
+            scanner.engine()
+        );
+        if let Some(r) = scan_rust {
+            println!("coffer-scan, one core, pure-Rust engine:     {r:>8.1} MB/s");
+        }
         println!(
             "ratio scan / literal search:                 {:>8.3}",
             scan / base

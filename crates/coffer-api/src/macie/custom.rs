@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use coffer_kms::Caller;
-use coffer_scan::{AllowList, CustomIdentifier, Scanner, Severity};
+use coffer_scan::{AllowList, CustomIdentifier, Prefilter, Scanner, Severity};
 use serde_json::{Value, json};
 
 use super::{MacieError, MacieResult, invalid, iso, now_ms, string_list as strings};
@@ -241,7 +241,9 @@ pub fn test_identifier(input: &Value) -> MacieResult<Value> {
         return Err(invalid("sampleText must be 1 to 1,000 characters long."));
     }
     let c = identifier_of(input, "test")?;
+    // A sample of at most 1,000 characters: the automaton, not a Vectorscan database, is built.
     let scanner = Scanner::builder()
+        .prefilter(Prefilter::Rust)
         .only(Vec::new())
         .custom(c)
         .build()
