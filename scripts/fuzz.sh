@@ -8,6 +8,8 @@ secs="${1:-60}"
 shift || true
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 targets=("$@")
+features=()
+if pkg-config --exists libhs 2>/dev/null; then features=(--features vectorscan); fi
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(RUSTC_BOOTSTRAP=1 cargo fuzz list)
 for t in "${targets[@]}"; do
     echo "==> fuzzing $t for ${secs}s"
@@ -15,5 +17,5 @@ for t in "${targets[@]}"; do
     seeds=()
     [ -d "seeds/$t" ] && seeds=("seeds/$t")
     mkdir -p "corpus/$t"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "${features[@]}" "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" -rss_limit_mb=2048
 done

@@ -536,3 +536,63 @@ def test_a_scheduled_job_runs_again_on_its_schedule_over_new_objects(tmp_path):
             assert found["old.txt"]["updatedAt"] == old_finding["updatedAt"], "the old object was not read again"
         finally:
             c.stop()
+
+
+def test_bucket_criteria_choose_the_buckets_when_the_job_runs(server):
+    s3, m, acct = server.client("s3"), macie(server), account(server)
+
+    def buckets_of(job_id):
+        groups = m.get_finding_statistics(groupBy="resourcesAffected.s3Bucket.name", findingCriteria={
+            "criterion": {"classificationDetails.jobId": {"eq": [job_id]}}})["countsByGroup"]
+        return {g["groupKey"] for g in groups}
+
+    for b, tags in [("crit-a", {"team": "pay"}), ("crit-b", {"team": "pay", "env": "test"}), ("crit-c", {})]:
+        s3.create_bucket(Bucket=b)
+        if tags:
+            s3.put_bucket_tagging(Bucket=b, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        s3.put_object(Bucket=b, Key="rows.txt", Body=f"ssn {SSN}\n".encode())
+    by_tags = {
+        "includes": {"and": [{"tagCriterion": {"comparator": "EQ", "tagValues": [{"key": "team", "value": "pay"}]}}]},
+        "excludes": {"and": [{"tagCriterion": {"comparator": "EQ", "tagValues": [{"key": "env", "value": "test"}]}}]},
+    }
+    job = m.create_classification_job(jobType="ONE_TIME", name="by-tags", s3JobDefinition={"bucketCriteria": by_tags})
+    wait_for(job["jobId"], m)
+    assert buckets_of(job["jobId"]) == {"crit-a"}, "included by tag, and the excluded tag wins"
+    listed = [j for j in m.list_classification_jobs()["items"] if j["jobId"] == job["jobId"]]
+    assert listed[0]["bucketCriteria"] == by_tags and "bucketDefinitions" not in listed[0]
+    assert m.describe_classification_job(jobId=job["jobId"])["s3JobDefinition"]["bucketCriteria"] == by_tags
+
+    # A bucket whose policy lets anyone read is PUBLIC. (Policies naming other accounts are refused
+    # here, as principals must exist, so every bucket is NOT_SHARED.)
+    s3.delete_public_access_block(Bucket="crit-c")
+    s3.put_bucket_policy(Bucket="crit-c", Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::crit-c/*"}]}))
+    for key, value, want in [("S3_BUCKET_EFFECTIVE_PERMISSION", "PUBLIC", {"crit-c"}),
+                             ("S3_BUCKET_SHARED_ACCESS", "EXTERNAL", set())]:
+        crit = {"includes": {"and": [{"simpleCriterion": {"comparator": "EQ", "key": key, "values": [value]}}]}}
+        j = m.create_classification_job(jobType="ONE_TIME", name=key, s3JobDefinition={"bucketCriteria": crit})
+        wait_for(j["jobId"], m)
+        assert buckets_of(j["jobId"]) == want, key
+    # By name, with NE: everything but the two named.
+    names = {"includes": {"and": [
+        {"simpleCriterion": {"comparator": "NE", "key": "S3_BUCKET_NAME", "values": ["crit-a", "crit-b"]}},
+        {"simpleCriterion": {"comparator": "EQ", "key": "ACCOUNT_ID", "values": [acct]}}]}}
+    j = m.create_classification_job(jobType="ONE_TIME", name="names", s3JobDefinition={"bucketCriteria": names})
+    wait_for(j["jobId"], m, timeout=120)
+    got = buckets_of(j["jobId"])
+    assert "crit-c" in got and not {"crit-a", "crit-b"} & got
+
+    bad = [
+        ({"bucketCriteria": by_tags, **job_definition(acct, "crit-a")}, "not both"),
+        ({"bucketCriteria": {"includes": {"and": [{"simpleCriterion": {"comparator": "EQ", "key": "OBJECT_KEY",
+                                                                        "values": ["x"]}}]}}}, "simpleCriterion.key"),
+        ({"bucketCriteria": {"includes": {"and": [{"simpleCriterion": {
+            "comparator": "STARTS_WITH", "key": "S3_BUCKET_NAME", "values": ["crit"]}}]}}}, "EQ or NE"),
+        ({"bucketCriteria": {"includes": {"and": [{"simpleCriterion": {
+            "comparator": "EQ", "key": "S3_BUCKET_EFFECTIVE_PERMISSION", "values": ["OPEN"]}}]}}}, "PUBLIC"),
+        ({"bucketCriteria": {}}, "at least one condition"),
+    ]
+    for definition, words in bad:
+        code, status, message = error_code(lambda: m.create_classification_job(
+            jobType="ONE_TIME", name="bad", s3JobDefinition=definition))
+        assert (code, status) == ("ValidationException", 400) and words in message, (definition, message)

@@ -65,33 +65,44 @@ async fn new_job(state: &AppState, input: &Value, caller: &Caller) -> MacieResul
         .get("s3JobDefinition")
         .filter(|v| v.is_object())
         .ok_or_else(|| invalid("s3JobDefinition is required."))?;
-    if def.get("bucketCriteria").is_some_and(|v| !v.is_null()) {
-        return Err(invalid(
-            "Coffer's jobs name their buckets in bucketDefinitions; bucketCriteria is not supported.",
-        ));
-    }
-    let defs = def
-        .get("bucketDefinitions")
-        .and_then(Value::as_array)
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| invalid("s3JobDefinition must specify bucketDefinitions."))?;
-    for d in defs {
-        let account = d.get("accountId").and_then(Value::as_str).unwrap_or("");
-        if account != cfg.account_id {
-            return Err(invalid(format!(
-                "The account {account:?} in bucketDefinitions is not this account ({}).",
-                cfg.account_id
-            )));
-        }
-        let buckets = str_list(d.get("buckets"), "buckets")?;
-        if buckets.is_empty() {
+    let criteria = def.get("bucketCriteria").filter(|v| !v.is_null());
+    let defs = def.get("bucketDefinitions").filter(|v| !v.is_null());
+    match (criteria, defs) {
+        (Some(_), Some(_)) => {
             return Err(invalid(
-                "Each bucket definition must name at least one bucket.",
+                "A job's definition can contain a bucketCriteria object or a bucketDefinitions array, not both.",
             ));
         }
-        for b in &buckets {
-            if state.objects.bucket(b).await.is_err() {
-                return Err(invalid(format!("The bucket {b} does not exist.")));
+        (None, None) => {
+            return Err(invalid(
+                "s3JobDefinition must specify bucketDefinitions or bucketCriteria.",
+            ));
+        }
+        (Some(c), None) => check_bucket_criteria(c)?,
+        (None, Some(defs)) => {
+            let defs = defs
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| invalid("bucketDefinitions must list at least one account."))?;
+            for d in defs {
+                let account = d.get("accountId").and_then(Value::as_str).unwrap_or("");
+                if account != cfg.account_id {
+                    return Err(invalid(format!(
+                        "The account {account:?} in bucketDefinitions is not this account ({}).",
+                        cfg.account_id
+                    )));
+                }
+                let buckets = str_list(d.get("buckets"), "buckets")?;
+                if buckets.is_empty() {
+                    return Err(invalid(
+                        "Each bucket definition must name at least one bucket.",
+                    ));
+                }
+                for b in &buckets {
+                    if state.objects.bucket(b).await.is_err() {
+                        return Err(invalid(format!("The bucket {b} does not exist.")));
+                    }
+                }
             }
         }
     }
@@ -285,6 +296,153 @@ const COMPARATORS: &[&str] = &[
     "CONTAINS",
     "STARTS_WITH",
 ];
+
+const BUCKET_KEYS: &[&str] = &[
+    "ACCOUNT_ID",
+    "S3_BUCKET_NAME",
+    "S3_BUCKET_EFFECTIVE_PERMISSION",
+    "S3_BUCKET_SHARED_ACCESS",
+];
+
+/// Checks a job's bucketCriteria: includes and excludes, each an `and` list of simple (property)
+/// or tag conditions compared with EQ or NE, values exact.
+fn check_bucket_criteria(c: &Value) -> MacieResult<()> {
+    let mut conditions = 0;
+    for side in ["includes", "excludes"] {
+        let Some(block) = c.get(side).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let terms = block.get("and").and_then(Value::as_array).ok_or_else(|| {
+            invalid(format!(
+                "bucketCriteria.{side} must hold an 'and' list of conditions."
+            ))
+        })?;
+        for t in terms {
+            conditions += 1;
+            let (cmp, what) = if let Some(simple) =
+                t.get("simpleCriterion").filter(|v| !v.is_null())
+            {
+                let key = simple.get("key").and_then(Value::as_str).unwrap_or("");
+                if !BUCKET_KEYS.contains(&key) {
+                    return Err(invalid(format!(
+                        "simpleCriterion.key must be one of {}.",
+                        BUCKET_KEYS.join(", ")
+                    )));
+                }
+                let values = str_list(simple.get("values"), "values")?;
+                if values.is_empty() {
+                    return Err(invalid("A simpleCriterion needs at least one value."));
+                }
+                let allowed: &[&str] = match key {
+                    "S3_BUCKET_EFFECTIVE_PERMISSION" => &["PUBLIC", "NOT_PUBLIC", "UNKNOWN"],
+                    "S3_BUCKET_SHARED_ACCESS" => &["EXTERNAL", "INTERNAL", "NOT_SHARED", "UNKNOWN"],
+                    _ => &[],
+                };
+                if let Some(v) = values
+                    .iter()
+                    .find(|v| !allowed.is_empty() && !allowed.contains(&v.as_str()))
+                {
+                    return Err(invalid(format!(
+                        "{v:?} is not a value of {key}; use one of {}.",
+                        allowed.join(", ")
+                    )));
+                }
+                (simple.get("comparator"), "simpleCriterion")
+            } else if let Some(tag) = t.get("tagCriterion").filter(|v| !v.is_null()) {
+                let pairs = tag.get("tagValues").and_then(Value::as_array);
+                if pairs.is_none_or(|p| p.is_empty()) {
+                    return Err(invalid("A tagCriterion needs tagValues."));
+                }
+                (tag.get("comparator"), "tagCriterion")
+            } else {
+                return Err(invalid(
+                    "Each bucket condition must be a simpleCriterion or a tagCriterion.",
+                ));
+            };
+            if !matches!(cmp.and_then(Value::as_str).unwrap_or("EQ"), "EQ" | "NE") {
+                return Err(invalid(format!("A {what}'s comparator must be EQ or NE.")));
+            }
+        }
+    }
+    if conditions == 0 {
+        return Err(invalid(
+            "bucketCriteria must hold at least one condition in includes or excludes.",
+        ));
+    }
+    Ok(())
+}
+
+/// What a job's bucketCriteria look at in a bucket.
+#[derive(Debug, Clone)]
+pub struct BucketFacts {
+    pub name: String,
+    pub account: String,
+    pub tags: Map<String, Value>,
+    /// PUBLIC or NOT_PUBLIC (Macie's BucketPublicAccess.effectivePermission).
+    pub effective_permission: &'static str,
+    /// EXTERNAL or NOT_SHARED (Macie's BucketMetadata.sharedAccess).
+    pub shared_access: &'static str,
+}
+
+/// Whether a job's bucketCriteria select a bucket: every `includes` condition holds (no
+/// includes: every bucket), and not every `excludes` condition does (excludes win).
+pub fn bucket_selected(criteria: &Value, b: &BucketFacts) -> bool {
+    let holds = |t: &Value| {
+        if let Some(s) = t.get("simpleCriterion").filter(|v| !v.is_null()) {
+            let have = match s.get("key").and_then(Value::as_str).unwrap_or("") {
+                "ACCOUNT_ID" => b.account.as_str(),
+                "S3_BUCKET_NAME" => b.name.as_str(),
+                "S3_BUCKET_EFFECTIVE_PERMISSION" => b.effective_permission,
+                "S3_BUCKET_SHARED_ACCESS" => b.shared_access,
+                _ => return false,
+            };
+            let any = s
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|v| v.as_str() == Some(have));
+            let eq = s.get("comparator").and_then(Value::as_str).unwrap_or("EQ") == "EQ";
+            return any == eq;
+        }
+        if let Some(t) = t.get("tagCriterion").filter(|v| !v.is_null()) {
+            // A pair is a key, a value or both; Macie compares them exactly.
+            let any = t
+                .get("tagValues")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    let key = p
+                        .get("key")
+                        .and_then(Value::as_str)
+                        .filter(|k| !k.is_empty());
+                    let value = p
+                        .get("value")
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty());
+                    b.tags.iter().any(|(k, v)| {
+                        key.is_none_or(|want| want == k)
+                            && value.is_none_or(|want| v.as_str() == Some(want))
+                            && (key.is_some() || value.is_some())
+                    })
+                });
+            let eq = t.get("comparator").and_then(Value::as_str).unwrap_or("EQ") == "EQ";
+            return any == eq;
+        }
+        false
+    };
+    let terms = |side: &str| {
+        criteria
+            .get(side)
+            .and_then(|b| b.get("and"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (includes, excludes) = (terms("includes"), terms("excludes"));
+    includes.iter().all(holds) && (excludes.is_empty() || !excludes.iter().all(holds))
+}
 
 fn check_scoping(s: &Value) -> MacieResult<()> {
     for side in ["includes", "excludes"] {
@@ -619,9 +777,13 @@ pub async fn list(state: &AppState, input: &Value) -> MacieResult<Value> {
                 "jobType": d["jobType"],
                 "jobStatus": d["jobStatus"],
                 "createdAt": d["createdAt"],
-                "bucketDefinitions": d["s3JobDefinition"]["bucketDefinitions"],
                 "lastRunErrorStatus": d["lastRunErrorStatus"],
             });
+            for key in ["bucketDefinitions", "bucketCriteria"] {
+                if let Some(v) = d["s3JobDefinition"].get(key).filter(|v| !v.is_null()) {
+                    s[key] = v.clone();
+                }
+            }
             if let Some(p) = d.get("userPausedDetails") {
                 s["userPausedDetails"] = p.clone();
             }

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use coffer_kms::{Caller, Principal};
-use coffer_meta::ObjectRecord;
+use coffer_meta::{BucketAttr, ObjectRecord};
 use coffer_scan::Scanner;
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use super::findings::{self, Origin};
@@ -700,15 +700,107 @@ async fn run_due_jobs(state: &Arc<AppState>) -> MacieResult<()> {
     Ok(())
 }
 
-/// A job's buckets, in order.
-fn buckets_of(doc: &Value) -> Vec<String> {
-    doc["s3JobDefinition"]["bucketDefinitions"]
+/// A job's buckets, in order: those it names, or those its bucketCriteria select now (by name).
+async fn buckets_of(state: &AppState, doc: &Value) -> MacieResult<Vec<String>> {
+    let def = &doc["s3JobDefinition"];
+    if let Some(criteria) = def.get("bucketCriteria").filter(|v| !v.is_null()) {
+        let account = state.kms.config().account_id.clone();
+        let mut out = Vec::new();
+        let mut all = state.objects.list_buckets().await.map_err(|e| {
+            MacieError::Api(crate::ApiError::Internal(format!(
+                "cannot list buckets: {e}"
+            )))
+        })?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        for b in all {
+            let facts = bucket_facts(state, &account, b.name, b.owner_account).await;
+            if jobs::bucket_selected(criteria, &facts) {
+                out.push(facts.name);
+            }
+        }
+        return Ok(out);
+    }
+    Ok(def["bucketDefinitions"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|d| d["buckets"].as_array().cloned().unwrap_or_default())
         .filter_map(|b| b.as_str().map(str::to_owned))
-        .collect()
+        .collect())
+}
+
+/// A bucket's tags, and whether its policy makes it public or shares it with another account.
+async fn bucket_facts(
+    state: &AppState,
+    account: &str,
+    name: String,
+    owner: String,
+) -> jobs::BucketFacts {
+    let attr = |a| state.objects.bucket_attr(&name, a);
+    let tags: Map<String, Value> = attr(BucketAttr::Tags)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let policy: Value = attr(BucketAttr::Policy)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .unwrap_or(Value::Null);
+    let block: Value = attr(BucketAttr::PublicAccessBlock)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| serde_json::from_str(&p).ok())
+        .unwrap_or(Value::Null);
+    let restricted = block["RestrictPublicBuckets"] == json!(true);
+    let (mut public, mut external) = (false, false);
+    let statements = match &policy["Statement"] {
+        Value::Array(a) => a.clone(),
+        Value::Null => Vec::new(),
+        one => vec![one.clone()],
+    };
+    for st in statements.iter().filter(|s| s["Effect"] == "Allow") {
+        let principals: Vec<String> = match &st["Principal"] {
+            Value::String(p) => vec![p.clone()],
+            Value::Object(m) => m
+                .get("AWS")
+                .map(|v| match v {
+                    Value::String(p) => vec![p.clone()],
+                    Value::Array(a) => a
+                        .iter()
+                        .filter_map(|p| p.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for p in principals {
+            if p == "*" {
+                // Granted to anyone unless a condition narrows it (S3's own public test).
+                public |= st.get("Condition").is_none_or(Value::is_null);
+            } else {
+                let other = p
+                    .strip_prefix("arn:aws:iam::")
+                    .map_or(p.as_str(), |rest| rest.split(':').next().unwrap_or(""));
+                external |= other != account;
+            }
+        }
+    }
+    jobs::BucketFacts {
+        name,
+        account: owner,
+        tags,
+        effective_permission: if public && !restricted {
+            "PUBLIC"
+        } else {
+            "NOT_PUBLIC"
+        },
+        shared_access: if external { "EXTERNAL" } else { "NOT_SHARED" },
+    }
 }
 
 /// The listing prefix a job's scope allows: its one `OBJECT_KEY STARTS_WITH` include, if any.
@@ -774,7 +866,7 @@ async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
     let watermark = doc["coffer"]["watermarkMs"].as_i64();
     let scoping = doc["s3JobDefinition"].get("scoping").cloned();
     let prefix = list_prefix(&doc);
-    let buckets = buckets_of(&doc);
+    let buckets = buckets_of(state, &doc).await?;
     let wanted = |o: &ObjectRecord| {
         !o.delete_marker
             && watermark.is_none_or(|w| o.last_modified_ms > w)
