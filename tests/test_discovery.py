@@ -17,7 +17,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-from conftest import Coffer, audit_events
+from conftest import Coffer, audit_events, coffer_bin
 from test_scan import pdf_document, pdf_reader_bomb
 
 SSN = "123-45-6789"
@@ -498,7 +498,7 @@ def test_custom_identifiers_and_allow_lists_in_jobs(server):
     assert batch["customDataIdentifiers"][0]["deleted"] is True and batch["notFoundIdentifierIds"] == ["0" * 32]
 
 
-def test_a_scheduled_job_runs_again_on_its_schedule_over_new_objects(tmp_path):
+def test_a_scheduled_job_runs_again_on_its_schedule_and_findings_expire(tmp_path):
     """A daily job with an initial run classifies what is there, idles until its next date, and
     then — the schedule clock run a day ahead, after a restart — classifies only what was written
     since its last run."""
@@ -534,8 +534,28 @@ def test_a_scheduled_job_runs_again_on_its_schedule_over_new_objects(tmp_path):
             assert set(found) == {"old.txt", "new.txt"}
             assert found["new.txt"]["type"] == "SensitiveData:S3Object/Financial"
             assert found["old.txt"]["updatedAt"] == old_finding["updatedAt"], "the old object was not read again"
+
+            # Findings are kept 90 days after their last update (or --findings-retention), on the
+            # same clock: 91 days on, a 100-day retention keeps them and the default deletes them.
+            def findings_after_restart(*args):
+                c.stop()
+                c.extra_args = ["--discovery-clock-offset", "91d", *args]
+                c.start()
+                time.sleep(2)
+                return macie(c).list_findings()["findingIds"]
+
+            assert len(findings_after_restart("--findings-retention", "100d")) == 2
+            deadline = time.time() + 20
+            left = findings_after_restart()
+            while left and time.time() < deadline:
+                time.sleep(0.3)
+                left = macie(c).list_findings()["findingIds"]
+            assert left == [], "findings past 90 days are deleted"
         finally:
             c.stop()
+        r = subprocess.run([coffer_bin(), "server", "--data-dir", str(pathlib.Path(d) / "other"),
+                            "--findings-retention", "12h"], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "at least 1d" in r.stderr, r.stderr
 
 
 def test_bucket_criteria_choose_the_buckets_when_the_job_runs(server):

@@ -58,6 +58,8 @@ pub trait DiscoveryMeta: Send + Sync {
     async fn findings(&self, bucket: Option<&str>) -> Result<Vec<FindingRecord>>;
     /// The findings with these ids (those that exist).
     async fn findings_by_id(&self, ids: &[String]) -> Result<Vec<FindingRecord>>;
+    /// Deletes the findings last updated before `updated_before_ms` (retention); how many.
+    async fn purge_findings(&self, updated_before_ms: i64) -> Result<u64>;
 
     /// A discovery setting (a JSON document), by name.
     async fn discovery_setting(&self, name: &str) -> Result<Option<String>>;

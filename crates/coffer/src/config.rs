@@ -242,6 +242,11 @@ pub struct ServerArgs {
     /// happens now. Object times and everything else keep the real time. [default: 0s]
     #[arg(long, env = "COFFER_DISCOVERY_CLOCK_OFFSET", value_name = "DURATION")]
     pub discovery_clock_offset: Option<String>,
+
+    /// How long sensitive-data findings are kept after their last update (e.g. `90d`, Macie's
+    /// fixed period); older ones are deleted at start and hourly. At least 1d. [default: 90d]
+    #[arg(long, env = "COFFER_FINDINGS_RETENTION", value_name = "DURATION")]
+    pub findings_retention: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -273,6 +278,7 @@ struct FileConfig {
     lifecycle_interval: Option<u64>,
     lifecycle_clock_offset: Option<String>,
     discovery_clock_offset: Option<String>,
+    findings_retention: Option<String>,
     s3_domain: Option<String>,
     findings_webhook: Option<String>,
     findings_webhook_ca: Option<PathBuf>,
@@ -309,6 +315,7 @@ pub struct Settings {
     pub lifecycle_interval: std::time::Duration,
     pub lifecycle_clock_offset: std::time::Duration,
     pub discovery_clock_offset: std::time::Duration,
+    pub findings_retention: std::time::Duration,
     pub audit: bool,
     pub audit_segment_bytes: u64,
     pub audit_digest_interval: std::time::Duration,
@@ -425,6 +432,13 @@ impl Settings {
                 Some(text) => parse_duration(&text).context("discovery_clock_offset")?,
                 None => std::time::Duration::ZERO,
             };
+        let findings_retention = match args.findings_retention.or(file.findings_retention) {
+            Some(text) => parse_duration(&text).context("findings_retention")?,
+            None => coffer_api::macie::FINDINGS_RETENTION,
+        };
+        if findings_retention < std::time::Duration::from_secs(86_400) {
+            bail!("findings must be kept at least 1d (--findings-retention)");
+        }
         let lifecycle_clock_offset =
             match args.lifecycle_clock_offset.or(file.lifecycle_clock_offset) {
                 Some(text) => parse_duration(&text).context("lifecycle_clock_offset")?,
@@ -581,6 +595,7 @@ impl Settings {
             lifecycle_interval: std::time::Duration::from_secs(lifecycle_interval),
             lifecycle_clock_offset,
             discovery_clock_offset,
+            findings_retention,
             audit: args.audit.or(file.audit).unwrap_or(Switch::On) == Switch::On,
             audit_segment_bytes: audit_segment_mib * 1024 * 1024,
             audit_digest_interval: std::time::Duration::from_secs(audit_digest_interval),

@@ -307,7 +307,8 @@ impl Front {
         let state = Arc::new(AppState {
             discovery: coffer_api::macie::Discovery::new(publish)
                 .with_pdf_text(crate::pdf_text::extract)
-                .with_schedule_clock_offset(s.discovery_clock_offset),
+                .with_schedule_clock_offset(s.discovery_clock_offset)
+                .with_findings_retention(s.findings_retention),
             objects,
             s3_domain: s.s3_domain.clone(),
             s3_access: Default::default(),

@@ -21,7 +21,7 @@ use axum::response::Response;
 use coffer_kms::{Caller, KmsError};
 use serde_json::{Value, json};
 
-pub use runner::Discovery;
+pub use runner::{Discovery, FINDINGS_RETENTION};
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -112,7 +112,15 @@ pub struct Discovery {
     pdf: Option<coffer_scan::read::PdfText>,
     /// How far ahead of the wall clock the schedule clock runs (tests and drills).
     clock_offset_ms: i64,
+    /// How long a finding is kept after its last update (Macie: 90 days).
+    retention_ms: i64,
 }
+
+/// Macie keeps findings for 90 days.
+pub const FINDINGS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// How often expired findings are deleted.
+const PURGE_EVERY_MS: i64 = 3600 * 1000;
 
 impl Discovery {
     /// `publish` receives every new or updated finding as an EventBridge-shaped event.
@@ -127,7 +135,14 @@ impl Discovery {
             pool: OnceLock::new(),
             pdf: None,
             clock_offset_ms: 0,
+            retention_ms: FINDINGS_RETENTION.as_millis() as i64,
         }
+    }
+
+    /// Keeps findings this long after their last update (instead of Macie's 90 days).
+    pub fn with_findings_retention(mut self, keep: Duration) -> Self {
+        self.retention_ms = keep.as_millis().min(i64::MAX as u128) as i64;
+        self
     }
 
     /// Runs the clock that decides when scheduled jobs are due `offset` ahead of the wall clock
@@ -197,6 +212,7 @@ pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
         .take();
     let s = state.clone();
     let mut tasks = vec![tokio::spawn(async move {
+        let mut purged_at: Option<i64> = None;
         loop {
             // One node at a time runs classification jobs (when several share the metadata);
             // the others skip the round, and take over when that node goes.
@@ -209,6 +225,22 @@ pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
                 Ok(Some(_running)) => {
                     if let Err(e) = run_due_jobs(&s).await {
                         tracing::error!(error = ?e, "classification jobs failed to run");
+                    }
+                    // Findings past their retention go, at start and hourly after (on the
+                    // schedule clock, so that a drill can age them).
+                    let now = s.discovery.schedule_now();
+                    if purged_at.is_none_or(|t| now - t >= PURGE_EVERY_MS) {
+                        let cut = now.saturating_sub(s.discovery.retention_ms);
+                        match s.kms.meta().purge_findings(cut).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                deleted = n,
+                                older_than = %iso(cut),
+                                "findings past their retention deleted"
+                            ),
+                            Err(e) => tracing::error!(error = %e, "cannot delete expired findings"),
+                        }
+                        purged_at = Some(now);
                     }
                 }
                 Ok(None) => tracing::debug!("another node is running classification jobs"),

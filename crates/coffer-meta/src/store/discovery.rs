@@ -155,6 +155,17 @@ impl DiscoveryMeta for SqlStore {
         .await
     }
 
+    async fn purge_findings(&self, updated_before_ms: i64) -> Result<u64> {
+        self.tx(move |t| {
+            let n = t.execute(
+                "DELETE FROM discovery_findings WHERE updated_ms < ?1",
+                &p![updated_before_ms],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn findings_by_id(&self, ids: &[String]) -> Result<Vec<FindingRecord>> {
         let ids = ids.to_vec();
         self.read(move |t| {
@@ -323,5 +334,13 @@ mod tests {
             s.discovery_setting("x").await.expect("get").as_deref(),
             Some("2")
         );
+        // Retention: what was last updated before the cut goes, the rest stays.
+        assert_eq!(s.purge_findings(25).await.expect("purge"), 1);
+        let left = s.findings(None).await.expect("all");
+        assert_eq!(
+            left.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+            ["f1"]
+        );
+        assert_eq!(s.purge_findings(25).await.expect("again"), 0);
     }
 }
