@@ -304,6 +304,17 @@ const BUCKET_KEYS: &[&str] = &[
     "S3_BUCKET_SHARED_ACCESS",
 ];
 
+/// `value` is one of `allowed`, or a ValidationException naming them.
+fn one_of(what: &str, value: &str, allowed: &[&str]) -> MacieResult<()> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "{what} must be one of {}.",
+        allowed.join(", ")
+    )))
+}
+
 /// Checks a job's bucketCriteria: includes and excludes, each an `and` list of simple (property)
 /// or tag conditions compared with EQ or NE, values exact.
 fn check_bucket_criteria(c: &Value) -> MacieResult<()> {
@@ -323,12 +334,7 @@ fn check_bucket_criteria(c: &Value) -> MacieResult<()> {
                 t.get("simpleCriterion").filter(|v| !v.is_null())
             {
                 let key = simple.get("key").and_then(Value::as_str).unwrap_or("");
-                if !BUCKET_KEYS.contains(&key) {
-                    return Err(invalid(format!(
-                        "simpleCriterion.key must be one of {}.",
-                        BUCKET_KEYS.join(", ")
-                    )));
-                }
+                one_of("simpleCriterion.key", key, BUCKET_KEYS)?;
                 let values = str_list(simple.get("values"), "values")?;
                 if values.is_empty() {
                     return Err(invalid("A simpleCriterion needs at least one value."));
@@ -460,18 +466,8 @@ fn check_scoping(s: &Value) -> MacieResult<()> {
                     .get("comparator")
                     .and_then(Value::as_str)
                     .unwrap_or("EQ");
-                if !SCOPE_KEYS.contains(&key) {
-                    return Err(invalid(format!(
-                        "simpleScopeTerm.key must be one of {}.",
-                        SCOPE_KEYS.join(", ")
-                    )));
-                }
-                if !COMPARATORS.contains(&cmp) {
-                    return Err(invalid(format!(
-                        "comparator must be one of {}.",
-                        COMPARATORS.join(", ")
-                    )));
-                }
+                one_of("simpleScopeTerm.key", key, SCOPE_KEYS)?;
+                one_of("comparator", cmp, COMPARATORS)?;
                 let values = str_list(simple.get("values"), "values")?;
                 if values.is_empty() {
                     return Err(invalid("A simpleScopeTerm needs at least one value."));

@@ -768,25 +768,24 @@ async fn bucket_facts(
     name: String,
     owner: String,
 ) -> jobs::BucketFacts {
-    let attr = |a| state.objects.bucket_attr(&name, a);
+    // A setting kept as JSON, or null when it is absent or unreadable.
+    let attr = async |a| -> Value {
+        state
+            .objects
+            .bucket_attr(&name, a)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    };
     let tags: Map<String, Value> = attr(BucketAttr::Tags)
         .await
-        .ok()
-        .flatten()
-        .and_then(|t| serde_json::from_str(&t).ok())
+        .as_object()
+        .cloned()
         .unwrap_or_default();
-    let policy: Value = attr(BucketAttr::Policy)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|p| serde_json::from_str(&p).ok())
-        .unwrap_or(Value::Null);
-    let block: Value = attr(BucketAttr::PublicAccessBlock)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|p| serde_json::from_str(&p).ok())
-        .unwrap_or(Value::Null);
+    let policy = attr(BucketAttr::Policy).await;
+    let block = attr(BucketAttr::PublicAccessBlock).await;
     let restricted = block["RestrictPublicBuckets"] == json!(true);
     let (mut public, mut external) = (false, false);
     let statements = match &policy["Statement"] {
