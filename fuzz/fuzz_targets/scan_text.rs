@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
                 let value = &text[h.start..h.end];
                 let redacted = coffer_scan::redact(value);
                 assert_eq!(redacted.chars().count(), value.chars().count());
-                if value.chars().count() >= 10 {
+                // A sample never equals a value of ten characters or more, unless the value is
+                // itself masked already (`u**************d` in a config line).
+                let n = value.chars().count();
+                if n >= 10 && value.chars().skip(1).take(n - 2).any(|c| c != '*') {
                     assert_ne!(redacted, value);
                 }
             }

@@ -144,14 +144,14 @@ impl ScannerBuilder {
 #[derive(Debug)]
 pub struct Scanner {
     rules: Vec<Rule>,
+    /// Every literal and keyword, matched overlapping: every occurrence of each pattern is
+    /// reported (`secret` in `social secret`, `routing` in `routing number`), as Vectorscan does.
     ac: AhoCorasick,
-    /// Per pattern: what it means, and where (offset, length) — a pattern also stands for every
-    /// other pattern inside it, since the automaton reports leftmost-longest matches only.
-    roles: Vec<Vec<(Role, usize, usize)>>,
-    /// The same patterns in Vectorscan, which reports every occurrence of each (nested ones too),
-    /// so each stands for itself only.
+    /// Per pattern: what it means.
+    roles: Vec<Vec<Role>>,
+    /// The same patterns in Vectorscan.
     #[cfg(feature = "vectorscan")]
-    vectorscan: Option<(crate::vectorscan::Literals, Vec<Vec<Role>>)>,
+    vectorscan: Option<crate::vectorscan::Literals>,
     /// What runs stage one, for reports.
     engine: String,
     /// Rules triggered by digit runs, and the fewest digits any of them needs.
@@ -315,26 +315,9 @@ impl Scanner {
                 add(k, Role::Keyword { rule: i }, &mut patterns);
             }
         }
-        // Leftmost-longest matching reports `routing number`, not the `routing` inside it (nor
-        // `pass` inside `password`): each pattern carries the roles of the patterns within it.
-        let mut placed: Vec<Vec<(Role, usize, usize)>> = roles
-            .iter()
-            .zip(&patterns)
-            .map(|(rs, p)| rs.iter().map(|&r| (r, 0, p.len())).collect())
-            .collect();
-        for (qi, q) in patterns.iter().enumerate() {
-            for (pi, p) in patterns.iter().enumerate() {
-                if pi == qi || p.len() >= q.len() {
-                    continue;
-                }
-                for (off, _) in q.match_indices(p.as_str()) {
-                    placed[qi].extend(roles[pi].iter().map(|&r| (r, off, p.len())));
-                }
-            }
-        }
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostLongest)
+            .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(|e| BuildError::Automaton(e.to_string()))?;
@@ -375,7 +358,7 @@ impl Scanner {
         let (vectorscan, engine) = match prefilter {
             Prefilter::Rust => (None, String::from("Aho-Corasick (pure Rust)")),
             Prefilter::Auto => match crate::vectorscan::Literals::new(&patterns) {
-                Ok(v) => (Some((v, roles)), crate::vectorscan::version()),
+                Ok(v) => (Some(v), crate::vectorscan::version()),
                 Err(e) => (
                     None,
                     format!("Aho-Corasick (pure Rust; Vectorscan unusable: {e})"),
@@ -384,13 +367,13 @@ impl Scanner {
         };
         #[cfg(not(feature = "vectorscan"))]
         let engine = {
-            let _ = (prefilter, roles);
+            let _ = prefilter;
             String::from("Aho-Corasick (pure Rust)")
         };
         Ok(Scanner {
             rules,
             ac,
-            roles: placed,
+            roles,
             #[cfg(feature = "vectorscan")]
             vectorscan,
             engine,
@@ -493,9 +476,9 @@ impl Scanner {
             }
         };
         if !self.literals_vectorscan(t, literal_hits, &mut each) {
-            for m in self.ac.find_iter(text) {
-                for &(role, off, len) in &self.roles[m.pattern().as_usize()] {
-                    each(role, m.start() + off, m.start() + off + len);
+            for m in self.ac.find_overlapping_iter(text) {
+                for &role in &self.roles[m.pattern().as_usize()] {
+                    each(role, m.start(), m.end());
                 }
             }
         }
@@ -791,7 +774,7 @@ impl Scanner {
         found: &mut Vec<(usize, usize, usize)>,
         each: &mut impl FnMut(Role, usize, usize),
     ) -> bool {
-        let Some((v, roles)) = &self.vectorscan else {
+        let Some(v) = &self.vectorscan else {
             return false;
         };
         if t.len() < VECTORSCAN_MIN {
@@ -806,7 +789,7 @@ impl Scanner {
             return false;
         }
         for &(p, start, end) in found.iter() {
-            for &role in &roles[p] {
+            for &role in &self.roles[p] {
                 each(role, start, end);
             }
         }

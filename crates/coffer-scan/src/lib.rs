@@ -180,6 +180,24 @@ mod tests {
     }
 
     #[test]
+    fn the_engines_agree_on_what_the_fuzzer_found() {
+        // fuzz/artifacts/scan_text/crash-6e3a7f90…: the automaton, matching leftmost-longest,
+        // lost `secret` where it overlapped `social sec`; Vectorscan found the secret.
+        let mut bytes = b"ca".to_vec();
+        bytes.extend([0xcd; 85]);
+        bytes.extend(b"rd[4444444444444\xef\xbf 4111 1cecsocial secret_a\0\0\0\0");
+        bytes.extend(b"eyJasigning_keyK7MDENG/bPxRfi");
+        let text = String::from_utf8_lossy(&bytes);
+        let (auto, rust) = scanners();
+        let want = found(rust, &text);
+        assert_eq!(found(auto, &text), want);
+        assert!(
+            want.iter().any(|h| h.0 == "HIGH_ENTROPY_SECRET"),
+            "{want:?}"
+        );
+    }
+
+    #[test]
     fn a_few_identifiers_alone_on_texts_of_every_length() {
         // No identifier with a single-byte trigger, none with digits, neither: the byte pass has
         // nothing to look for at the padded end of the last block either.
@@ -364,6 +382,12 @@ mod tests {
             ),
             (
                 "client_secret = \"Zq8vR2mX9kL4pT7wN3bY6cH1\"",
+                "HIGH_ENTROPY_SECRET",
+            ),
+            // A keyword overlapping another (`secret` begins inside `social sec`, an SSN
+            // keyword) still counts: both engines report overlapping occurrences.
+            (
+                "social secret_a Zq8vR2mX9kL4pT7wN3bY6cH1",
                 "HIGH_ENTROPY_SECRET",
             ),
         ];
