@@ -217,6 +217,15 @@ struct KeywordZones {
 }
 
 impl KeywordZones {
+    /// Starts over with these zones.
+    fn reset<Z: IntoIterator<Item = (usize, usize)>>(&mut self, zones: impl Iterator<Item = Z>) {
+        self.zones.clear();
+        self.zones.extend(zones.flatten());
+        self.zones.sort_unstable();
+        self.next = 0;
+        self.reach = 0;
+    }
+
     /// Whether a zone reaches `start..end`; calls come with `end` never decreasing.
     fn near(&mut self, start: usize, end: usize) -> bool {
         while let Some(&(kw_end, reach)) = self.zones.get(self.next)
@@ -486,16 +495,10 @@ impl Scanner {
         for ends in keyword_ends.iter_mut() {
             ends.sort_unstable();
         }
-        keyword_zones.zones.clear();
-        keyword_zones.next = 0;
-        keyword_zones.reach = 0;
-        for &(rule, _) in &self.keyword_digit_rules {
+        keyword_zones.reset(self.keyword_digit_rules.iter().map(|&(rule, _)| {
             let d = self.rules[rule].max_distance;
-            keyword_zones
-                .zones
-                .extend(keyword_ends[rule].iter().map(|&e| (e, e + d)));
-        }
-        keyword_zones.zones.sort_unstable();
+            keyword_ends[rule].iter().map(move |&e| (e, e + d))
+        }));
         let no_context = vec![false; n];
         let in_context: &[bool] = context.map_or(&no_context, |c| &c.rules);
         let context_keyword = self
@@ -516,10 +519,84 @@ impl Scanner {
             }
         }
 
-        // Stage one, second half: digit runs and single-byte triggers, found 64 bytes at a time
-        // through bit masks of byte classes, so that only the runs that may hold a value are
-        // walked byte by byte (mixed text has a digit run every ten bytes: hex digests, UUIDs,
-        // timestamps).
+        // Stage one, second half: digit runs and single-byte triggers.
+        self.byte_pass(
+            t,
+            keyword_ends,
+            keyword_zones,
+            in_context,
+            context_keyword,
+            events,
+        );
+        for &rule in &self.everywhere {
+            events.push(Event {
+                rule,
+                start: 0,
+                end: t.len(),
+                after_keyword: false,
+            });
+        }
+
+        // Stage two: each rule's pattern in the windows of its own events, overlapping windows
+        // merged so that dense triggers cost one search, not one each.
+        events.sort_unstable_by_key(|e| (e.rule, e.start));
+        // Sized once: a vector grown by doubling would take fresh pages at every step.
+        let mut hits = Vec::with_capacity(events.len());
+        windows.clear();
+        for e in events.iter() {
+            let r = &self.rules[e.rule];
+            let (from, to) = if e.after_keyword {
+                // A value found from its keyword is on the keyword's line (the window keeps the
+                // newline, which may end the value's pattern). The window reaches a value's
+                // length past the distance so that no value is cut short; the distance itself is
+                // checked on each match.
+                let to = (e.start + r.max_distance + r.max_len).min(t.len());
+                let to = memchr::memchr(b'\n', &t[e.start..to]).map_or(to, |n| e.start + n + 1);
+                (e.start, to)
+            } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
+                (e.start, e.end)
+            } else {
+                (
+                    e.start.saturating_sub(r.lead),
+                    (e.end + r.trail).min(t.len()),
+                )
+            };
+            match windows.last_mut() {
+                Some((rule, _, cur_to)) if *rule == e.rule && from <= *cur_to => {
+                    *cur_to = (*cur_to).max(to);
+                }
+                _ => windows.push((e.rule, from, to)),
+            }
+        }
+        for &(rule, from, to) in windows.iter() {
+            self.confirm(
+                text,
+                rule,
+                from,
+                to,
+                keyword_ends,
+                in_context[rule],
+                &mut hits,
+                next_from,
+            );
+        }
+        hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
+        self.drop_nested(&mut hits);
+        hits
+    }
+
+    /// Digit runs and single-byte triggers, found 64 bytes at a time through bit masks of byte
+    /// classes, so that only the runs that may hold a value are walked byte by byte (mixed text
+    /// has a digit run every ten bytes: hex digests, UUIDs, timestamps). Pushes their events.
+    fn byte_pass(
+        &self,
+        t: &[u8],
+        keyword_ends: &[Vec<usize>],
+        keyword_zones: &mut KeywordZones,
+        in_context: &[bool],
+        context_keyword: bool,
+        events: &mut Vec<Event>,
+    ) {
         let len = t.len();
         let blocks = len.div_ceil(64);
         let load = |k: usize| -> Classes {
@@ -619,61 +696,6 @@ impl Scanner {
             prev = cur;
             cur = next;
         }
-        for &rule in &self.everywhere {
-            events.push(Event {
-                rule,
-                start: 0,
-                end: t.len(),
-                after_keyword: false,
-            });
-        }
-
-        // Stage two: each rule's pattern in the windows of its own events, overlapping windows
-        // merged so that dense triggers cost one search, not one each.
-        events.sort_unstable_by_key(|e| (e.rule, e.start));
-        // Sized once: a vector grown by doubling would take fresh pages at every step.
-        let mut hits = Vec::with_capacity(events.len());
-        windows.clear();
-        for e in events.iter() {
-            let r = &self.rules[e.rule];
-            let (from, to) = if e.after_keyword {
-                // A value found from its keyword is on the keyword's line (the window keeps the
-                // newline, which may end the value's pattern). The window reaches a value's
-                // length past the distance so that no value is cut short; the distance itself is
-                // checked on each match.
-                let to = (e.start + r.max_distance + r.max_len).min(t.len());
-                let to = memchr::memchr(b'\n', &t[e.start..to]).map_or(to, |n| e.start + n + 1);
-                (e.start, to)
-            } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
-                (e.start, e.end)
-            } else {
-                (
-                    e.start.saturating_sub(r.lead),
-                    (e.end + r.trail).min(t.len()),
-                )
-            };
-            match windows.last_mut() {
-                Some((rule, _, cur_to)) if *rule == e.rule && from <= *cur_to => {
-                    *cur_to = (*cur_to).max(to);
-                }
-                _ => windows.push((e.rule, from, to)),
-            }
-        }
-        for &(rule, from, to) in windows.iter() {
-            self.confirm(
-                text,
-                rule,
-                from,
-                to,
-                keyword_ends,
-                in_context[rule],
-                &mut hits,
-                next_from,
-            );
-        }
-        hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
-        self.drop_nested(&mut hits);
-        hits
     }
 
     /// The digit run starting at `at` (a candidate of the byte pass): events for the digit

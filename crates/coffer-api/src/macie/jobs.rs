@@ -113,12 +113,7 @@ async fn new_job(state: &AppState, input: &Value, caller: &Caller) -> MacieResul
         .get("managedDataIdentifierSelector")
         .and_then(Value::as_str)
         .unwrap_or("RECOMMENDED");
-    if !SELECTORS.contains(&selector) {
-        return Err(invalid(format!(
-            "managedDataIdentifierSelector must be one of {}.",
-            SELECTORS.join(", ")
-        )));
-    }
+    one_of("managedDataIdentifierSelector", selector, SELECTORS)?;
     let managed_ids = str_list(
         input.get("managedDataIdentifierIds"),
         "managedDataIdentifierIds",
@@ -228,12 +223,7 @@ fn check_schedule(s: &Value) -> MacieResult<()> {
                 .get("dayOfWeek")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if !DAYS.contains(&day) {
-                return Err(invalid(format!(
-                    "weeklySchedule.dayOfWeek must be one of {}.",
-                    DAYS.join(", ")
-                )));
-            }
+            one_of("weeklySchedule.dayOfWeek", day, DAYS)?;
         }
         "monthlySchedule" => {
             let day = s["monthlySchedule"]
