@@ -7,7 +7,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::Input;
 use regex_automata::meta::Regex;
 
-use crate::rules::{CustomError, CustomIdentifier, Rule, Trigger};
+use crate::rules::{CustomError, CustomIdentifier, LETTER_AFTER, LETTERS_BEFORE, Rule, Trigger};
 
 /// A value an identifier found: the rule's index and the value's byte range in the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +19,27 @@ pub struct Hit {
 
 #[derive(Debug, Clone, Copy)]
 enum Role {
-    Trigger { rule: usize, word: bool },
-    Keyword { rule: usize },
+    Trigger {
+        rule: usize,
+        word: bool,
+        bounded: bool,
+    },
+    Keyword {
+        rule: usize,
+    },
+}
+
+/// A literal or keyword of stage one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Literal {
+    /// Lowercase unless `cased`.
+    pub(crate) text: String,
+    /// Found only as written, not ignoring ASCII case.
+    pub(crate) cased: bool,
+    /// Every role of it wants no letter or digit right before it (a keyword, or a trigger the
+    /// pattern has `\b` before, beginning with a letter or digit): Vectorscan then reports only
+    /// those occurrences.
+    pub(crate) word_start: bool,
 }
 
 /// Values never reported, as Macie's allow lists: exact strings, or regexes the whole value must
@@ -66,6 +85,7 @@ impl AllowList {
 #[derive(Debug, Default)]
 pub struct ScannerBuilder {
     prefilter: Prefilter,
+    reference: bool,
     only: Option<Vec<String>>,
     exclude: Vec<String>,
     custom: Vec<CustomIdentifier>,
@@ -97,6 +117,15 @@ impl ScannerBuilder {
     /// Chooses the stage-one engine (both find the same values).
     pub fn prefilter(mut self, p: Prefilter) -> Self {
         self.prefilter = p;
+        self
+    }
+
+    /// The reference path, for checking the fast one (they find the same values): every digit
+    /// run and trigger byte is tried, none passed over on what its bit masks say, and every
+    /// value is confirmed by its identifier's regex, also where the pattern is written in code
+    /// too (IPv4 addresses).
+    pub fn reference(mut self, yes: bool) -> Self {
+        self.reference = yes;
         self
     }
 
@@ -136,7 +165,9 @@ impl ScannerBuilder {
         for c in &self.custom {
             rules.push(c.compile()?);
         }
-        Scanner::new(rules, self.allow, self.prefilter)
+        let mut scanner = Scanner::new(rules, self.allow, self.prefilter)?;
+        scanner.reference = self.reference;
+        Ok(scanner)
     }
 }
 
@@ -147,7 +178,8 @@ pub struct Scanner {
     /// Every literal and keyword, matched overlapping: every occurrence of each pattern is
     /// reported (`secret` in `social secret`, `routing` in `routing number`), as Vectorscan does.
     ac: AhoCorasick,
-    /// Per pattern: what it means.
+    /// Per pattern: what it is, and what it means.
+    literals: Vec<Literal>,
     roles: Vec<Vec<Role>>,
     /// The same patterns in Vectorscan.
     #[cfg(feature = "vectorscan")]
@@ -160,8 +192,8 @@ pub struct Scanner {
     /// Rules triggered by a single byte (`@`, `:`, `+`, `-`): found by the byte pass, not the
     /// automaton, where such frequent matches would cost a callback each.
     byte_rules: Vec<Vec<usize>>,
-    /// Those bytes (up to eight; repeated to fill).
-    trigger_bytes: [u8; 8],
+    /// Those bytes (repeated to fill).
+    trigger_bytes: [u8; TRIGGER_BYTES],
     /// Whether every rule a trigger byte starts is `touching` (a trigger byte with neither a word
     /// byte nor another trigger byte beside it is then passed over).
     touching_triggers: bool,
@@ -172,11 +204,18 @@ pub struct Scanner {
     /// in it (0 to 3 or more): for rules without keywords, and for keyword-required ones.
     need_plain: [usize; 4],
     need_keyword: [usize; 4],
+    /// The digit rules whose digits always follow letters, or always precede one (with the
+    /// digits each needs): a run not passed over for the others is tried for these only when
+    /// its letters are there.
+    lettered: Vec<(usize, usize)>,
+    letter_after: Vec<(usize, usize)>,
     /// Bytes (digits and separators) a run not glued to an uppercase letter needs before any
     /// identifier may find a value in it (at most 8).
     free_min_bytes: usize,
     everywhere: Vec<usize>,
     allow: AllowList,
+    /// The reference path (see `ScannerBuilder::reference`).
+    reference: bool,
 }
 
 /// The rules a text's name (column header, JSON path) has a keyword of.
@@ -197,9 +236,8 @@ struct Scratch {
     keyword_ends: Vec<Vec<usize>>,
     /// Vectorscan's matches (pattern, start, end), collected before they are used.
     literal_hits: Vec<(usize, usize, usize)>,
-    windows: Vec<(usize, usize, usize)>,
     keyword_zones: KeywordZones,
-    events: Vec<Event>,
+    events: Events,
     next_from: Vec<usize>,
 }
 
@@ -249,6 +287,51 @@ struct Event {
     after_keyword: bool,
 }
 
+/// The windows stage two searches, per rule: byte ranges `(from, to)`, in the order their
+/// events came (each source gives them in text order; they are sorted only when sources mix).
+#[derive(Debug, Default)]
+struct Events {
+    windows: Vec<Vec<(usize, usize)>>,
+    count: usize,
+}
+
+impl Events {
+    fn reset(&mut self, rules: usize) {
+        self.windows
+            .resize_with(rules.max(self.windows.len()), Vec::new);
+        for w in &mut self.windows {
+            w.clear();
+        }
+        self.count = 0;
+    }
+
+    /// Adds the window an event opens for its rule's pattern.
+    fn push(&mut self, rules: &[Rule], t: &[u8], e: Event) {
+        let r = &rules[e.rule];
+        let window = if e.after_keyword {
+            // A value found from its keyword is on the keyword's line (the window keeps the
+            // newline, which may end the value's pattern). The window reaches a value's length
+            // past the distance so that no value is cut short; the distance itself is checked on
+            // each match.
+            let to = (e.start + r.max_distance + r.max_len).min(t.len());
+            let to = memchr::memchr(b'\n', &t[e.start..to]).map_or(to, |n| e.start + n + 1);
+            (e.start, to)
+        } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
+            (e.start, e.end)
+        } else {
+            (
+                e.start.saturating_sub(r.lead),
+                (e.end + r.trail).min(t.len()),
+            )
+        };
+        self.windows[e.rule].push(window);
+        self.count += 1;
+    }
+}
+
+/// Single-byte triggers the byte pass finds (`@`, `+`, `:`, `-`); others go to the automaton.
+const TRIGGER_BYTES: usize = 4;
+
 /// Texts shorter than this (a CSV cell, a JSON value) go to the automaton even when Vectorscan is
 /// there: its per-scan set-up would cost more than it saves.
 #[cfg(feature = "vectorscan")]
@@ -276,16 +359,38 @@ impl Scanner {
         allow: AllowList,
         prefilter: Prefilter,
     ) -> Result<Scanner, BuildError> {
-        let mut patterns: Vec<String> = Vec::new();
+        let mut patterns: Vec<Literal> = Vec::new();
         let mut roles: Vec<Vec<Role>> = Vec::new();
-        let mut add = |p: &str, role: Role, patterns: &mut Vec<String>| match patterns
-            .iter()
-            .position(|x| x == p)
-        {
-            Some(i) => roles[i].push(role),
-            None => {
-                patterns.push(p.to_owned());
-                roles.push(vec![role]);
+        let mut add = |text: &str, cased: bool, role: Role, patterns: &mut Vec<Literal>| {
+            let text = if cased {
+                text.to_owned()
+            } else {
+                text.to_ascii_lowercase()
+            };
+            let word_start = text
+                .as_bytes()
+                .first()
+                .is_some_and(u8::is_ascii_alphanumeric)
+                && match role {
+                    Role::Keyword { .. } => true,
+                    Role::Trigger { bounded, .. } => bounded,
+                };
+            match patterns
+                .iter()
+                .position(|x| x.text == text && x.cased == cased)
+            {
+                Some(i) => {
+                    roles[i].push(role);
+                    patterns[i].word_start &= word_start;
+                }
+                None => {
+                    patterns.push(Literal {
+                        text,
+                        cased,
+                        word_start,
+                    });
+                    roles.push(vec![role]);
+                }
             }
         };
         let mut digit_rules = Vec::new();
@@ -294,11 +399,16 @@ impl Scanner {
         let mut trigger_bytes: Vec<u8> = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             match &r.trigger {
-                Trigger::Literals { literals, word } => {
+                Trigger::Literals {
+                    literals,
+                    word,
+                    cased,
+                    bounded,
+                } => {
                     for l in literals {
                         if let [b] = l.as_bytes()
                             && !b.is_ascii_alphanumeric()
-                            && (trigger_bytes.contains(b) || trigger_bytes.len() < 8)
+                            && (trigger_bytes.contains(b) || trigger_bytes.len() < TRIGGER_BYTES)
                         {
                             byte_rules[usize::from(*b)].push(i);
                             if !trigger_bytes.contains(b) {
@@ -308,9 +418,11 @@ impl Scanner {
                         }
                         add(
                             l,
+                            *cased,
                             Role::Trigger {
                                 rule: i,
                                 word: *word,
+                                bounded: *bounded,
                             },
                             &mut patterns,
                         );
@@ -321,14 +433,14 @@ impl Scanner {
                 Trigger::Everywhere => everywhere.push(i),
             }
             for k in &r.keywords {
-                add(k, Role::Keyword { rule: i }, &mut patterns);
+                add(k, false, Role::Keyword { rule: i }, &mut patterns);
             }
         }
         let ac = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
-            .build(&patterns)
+            .build(patterns.iter().map(|p| &p.text))
             .map_err(|e| BuildError::Automaton(e.to_string()))?;
         // Fewest digits first, so a short run stops looking early.
         digit_rules.sort_by_key(|d| d.1);
@@ -337,12 +449,20 @@ impl Scanner {
         // whose digits always follow a letter are found through the digits after one).
         let free_min_bytes = digit_rules
             .iter()
-            .filter(|d| rules[d.0].glue & crate::rules::GLUE_ONLY == 0)
+            .filter(|d| rules[d.0].glue & LETTERS_BEFORE == 0 || rules[d.0].gap != 0)
             .map(|d| d.1 + usize::from(rules[d.0].dots))
             .min()
             .unwrap_or(8)
             .clamp(1, 8);
         let touching_triggers = byte_rules.iter().flatten().all(|&r| rules[r].touching);
+        let with = |flag: u8| -> Vec<(usize, usize)> {
+            digit_rules
+                .iter()
+                .copied()
+                .filter(|d| rules[d.0].glue & flag != 0)
+                .collect()
+        };
+        let (lettered, letter_after) = (with(LETTERS_BEFORE), with(LETTER_AFTER));
         let (keyword_digit_rules, digit_rules): (Vec<_>, Vec<_>) = digit_rules
             .into_iter()
             .partition(|d| rules[d.0].keyword_required);
@@ -352,7 +472,7 @@ impl Scanner {
                 *n = list
                     .iter()
                     .filter(|d| usize::from(rules[d.0].dots) <= dots)
-                    .filter(|d| rules[d.0].glue & crate::rules::GLUE_ONLY == 0)
+                    .filter(|d| rules[d.0].glue & (LETTERS_BEFORE | LETTER_AFTER) == 0)
                     .map(|d| d.1)
                     .min()
                     .unwrap_or(usize::MAX);
@@ -360,7 +480,7 @@ impl Scanner {
             need
         };
         let (need_plain, need_keyword) = (need(&digit_rules), need(&keyword_digit_rules));
-        let mut fill = [trigger_bytes.first().copied().unwrap_or(0); 8];
+        let mut fill = [trigger_bytes.first().copied().unwrap_or(0); TRIGGER_BYTES];
         fill[..trigger_bytes.len()].copy_from_slice(&trigger_bytes);
         let trigger_bytes = fill;
         #[cfg(feature = "vectorscan")]
@@ -382,6 +502,7 @@ impl Scanner {
         Ok(Scanner {
             rules,
             ac,
+            literals: patterns,
             roles,
             #[cfg(feature = "vectorscan")]
             vectorscan,
@@ -394,9 +515,12 @@ impl Scanner {
             keyword_digit_rules,
             need_plain,
             need_keyword,
+            lettered,
+            letter_after,
             free_min_bytes,
             everywhere,
             allow,
+            reference: false,
         })
     }
 
@@ -440,7 +564,6 @@ impl Scanner {
         let Scratch {
             keyword_ends,
             literal_hits,
-            windows,
             keyword_zones,
             events,
             next_from,
@@ -449,7 +572,7 @@ impl Scanner {
         for k in keyword_ends.iter_mut() {
             k.clear();
         }
-        events.clear();
+        events.reset(n);
         next_from.clear();
         next_from.resize(n, 0);
 
@@ -461,32 +584,54 @@ impl Scanner {
                 }
                 keyword_ends[rule].push(end);
                 if matches!(self.rules[rule].trigger, Trigger::Keywords) {
-                    events.push(Event {
-                        rule,
-                        start: end,
-                        end,
-                        after_keyword: true,
-                    });
+                    events.push(
+                        &self.rules,
+                        t,
+                        Event {
+                            rule,
+                            start: end,
+                            end,
+                            after_keyword: true,
+                        },
+                    );
                 }
             }
-            Role::Trigger { rule, word } => {
+            Role::Trigger {
+                rule,
+                word,
+                bounded,
+            } => {
                 if word && t.get(end).is_some_and(u8::is_ascii_alphanumeric) {
+                    return;
+                }
+                if bounded && start > 0 && t[start - 1].is_ascii_alphanumeric() {
                     return;
                 }
                 if self.rules[rule].precheck.is_some_and(|p| !p(t, start, end)) {
                     return;
                 }
-                events.push(Event {
-                    rule,
-                    start,
-                    end,
-                    after_keyword: false,
-                });
+                events.push(
+                    &self.rules,
+                    t,
+                    Event {
+                        rule,
+                        start,
+                        end,
+                        after_keyword: false,
+                    },
+                );
             }
         };
         if !self.literals_vectorscan(t, literal_hits, &mut each) {
             for m in self.ac.find_overlapping_iter(text) {
-                for &role in &self.roles[m.pattern().as_usize()] {
+                let p = m.pattern().as_usize();
+                // The automaton ignores case for every pattern; a cased one is checked here.
+                if self.literals[p].cased
+                    && t[m.start()..m.end()] != *self.literals[p].text.as_bytes()
+                {
+                    continue;
+                }
+                for &role in &self.roles[p] {
                     each(role, m.start(), m.end());
                 }
             }
@@ -510,12 +655,16 @@ impl Scanner {
                 && matches!(r.trigger, Trigger::Keywords)
                 && t.len() <= CONTEXT_FIELD_MAX
             {
-                events.push(Event {
-                    rule: i,
-                    start: 0,
-                    end: t.len(),
-                    after_keyword: false,
-                });
+                events.push(
+                    &self.rules,
+                    t,
+                    Event {
+                        rule: i,
+                        start: 0,
+                        end: t.len(),
+                        after_keyword: false,
+                    },
+                );
             }
         }
 
@@ -529,58 +678,54 @@ impl Scanner {
             events,
         );
         for &rule in &self.everywhere {
-            events.push(Event {
-                rule,
-                start: 0,
-                end: t.len(),
-                after_keyword: false,
-            });
+            events.push(
+                &self.rules,
+                t,
+                Event {
+                    rule,
+                    start: 0,
+                    end: t.len(),
+                    after_keyword: false,
+                },
+            );
         }
 
         // Stage two: each rule's pattern in the windows of its own events, overlapping windows
         // merged so that dense triggers cost one search, not one each.
-        events.sort_unstable_by_key(|e| (e.rule, e.start));
         // Sized once: a vector grown by doubling would take fresh pages at every step.
-        let mut hits = Vec::with_capacity(events.len());
-        windows.clear();
-        for e in events.iter() {
-            let r = &self.rules[e.rule];
-            let (from, to) = if e.after_keyword {
-                // A value found from its keyword is on the keyword's line (the window keeps the
-                // newline, which may end the value's pattern). The window reaches a value's
-                // length past the distance so that no value is cut short; the distance itself is
-                // checked on each match.
-                let to = (e.start + r.max_distance + r.max_len).min(t.len());
-                let to = memchr::memchr(b'\n', &t[e.start..to]).map_or(to, |n| e.start + n + 1);
-                (e.start, to)
-            } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
-                (e.start, e.end)
-            } else {
-                (
-                    e.start.saturating_sub(r.lead),
-                    (e.end + r.trail).min(t.len()),
-                )
-            };
-            match windows.last_mut() {
-                Some((rule, _, cur_to)) if *rule == e.rule && from <= *cur_to => {
-                    *cur_to = (*cur_to).max(to);
-                }
-                _ => windows.push((e.rule, from, to)),
+        let mut hits = Vec::with_capacity(events.count);
+        for (rule, windows) in events.windows.iter_mut().enumerate().take(n) {
+            if !windows.is_sorted() {
+                windows.sort_unstable();
             }
+            let mut merged = windows.iter().copied();
+            let Some((mut from, mut to)) = merged.next() else {
+                continue;
+            };
+            let mut confirm = |from, to| {
+                self.confirm(
+                    text,
+                    rule,
+                    from,
+                    to,
+                    keyword_ends,
+                    in_context[rule],
+                    &mut hits,
+                    next_from,
+                );
+            };
+            for (start, end) in merged {
+                if start <= to {
+                    to = to.max(end);
+                } else {
+                    confirm(from, to);
+                    (from, to) = (start, end);
+                }
+            }
+            confirm(from, to);
         }
-        for &(rule, from, to) in windows.iter() {
-            self.confirm(
-                text,
-                rule,
-                from,
-                to,
-                keyword_ends,
-                in_context[rule],
-                &mut hits,
-                next_from,
-            );
-        }
-        hits.sort_unstable_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
+        // Each rule's hits are in text order: a stable sort merges those runs.
+        hits.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end), h.rule));
         self.drop_nested(&mut hits);
         hits
     }
@@ -595,7 +740,7 @@ impl Scanner {
         keyword_zones: &mut KeywordZones,
         in_context: &[bool],
         context_keyword: bool,
-        events: &mut Vec<Event>,
+        events: &mut Events,
     ) {
         let len = t.len();
         let blocks = len.div_ceil(64);
@@ -639,9 +784,12 @@ impl Scanner {
             for shift in 1..self.free_min_bytes {
                 reach &= wide >> shift;
             }
-            let mut candidates = (((run_starts & !upper_before & !lower_before) | after_sep)
-                & reach as u64)
-                | after_upper;
+            let mut candidates = if self.reference {
+                run_starts | after_sep
+            } else {
+                (((run_starts & !upper_before & !lower_before) | after_sep) & reach as u64)
+                    | after_upper
+            };
             let digits_wide = u128::from(cur.digit) | u128::from(next.digit) << 64;
             let dots_wide = u128::from(cur.dot) | u128::from(next.dot) << 64;
             while candidates != 0 {
@@ -654,14 +802,23 @@ impl Scanner {
                 // A run that ends inside the two blocks is measured with the masks: too few
                 // digits (for its dots) for any rule, and it is passed over unwalked.
                 let len = (!(wide >> j)).trailing_zeros();
-                if after_upper >> j & 1 == 0 && j + len < 127 {
+                if !self.reference && j + len < 127 {
                     let span = (1u128 << len) - 1;
                     let count = ((digits_wide >> j) & span).count_ones() as usize;
                     let dots = (((dots_wide >> j) & span).count_ones() as usize).min(3);
                     let end = at + len as usize;
-                    if count < self.need_plain[dots]
+                    if after_upper >> j & 1 != 0 {
+                        // Glued to a letter: tried for the rules whose digits follow letters if
+                        // its letters suit one; the groups after its first are candidates of
+                        // their own.
+                        if !self.letters_suit(t, at, count) {
+                            continue;
+                        }
+                    } else if count < self.need_plain[dots]
                         && (count < self.need_keyword[dots]
                             || !(context_keyword || keyword_zones.near(at, end)))
+                        && !self.letters_suit(t, at, count)
+                        && !self.letter_follows(t, end, count)
                     {
                         cursor = end;
                         continue;
@@ -671,7 +828,7 @@ impl Scanner {
                     self.digit_candidate(t, at, keyword_ends, keyword_zones, in_context, events);
             }
             let mut triggers = cur.trigger;
-            if self.touching_triggers {
+            if self.touching_triggers && !self.reference {
                 let word = |c: &Classes| c.digit | c.lower | c.upper;
                 let before = word(&cur) << 1 | word(&prev) >> 63;
                 let after = word(&cur) >> 1 | word(&next) << 63;
@@ -682,12 +839,16 @@ impl Scanner {
                 triggers &= triggers - 1;
                 for &rule in &self.byte_rules[usize::from(t[at])] {
                     if self.rules[rule].precheck.is_none_or(|p| p(t, at, at + 1)) {
-                        events.push(Event {
-                            rule,
-                            start: at,
-                            end: at + 1,
-                            after_keyword: false,
-                        });
+                        events.push(
+                            &self.rules,
+                            t,
+                            Event {
+                                rule,
+                                start: at,
+                                end: at + 1,
+                                after_keyword: false,
+                            },
+                        );
                     }
                 }
             }
@@ -696,6 +857,35 @@ impl Scanner {
             prev = cur;
             cur = next;
         }
+    }
+
+    /// Whether a run of `count` digits starting at `at` has the letters before it that a rule
+    /// whose digits follow letters wants (`GB` of `GB82`, `AB ` of `AB 12 34 56 C`).
+    fn letters_suit(&self, t: &[u8], at: usize, count: usize) -> bool {
+        if self.lettered.first().is_none_or(|&(_, min)| count < min) {
+            return false;
+        }
+        let (letters, gap) = letters_before(t, at);
+        self.lettered.iter().any(|&(rule, min)| {
+            let r = &self.rules[rule];
+            count >= min
+                && (r.letters.0..=r.letters.1).contains(&letters)
+                && (gap == 0 || gap == r.gap)
+        })
+    }
+
+    /// Whether a run of `count` digits ending at `end` has the letter after it that a rule whose
+    /// digits precede one wants (a DNI's `Z` or `-Z`), after a group of the rule's digits.
+    fn letter_follows(&self, t: &[u8], end: usize, count: usize) -> bool {
+        let letter = |i: usize| t.get(i).is_some_and(u8::is_ascii_alphabetic);
+        self.letter_after.iter().any(|&(rule, min)| {
+            let gap = self.rules[rule].gap;
+            count >= min
+                && t[end.saturating_sub(min)..end]
+                    .iter()
+                    .all(u8::is_ascii_digit)
+                && (letter(end) || (gap != 0 && t.get(end) == Some(&gap) && letter(end + 1)))
+        })
     }
 
     /// The digit run starting at `at` (a candidate of the byte pass): events for the digit
@@ -707,7 +897,7 @@ impl Scanner {
         keyword_ends: &[Vec<usize>],
         keyword_zones: &mut KeywordZones,
         in_context: &[bool],
-        events: &mut Vec<Event>,
+        events: &mut Events,
     ) -> usize {
         let (run_start, run_end, run_count) = digit_run(t, at);
         if run_count < self.min_digits {
@@ -718,23 +908,33 @@ impl Scanner {
         let word = |b: u8| b.is_ascii_alphabetic() || b == b'_';
         let glued_before = run_start > 0 && word(t[run_start - 1]);
         let glued_after = t.get(run_end).is_some_and(|&b| word(b));
-        let mut free = None;
+        // The run less its first group, its last, or both: computed once each when a rule wants
+        // it.
+        let mut free = [None; 3];
         let mut rule_span = |rule: usize, min: usize| -> Option<(usize, usize)> {
             let r = &self.rules[rule];
-            if !glued_before && r.glue & crate::rules::GLUE_ONLY != 0 {
+            if r.glue & LETTERS_BEFORE != 0
+                && !glued_before
+                && !(r.gap != 0
+                    && run_start >= 2
+                    && t[run_start - 1] == r.gap
+                    && t[run_start - 2].is_ascii_uppercase())
+            {
                 return None;
             }
-            let allowed = (!glued_before || r.glue & crate::rules::GLUE_BEFORE != 0)
-                && (!glued_after || r.glue & crate::rules::GLUE_AFTER != 0);
-            let (start, end) = if allowed {
-                (run_start, run_end)
-            } else {
-                let free = *free.get_or_insert_with(|| {
-                    free_groups(t, run_start, run_end, run_count, glued_before, glued_after)
-                });
-                match free {
-                    Some((s, e, c)) if c >= min => (s, e),
-                    _ => return None,
+            let cut_first = glued_before && r.glue & crate::rules::GLUE_BEFORE == 0;
+            let cut_last = glued_after && r.glue & crate::rules::GLUE_AFTER == 0;
+            let (start, end) = match (cut_first, cut_last) {
+                (false, false) => (run_start, run_end),
+                _ => {
+                    let which = usize::from(cut_first) * 2 + usize::from(cut_last) - 1;
+                    let free = *free[which].get_or_insert_with(|| {
+                        free_groups(t, run_start, run_end, run_count, cut_first, cut_last)
+                    });
+                    match free {
+                        Some((s, e, c)) if c >= min => (s, e),
+                        _ => return None,
+                    }
                 }
             };
             r.precheck
@@ -746,12 +946,16 @@ impl Scanner {
                 break;
             }
             if let Some((start, end)) = rule_span(rule, min) {
-                events.push(Event {
-                    rule,
-                    start,
-                    end,
-                    after_keyword: false,
-                });
+                events.push(
+                    &self.rules,
+                    t,
+                    Event {
+                        rule,
+                        start,
+                        end,
+                        after_keyword: false,
+                    },
+                );
             }
         }
         // Keyword-required rules: first whether any of their keywords is in reach of the run
@@ -777,12 +981,16 @@ impl Scanner {
             {
                 continue;
             }
-            events.push(Event {
-                rule,
-                start,
-                end,
-                after_keyword: false,
-            });
+            events.push(
+                &self.rules,
+                t,
+                Event {
+                    rule,
+                    start,
+                    end,
+                    after_keyword: false,
+                },
+            );
         }
         run_end
     }
@@ -871,6 +1079,13 @@ impl Scanner {
             hits.push(Hit { rule, start, end });
             next_from[rule] = next_from[rule].max(whole_end);
         };
+        if let Some(find) = r.finder.filter(|_| !self.reference)
+            && find(text.as_bytes(), from, to, &mut |start, end| {
+                record(end, start, end)
+            })
+        {
+            return;
+        }
         if r.group {
             for caps in r.regex.captures_iter(input) {
                 let (Some(whole), Some(g)) = (caps.get_match(), caps.get_group(1)) else {
@@ -967,21 +1182,26 @@ struct Classes {
 
 /// The classes of a block, sixteen bytes at a time with SIMD compares (SSE2 on x86-64, NEON on
 /// ARM, plain code elsewhere).
-fn classes(block: &[u8; 64], triggers: &[u8; 8]) -> Classes {
+fn classes(block: &[u8; 64], triggers: &[u8; TRIGGER_BYTES]) -> Classes {
     use wide::u8x16;
     let splat = u8x16::splat;
     let mut c = Classes::default();
     for (k, chunk) in block.chunks_exact(16).enumerate() {
         let v = u8x16::new(chunk.try_into().unwrap_or([0; 16]));
-        let mut trigger = v.simd_eq(splat(triggers[0]));
-        for &b in &triggers[1..] {
-            trigger |= v.simd_eq(splat(b));
-        }
+        let trigger = triggers
+            .iter()
+            .fold(u8x16::ZERO, |m, &b| m | v.simd_eq(splat(b)));
         let bits = |m: u8x16| u64::from(m.to_bitmask()) << (k * 16);
-        c.digit |= bits((v - splat(b'0')).simd_lt(splat(10)));
-        c.sep |= bits(v.simd_eq(splat(b' ')) | (v - splat(b'-')).simd_lt(splat(3)));
-        c.lower |= bits((v - splat(b'a')).simd_lt(splat(26)) | v.simd_eq(splat(b'_')));
-        c.upper |= bits((v - splat(b'A')).simd_lt(splat(26)));
+        // `n` bytes from `lo` on: subtract, then whether the minimum with `n - 1` is unchanged
+        // (SSE2 has an unsigned minimum, not an unsigned compare).
+        let range = |lo: u8, n: u8| {
+            let d = v - splat(lo);
+            d.min(splat(n - 1)).simd_eq(d)
+        };
+        c.digit |= bits(range(b'0', 10));
+        c.sep |= bits(v.simd_eq(splat(b' ')) | range(b'-', 3));
+        c.lower |= bits(range(b'a', 26) | v.simd_eq(splat(b'_')));
+        c.upper |= bits(range(b'A', 26));
         c.trigger |= bits(trigger);
         c.dot |= bits(v.simd_eq(splat(b'.')));
     }
@@ -1011,29 +1231,50 @@ fn runs(prev_digit: u64, cur: Classes, next_digit: u64) -> u64 {
     cur.digit | (cur.sep & before & after)
 }
 
-/// The part of a digit run not glued to a word: without its first group when a letter comes
-/// right before, without its last when one comes right after; with its digit count. `None` when
-/// nothing is left.
+/// The part of a digit run an identifier may use when it is glued to a word: without its first
+/// group (glued to a letter before), without its last (glued to one after); with its digit
+/// count. `None` when nothing is left.
 fn free_groups(
     t: &[u8],
     start: usize,
     end: usize,
     count: usize,
-    glued_before: bool,
-    glued_after: bool,
+    cut_first: bool,
+    cut_last: bool,
 ) -> Option<(usize, usize, usize)> {
     let (mut s, mut e, mut c) = (start, end, count);
-    if glued_before {
+    if cut_first {
         let cut = t[s..e].iter().position(|b| !b.is_ascii_digit())?;
         c -= cut;
         s += cut + 1;
     }
-    if glued_after {
+    if cut_last {
         let cut = t[s..e].iter().rposition(|b| !b.is_ascii_digit())?;
         c -= e - (s + cut + 1);
         e = s + cut;
     }
     (s < e).then_some((s, e, c))
+}
+
+/// The uppercase letters right before `at`, after one space or dash if that comes first: how
+/// many (counted to 8), and that byte (0 for none). None are counted when a letter or digit
+/// comes before them (no pattern's word boundary holds there).
+fn letters_before(t: &[u8], at: usize) -> (u8, u8) {
+    let mut i = at;
+    let mut gap = 0;
+    if i > 0 && matches!(t[i - 1], b' ' | b'-') {
+        gap = t[i - 1];
+        i -= 1;
+    }
+    let mut letters = 0;
+    while letters < 8 && i > 0 && t[i - 1].is_ascii_uppercase() {
+        letters += 1;
+        i -= 1;
+    }
+    if letters < 8 && i > 0 && t[i - 1].is_ascii_alphanumeric() {
+        letters = 0;
+    }
+    (letters, gap)
 }
 
 /// The run of digits starting at `start` (single spaces, dashes, dots or slashes may separate

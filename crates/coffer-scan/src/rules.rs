@@ -11,9 +11,16 @@ use crate::{Category, Severity};
 /// finds triggers in one pass, and each pattern runs only in a window around them.
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    /// Lowercase ASCII literals, found case-insensitively, one of which every match contains.
-    /// With `word`, the literal must end a word (the next character is not a letter or digit).
-    Literals { literals: Vec<String>, word: bool },
+    /// ASCII literals, one of which every match contains: lowercase and found ignoring case, or
+    /// with `cased` found as written. With `word`, the literal must end a word (the next byte is
+    /// not a letter or digit); with `bounded`, a literal beginning with a letter or digit must
+    /// begin one (the pattern has `\b` before it).
+    Literals {
+        literals: Vec<String>,
+        word: bool,
+        cased: bool,
+        bounded: bool,
+    },
     /// A run of at least `min` digits (single spaces, dashes, dots or slashes between groups).
     Digits { min: usize },
     /// One of the identifier's keywords; the value follows within the maximum distance.
@@ -24,6 +31,13 @@ pub enum Trigger {
 
 /// A cheap test at a trigger, before any pattern runs.
 pub type Precheck = fn(text: &[u8], start: usize, end: usize) -> bool;
+
+/// A search that finds exactly what an identifier's pattern finds in `text[from..to]` (every
+/// match, leftmost-first, each search starting where the last match ended), without the regex:
+/// calls `found(start, end)` for each and returns true, or returns false without a call when the
+/// regex must decide (a byte that is not ASCII, where the pattern's `\d` is Unicode-aware).
+pub type Finder =
+    fn(text: &[u8], from: usize, to: usize, found: &mut dyn FnMut(usize, usize)) -> bool;
 
 /// An identifier, managed or custom.
 #[derive(Debug)]
@@ -37,6 +51,9 @@ pub struct Rule {
     pub(crate) validator: Option<fn(&str) -> bool>,
     pub(crate) trigger: Trigger,
     pub(crate) precheck: Option<Precheck>,
+    /// The pattern's search in code, for identifiers found so often that the regex's set-up per
+    /// window shows (an IPv4 address on every log line).
+    pub(crate) finder: Option<Finder>,
     /// Lowercase keywords.
     pub(crate) keywords: Vec<String>,
     /// Whether a keyword is required near the value (else keywords only name the data).
@@ -53,8 +70,15 @@ pub struct Rule {
     pub(crate) generic: u8,
     /// For digit-triggered identifiers: whether their digits may follow a letter (`GLUE_BEFORE`,
     /// an IBAN's `GB82`) or precede one (`GLUE_AFTER`, a DNI's check letter). Others are not
-    /// tried on the digit group glued to a word (the digits of a hex digest or a UUID).
+    /// tried on the digit group glued to a word (the digits of a hex digest or a UUID). With
+    /// `LETTERS_BEFORE` or `LETTER_AFTER`, their digits always have letters there.
     pub(crate) glue: u8,
+    /// With `LETTERS_BEFORE`: how many uppercase letters come right before the digits (fewest,
+    /// most), after which a word boundary (an IBAN's `GB`, a codice fiscale's six or more).
+    pub(crate) letters: (u8, u8),
+    /// With `LETTERS_BEFORE` or `LETTER_AFTER`: a byte that may stand between the letters and
+    /// the digits (a NINO's space, an NIE's or a DNI's dash); 0 for none.
+    pub(crate) gap: u8,
     /// For identifiers triggered by a single byte: whether that byte always has a letter, a
     /// digit, `_` or another trigger byte right before or after it in a value (its precheck
     /// asks as much), so the byte pass may pass over the others.
@@ -69,8 +93,12 @@ pub struct Rule {
 
 pub(crate) const GLUE_BEFORE: u8 = 1;
 pub(crate) const GLUE_AFTER: u8 = 2;
-/// The digits always follow a letter (an IBAN's country code): not tried on a run without one.
-pub(crate) const GLUE_ONLY: u8 = 4;
+/// The digits always follow uppercase letters (an IBAN's country code; see `letters`, `gap`):
+/// not tried on a run without them.
+pub(crate) const LETTERS_BEFORE: u8 = 4;
+/// A letter always follows a group of at least the identifier's digits (a DNI's eight and its
+/// check letter; see `gap`): not tried on a run without one.
+pub(crate) const LETTER_AFTER: u8 = 8;
 
 impl Rule {
     /// The keywords (lowercase).
@@ -99,12 +127,15 @@ struct Decl {
     validator: Option<fn(&str) -> bool>,
     trigger: Trigger,
     precheck: Option<Precheck>,
+    finder: Option<Finder>,
     keywords: &'static [&'static str],
     keyword_required: bool,
     max_distance: usize,
     max_len: usize,
     generic: u8,
     glue: u8,
+    letters: (u8, u8),
+    gap: u8,
     touching: bool,
     dots: u8,
     lead: Option<usize>,
@@ -128,12 +159,15 @@ fn decl(
         validator: None,
         trigger,
         precheck: None,
+        finder: None,
         keywords: &[],
         keyword_required: false,
         max_distance: 50,
         max_len,
         generic: 0,
         glue: 0,
+        letters: (0, 0),
+        gap: 0,
         touching: false,
         dots: 0,
         lead: None,
@@ -160,12 +194,29 @@ impl Decl {
         self.precheck = Some(f);
         self
     }
+    fn finder(mut self, f: Finder) -> Self {
+        self.finder = Some(f);
+        self
+    }
     fn group(mut self) -> Self {
         self.group = true;
         self
     }
     fn glue(mut self, glue: u8) -> Self {
         self.glue = glue;
+        self
+    }
+    /// The digits always follow `min` to `max` uppercase letters, maybe after a `gap` byte.
+    fn letters(mut self, min: u8, max: u8, gap: u8) -> Self {
+        self.glue |= LETTERS_BEFORE;
+        self.letters = (min, max);
+        self.gap = gap;
+        self
+    }
+    /// A letter always follows a group of the digits, maybe after a `gap` byte.
+    fn letter_after(mut self, gap: u8) -> Self {
+        self.glue |= LETTER_AFTER;
+        self.gap = gap;
         self
     }
     /// The value begins at most `lead` bytes before its trigger and ends at most `trail` past
@@ -188,6 +239,20 @@ impl Decl {
         self.touching = true;
         self
     }
+    /// The trigger literal begins a word (the pattern has `\b` before it).
+    fn bounded(mut self) -> Self {
+        if let Trigger::Literals { bounded, .. } = &mut self.trigger {
+            *bounded = true;
+        }
+        self
+    }
+    /// The trigger literal ends a word (the next byte is not a letter or digit).
+    fn word_end(mut self) -> Self {
+        if let Trigger::Literals { word, .. } = &mut self.trigger {
+            *word = true;
+        }
+        self
+    }
     fn generic(mut self, level: u8) -> Self {
         self.generic = level;
         self
@@ -198,13 +263,19 @@ fn lit(literals: &[&str]) -> Trigger {
     Trigger::Literals {
         literals: literals.iter().map(|s| s.to_ascii_lowercase()).collect(),
         word: false,
+        cased: false,
+        bounded: false,
     }
 }
 
-fn word(literals: &[&str]) -> Trigger {
+/// Literals the pattern matches only as written (`AKIA`, not `akia`): in mixed text a caseless
+/// `sk` or ` st` is found thousands of times per MiB, `SK` and ` St` far less often.
+fn cased(literals: &[&str]) -> Trigger {
     Trigger::Literals {
-        literals: literals.iter().map(|s| s.to_ascii_lowercase()).collect(),
-        word: true,
+        literals: literals.iter().map(|s| (*s).to_owned()).collect(),
+        word: false,
+        cased: true,
+        bounded: false,
     }
 }
 
@@ -251,15 +322,68 @@ fn pre_nino(t: &[u8], start: usize, end: usize) -> bool {
         && t[start..end].iter().filter(|b| b.is_ascii_digit()).count() == 6
 }
 
-/// `SK` at the start of a word, then hex.
+/// Hex after `SK` (its trigger begins a word).
 fn pre_twilio(t: &[u8], start: usize, _end: usize) -> bool {
-    (start == 0 || !t[start - 1].is_ascii_alphanumeric())
-        && t.get(start + 2).is_some_and(u8::is_ascii_hexdigit)
+    t.get(start + 2).is_some_and(u8::is_ascii_hexdigit)
 }
 
 /// A dotted quad has three dots in its run.
 fn pre_dotted_quad(t: &[u8], start: usize, end: usize) -> bool {
     t[start..end].iter().filter(|&&b| b == b'.').count() >= 3
+}
+
+/// IPV4_ADDRESS's pattern in code: `\b`, four octets (`25[0-5]`, `2[0-4]\d`, `1\d\d`,
+/// `[1-9]?\d`, tried in that order) joined by dots, `\b`; the word boundaries are ASCII ones and
+/// see past the window, as the regex's do.
+fn find_ipv4(t: &[u8], from: usize, to: usize, found: &mut dyn FnMut(usize, usize)) -> bool {
+    if !t[from..to].is_ascii() {
+        return false;
+    }
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut at = from;
+    while let Some((start, end)) = (at..to).find_map(|s| {
+        (t[s].is_ascii_digit() && !(s > 0 && word(t[s - 1])))
+            .then(|| ipv4_from(t, s, to, 0).map(|e| (s, e)))
+            .flatten()
+    }) {
+        found(start, end);
+        at = end;
+    }
+    true
+}
+
+/// The end of the dotted quad whose octet `k` (0 to 3) starts at `p`, as the pattern takes it:
+/// each octet's forms tried in the alternation's order (three digits, then two, then one).
+fn ipv4_from(t: &[u8], p: usize, to: usize, k: u8) -> Option<usize> {
+    let digit = |i: usize| i < to && t[i].is_ascii_digit();
+    if !digit(p) {
+        return None;
+    }
+    let two = t[p] != b'0' && digit(p + 1);
+    let three = two
+        && digit(p + 2)
+        && (t[p] == b'1'
+            || (t[p] == b'2' && (t[p + 1] <= b'4' || (t[p + 1] == b'5' && t[p + 2] <= b'5'))));
+    for (ok, len) in [(three, 3), (two, 2), (true, 1)] {
+        if !ok {
+            continue;
+        }
+        let q = p + len;
+        if k < 3 {
+            if q < to
+                && t[q] == b'.'
+                && let Some(e) = ipv4_from(t, q + 1, to, k + 1)
+            {
+                return Some(e);
+            }
+        } else if !t
+            .get(q)
+            .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Some(q);
+        }
+    }
+    None
 }
 
 /// A dash in the run (formatted SSNs).
@@ -415,7 +539,7 @@ fn managed_decls() -> Vec<Decl> {
             .distance(12),
         decl("INTERNATIONAL_BANK_ACCOUNT_NUMBER", FinancialInformation, High,
             r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", digits(2), 42)
-            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER | GLUE_ONLY),
+            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER).letters(2, 2, 0),
         decl("USA_ROUTING_NUMBER", FinancialInformation, Medium,
             r"\b\d{9}\b", digits(9), 9)
             .valid(v::aba_routing)
@@ -461,7 +585,8 @@ fn managed_decls() -> Vec<Decl> {
             .near(&["dea", "dea number", "dea registration"]),
         decl("UK_NATIONAL_INSURANCE_NUMBER", PersonalInformation, High,
             r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b", digits(6), 13)
-            .valid(v::uk_nino).pre(pre_nino).glue(GLUE_BEFORE | GLUE_AFTER).reach(3, 2),
+            .valid(v::uk_nino).pre(pre_nino).glue(GLUE_BEFORE | GLUE_AFTER).letters(2, 2, b' ')
+            .reach(3, 2),
         decl("UK_NATIONAL_HEALTH_SERVICE_NUMBER", PersonalInformation, High,
             r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b", digits(10), 12)
             .valid(v::uk_nhs)
@@ -472,17 +597,19 @@ fn managed_decls() -> Vec<Decl> {
             .near(&["sin", "social insurance", "numéro d'assurance sociale", "nas"]).reach(0, 0),
         decl("SPAIN_DNI_NUMBER", PersonalInformation, High,
             r"\b\d{8}-?[A-Za-z]\b", digits(8), 10)
-            .valid(v::spain_dni).pre(pre_dni).glue(GLUE_AFTER).reach(0, 2),
+            .valid(v::spain_dni).pre(pre_dni).glue(GLUE_AFTER).letter_after(b'-').reach(0, 2),
         decl("SPAIN_NIE_NUMBER", PersonalInformation, High,
             r"\b[XYZ]-?\d{7}-?[A-Z]\b", digits(7), 11)
-            .valid(nie).pre(pre_nie).glue(GLUE_BEFORE | GLUE_AFTER).reach(2, 2),
+            .valid(nie).pre(pre_nie).glue(GLUE_BEFORE | GLUE_AFTER).letters(1, 1, b'-')
+            .reach(2, 2),
         decl("FRANCE_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[1-478] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b", digits(5), 21)
             .valid(v::france_nir)
             .near(&["nir", "sécurité sociale", "securite sociale", "insee", "social security", "carte vitale", "numéro de sécu"]),
         decl("ITALY_NATIONAL_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b", digits(2), 16)
-            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale).glue(GLUE_BEFORE | GLUE_AFTER | GLUE_ONLY),
+            .valid(v::italy_codice_fiscale).pre(pre_codice_fiscale).glue(GLUE_BEFORE | GLUE_AFTER)
+            .letters(6, u8::MAX, 0),
         decl("GERMANY_TAX_IDENTIFICATION_NUMBER", PersonalInformation, High,
             r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b", digits(11), 14)
             .valid(v::germany_tax_id)
@@ -524,7 +651,7 @@ fn managed_decls() -> Vec<Decl> {
             .distance(30).reach(8, 0),
         decl("IPV4_ADDRESS", PersonalInformation, Low,
             r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b", digits(4), 15)
-            .pre(pre_dotted_quad).valid(ipv4).dots(3).reach(0, 0),
+            .pre(pre_dotted_quad).finder(find_ipv4).valid(ipv4).dots(3).reach(0, 0),
         decl("IPV6_ADDRESS", PersonalInformation, Low,
             r"(?i:\b(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})", lit(&[":"]), 45)
             .pre(pre_colon).valid(v::ipv6).touching(),
@@ -538,8 +665,8 @@ fn managed_decls() -> Vec<Decl> {
             .distance(30),
         decl("ADDRESS", PersonalInformation, Medium,
             r"\b\d{1,6}(?: [A-Z][A-Za-z]+| [NSEW]\.?){1,4} (?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Parkway|Pkwy|Highway|Hwy|Square|Sq)\b\.?(?:,? (?:Apt|Suite|Unit|#) ?[A-Za-z0-9-]+)?(?:, [A-Z][A-Za-z]+(?: [A-Z][A-Za-z]+)?)?(?:, [A-Z]{2} \d{5}(?:-\d{4})?)?",
-            word(&[" street", " st", " avenue", " ave", " road", " rd", " boulevard", " blvd", " lane", " ln", " drive", " dr", " court", " ct", " way", " place", " pl", " terrace", " parkway", " pkwy", " highway", " hwy", " square", " sq"]), 120)
-            .pre(pre_street),
+            cased(&[" Street", " St", " Avenue", " Ave", " Road", " Rd", " Boulevard", " Blvd", " Lane", " Ln", " Drive", " Dr", " Court", " Ct", " Way", " Place", " Pl", " Terrace", " Parkway", " Pkwy", " Highway", " Hwy", " Square", " Sq"]), 120)
+            .word_end().pre(pre_street),
         decl("NAME", PersonalInformation, Low,
             r"\b[A-Z][a-z]+(?:-[A-Z][a-z]+)?(?: [A-Z]\.)?(?: (?:[A-Z][a-z]+|[A-Z]'[A-Z][a-z]+|Mc[A-Z][a-z]+)(?:-[A-Z][a-z]+)?){1,2}\b", KEYWORDS, 50)
             .valid(name_words)
@@ -547,58 +674,61 @@ fn managed_decls() -> Vec<Decl> {
             .distance(40),
         // ---- Credentials
         decl("AWS_ACCESS_KEY_ID", Credentials, Medium,
-            r"\b(?:AKIA|ASIA|AROA|AIDA|ANPA|AGPA)[A-Z2-7]{16}\b", lit(&["akia", "asia", "aroa", "aida", "anpa", "agpa"]), 20)
-            .valid(aws_key_id).starts_at_trigger(),
+            r"\b(?:AKIA|ASIA|AROA|AIDA|ANPA|AGPA)[A-Z2-7]{16}\b", cased(&["AKIA", "ASIA", "AROA", "AIDA", "ANPA", "AGPA"]), 20)
+            .bounded().valid(aws_key_id).starts_at_trigger(),
         decl("AWS_SECRET_ACCESS_KEY", Credentials, High,
             r"(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+=]{40})(?:$|[^A-Za-z0-9/+=])", KEYWORDS, 42)
             .group().valid(aws_secret)
             .near(&["aws_secret", "secret_access_key", "secretaccesskey", "aws secret", "secret key", "aws_secret_key", "secret access key"])
             .distance(60),
         decl("GCP_SERVICE_ACCOUNT_KEY", Credentials, High,
-            r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, lit(&["\"private_key_id\""]), 70).starts_at_trigger(),
+            r#""private_key_id"\s*:\s*"[0-9a-f]{40}""#, cased(&["\"private_key_id\""]), 70).starts_at_trigger(),
         decl("GOOGLE_API_KEY", Credentials, High,
-            r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)", lit(&["aiza"]), 40)
-            .group().valid(not_example).starts_at_trigger(),
+            r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)", cased(&["AIza"]), 40)
+            .bounded().group().valid(not_example).starts_at_trigger(),
         decl("AZURE_STORAGE_ACCOUNT_KEY", Credentials, High,
             r"(?i:AccountKey)=([A-Za-z0-9+/]{86}==)", lit(&["accountkey="]), 100)
             .group().valid(v::azure_storage_key).starts_at_trigger(),
         decl("AZURE_SAS_TOKEN", Credentials, High,
-            r"\bsv=\d{4}-\d{2}-\d{2}&[^\s]{0,300}?\bsig=[A-Za-z0-9%+/=]{20,}", lit(&["sv=20"]), 400).starts_at_trigger(),
+            r"\bsv=\d{4}-\d{2}-\d{2}&[^\s]{0,300}?\bsig=[A-Za-z0-9%+/=]{20,}", cased(&["sv=20"]), 400)
+            .bounded().starts_at_trigger(),
         decl("GITHUB_TOKEN", Credentials, High,
-            r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b", lit(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]), 93)
-            .valid(not_example).starts_at_trigger(),
+            r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b", cased(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]), 93)
+            .bounded().valid(not_example).starts_at_trigger(),
         decl("GITLAB_TOKEN", Credentials, High,
-            r"\bglpat-[A-Za-z0-9_-]{20,}\b", lit(&["glpat-"]), 60)
-            .valid(not_example).starts_at_trigger(),
+            r"\bglpat-[A-Za-z0-9_-]{20,}\b", cased(&["glpat-"]), 60)
+            .bounded().valid(not_example).starts_at_trigger(),
         decl("SLACK_TOKEN", Credentials, High,
-            r"\bxox[abprse]-[A-Za-z0-9-]{10,}\b", lit(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-"]), 250)
-            .valid(not_example).starts_at_trigger(),
+            r"\bxox[abprse]-[A-Za-z0-9-]{10,}\b", cased(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-"]), 250)
+            .bounded().valid(not_example).starts_at_trigger(),
         decl("SLACK_WEBHOOK_URL", Credentials, High,
-            r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}", lit(&["hooks.slack.com/services/"]), 150),
+            r"https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{20,}", cased(&["hooks.slack.com/services/"]), 150),
         decl("STRIPE_SECRET_KEY", Credentials, High,
-            r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b", lit(&["sk_live_", "rk_live_"]), 120).starts_at_trigger(),
+            r"\b(?:sk|rk)_live_[A-Za-z0-9]{24,}\b", cased(&["sk_live_", "rk_live_"]), 120)
+            .bounded().starts_at_trigger(),
         decl("TWILIO_API_KEY", Credentials, High,
-            r"\bSK[0-9a-f]{32}\b", lit(&["sk"]), 34)
-            .pre(pre_twilio).starts_at_trigger(),
+            r"\bSK[0-9a-f]{32}\b", cased(&["SK"]), 34)
+            .bounded().pre(pre_twilio).starts_at_trigger(),
         decl("SENDGRID_API_KEY", Credentials, High,
-            r"\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?:[^A-Za-z0-9_-]|$)", lit(&["sg."]), 70)
-            .group().starts_at_trigger(),
+            r"\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?:[^A-Za-z0-9_-]|$)", cased(&["SG."]), 70)
+            .bounded().group().starts_at_trigger(),
         decl("NPM_TOKEN", Credentials, High,
-            r"\bnpm_[A-Za-z0-9]{36}\b", lit(&["npm_"]), 40)
-            .valid(not_example).starts_at_trigger(),
+            r"\bnpm_[A-Za-z0-9]{36}\b", cased(&["npm_"]), 40)
+            .bounded().valid(not_example).starts_at_trigger(),
         decl("PYPI_TOKEN", Credentials, High,
-            r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", lit(&["pypi-ageichlwas5vcmc"]), 300).starts_at_trigger(),
+            r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", cased(&["pypi-AgEIcHlwaS5vcmc"]), 300)
+            .bounded().starts_at_trigger(),
         decl("JSON_WEB_TOKEN", Credentials, Medium,
-            r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", lit(&["eyj"]), 4096)
-            .valid(v::jwt).starts_at_trigger(),
+            r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}", cased(&["eyJ"]), 4096)
+            .bounded().valid(v::jwt).starts_at_trigger(),
         decl("PEM_PRIVATE_KEY", Credentials, High,
-            r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----", lit(&["private key-----"]), 40),
+            r"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----", cased(&["PRIVATE KEY-----"]), 40),
         decl("OPENSSH_PRIVATE_KEY", Credentials, High,
-            r"-----BEGIN OPENSSH PRIVATE KEY-----", lit(&["openssh private key"]), 40),
+            r"-----BEGIN OPENSSH PRIVATE KEY-----", cased(&["OPENSSH PRIVATE KEY"]), 40),
         decl("PGP_PRIVATE_KEY", Credentials, High,
-            r"-----BEGIN PGP PRIVATE KEY BLOCK-----", lit(&["pgp private key block"]), 40),
+            r"-----BEGIN PGP PRIVATE KEY BLOCK-----", cased(&["PGP PRIVATE KEY BLOCK"]), 40),
         decl("PUTTY_PRIVATE_KEY", Credentials, High,
-            r"PuTTY-User-Key-File-[23]: [a-z0-9-]+", lit(&["putty-user-key-file-"]), 60).starts_at_trigger(),
+            r"PuTTY-User-Key-File-[23]: [a-z0-9-]+", cased(&["PuTTY-User-Key-File-"]), 60).starts_at_trigger(),
         decl("CONNECTION_STRING_PASSWORD", Credentials, High,
             r"(?i:(?:^|[;\s])(?:password|pwd)\s*=\s*)([^;\s'\x22]{4,128})", lit(&["password", "pwd"]), 160)
             .group().valid(conn_string_password).pre(pre_connection_string),
@@ -651,13 +781,11 @@ fn pre_mac(t: &[u8], start: usize, _end: usize) -> bool {
         return false;
     }
     let s = &t[start - 2..start + 15];
-    (0..17).all(|i| {
-        if i % 3 == 2 {
-            s[i] == sep
-        } else {
-            s[i].is_ascii_hexdigit()
-        }
-    })
+    // The separators first: most runs with a dash or colon (dates, times, UUIDs) fail there.
+    [5, 8, 11, 14].iter().all(|&i| s[i] == sep)
+        && (0..17)
+            .filter(|i| i % 3 != 2)
+            .all(|i| s[i].is_ascii_hexdigit())
 }
 
 /// `password=` in a line of `key=value;` pairs.
@@ -713,6 +841,7 @@ pub(crate) fn managed() -> Vec<Rule> {
             validator: d.validator,
             trigger: d.trigger,
             precheck: d.precheck,
+            finder: d.finder,
             keywords: d.keywords.iter().map(|k| k.to_lowercase()).collect(),
             keyword_required: d.keyword_required,
             max_distance: d.max_distance,
@@ -720,6 +849,8 @@ pub(crate) fn managed() -> Vec<Rule> {
             ignore_words: Vec::new(),
             generic: d.generic,
             glue: d.glue,
+            letters: d.letters,
+            gap: d.gap,
             touching: d.touching,
             dots: d.dots,
             lead: d.lead.unwrap_or(d.max_len),
@@ -807,6 +938,8 @@ impl CustomIdentifier {
             required_literals(&hir).map_or(Trigger::Everywhere, |literals| Trigger::Literals {
                 literals,
                 word: false,
+                cased: false,
+                bounded: false,
             })
         };
         Ok(Rule {
@@ -818,6 +951,7 @@ impl CustomIdentifier {
             validator: None,
             trigger,
             precheck: None,
+            finder: None,
             keywords: self.keywords.iter().map(|k| k.to_lowercase()).collect(),
             keyword_required: !self.keywords.is_empty(),
             max_distance: self.maximum_match_distance,
@@ -825,6 +959,8 @@ impl CustomIdentifier {
             ignore_words: self.ignore_words.iter().map(|k| k.to_lowercase()).collect(),
             generic: 0,
             glue: 0,
+            letters: (0, 0),
+            gap: 0,
             touching: false,
             dots: 0,
             lead: max_len,
@@ -862,4 +998,78 @@ fn required_literals(hir: &regex_syntax::hir::Hir) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use regex_automata::Input;
+
+    use super::*;
+
+    /// Every finder finds what its identifier's regex finds, in any window of any text: texts
+    /// drawn from the bytes that matter to an address (digits, dots, word bytes, separators, a
+    /// Unicode digit and letter).
+    #[test]
+    fn finders_find_what_the_regexes_find() {
+        let pieces = [
+            "0",
+            "1",
+            "2",
+            "5",
+            "9",
+            "25",
+            "255",
+            "256",
+            "249",
+            "199",
+            "1.",
+            ".",
+            ".",
+            "..",
+            " ",
+            "a",
+            "_",
+            "-",
+            "é",
+            "٣",
+            "10.0.0.1",
+            "192.168.1.254",
+        ];
+        let rules: Vec<Rule> = managed()
+            .into_iter()
+            .filter(|r| r.finder.is_some())
+            .collect();
+        assert!(!rules.is_empty());
+        let mut rng = crate::anomaly::sim::Rng::new(11);
+        for _ in 0..40_000 {
+            let mut text = String::new();
+            for _ in 0..rng.below(14) {
+                text.push_str(pieces[rng.below(pieces.len() as u64) as usize]);
+            }
+            let bounds: Vec<usize> = (0..=text.len())
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            let a = bounds[rng.below(bounds.len() as u64) as usize];
+            let b = bounds[rng.below(bounds.len() as u64) as usize];
+            let (from, to) = (a.min(b), a.max(b));
+            for r in &rules {
+                let expected: Vec<(usize, usize)> = r
+                    .regex
+                    .find_iter(Input::new(&text).range(from..to))
+                    .map(|m| (m.start(), m.end()))
+                    .collect();
+                let mut got = Vec::new();
+                let find = r.finder.unwrap_or(|_, _, _, _| false);
+                if find(text.as_bytes(), from, to, &mut |s, e| got.push((s, e))) {
+                    assert_eq!(got, expected, "{} in {text:?}[{from}..{to}]", r.id);
+                } else {
+                    assert!(got.is_empty());
+                    assert!(
+                        !text[from..to].is_ascii(),
+                        "{text:?}: declined an ASCII window"
+                    );
+                }
+            }
+        }
+    }
 }

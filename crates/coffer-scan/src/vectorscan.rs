@@ -1,11 +1,15 @@
 //! The literal prefilter on Vectorscan/Hyperscan (the `vectorscan` feature): every identifier's
-//! trigger literals and keywords in one database, matched case-insensitively in one pass. It
-//! reports every occurrence of every literal (overlapping and nested ones too) by its end; a
-//! literal's start is its end less its length.
+//! trigger literals and keywords in one database, matched in one pass (ignoring case unless a
+//! literal is cased). It reports every occurrence of every literal (overlapping and nested ones
+//! too) by its end; a literal's start is its end less its length. A literal that must begin a
+//! word carries the byte class before it into its pattern, so that its occurrences inside words
+//! (`tin` in `setting`) are dropped inside the library instead of costing a callback each.
 
 use std::sync::Mutex;
 
 use hyperscan::prelude::*;
+
+use crate::engine::Literal;
 
 pub(crate) struct Literals {
     db: BlockDatabase,
@@ -31,9 +35,9 @@ pub(crate) fn version() -> String {
 }
 
 impl Literals {
-    /// Compiles the literals (lowercase; matched ignoring ASCII case). Fails where the library
-    /// cannot run (a CPU without SSSE3) or cannot compile them.
-    pub(crate) fn new(literals: &[String]) -> Result<Literals, String> {
+    /// Compiles the literals. Fails where the library cannot run (a CPU without SSSE3) or cannot
+    /// compile them.
+    pub(crate) fn new(literals: &[Literal]) -> Result<Literals, String> {
         if literals.is_empty() {
             return Err("no literals".into());
         }
@@ -42,10 +46,20 @@ impl Literals {
             .enumerate()
             .map(|(i, l)| {
                 // Every byte escaped: the literal means itself, whatever it holds.
-                let expression: String = l.bytes().map(|b| format!("\\x{b:02x}")).collect();
+                let mut expression = String::new();
+                if l.word_start {
+                    expression.push_str("(?:^|[^A-Za-z0-9])");
+                }
+                for b in l.text.bytes() {
+                    expression.push_str(&format!("\\x{b:02x}"));
+                }
                 Pattern {
                     expression,
-                    flags: CompileFlags::CASELESS,
+                    flags: if l.cased {
+                        CompileFlags::empty()
+                    } else {
+                        CompileFlags::CASELESS
+                    },
                     id: Some(i),
                     ext: Default::default(),
                     som: None,
@@ -61,7 +75,7 @@ impl Literals {
         Ok(Literals {
             db,
             scratch: Mutex::new(vec![first]),
-            lens: literals.iter().map(String::len).collect(),
+            lens: literals.iter().map(|l| l.text.len()).collect(),
         })
     }
 

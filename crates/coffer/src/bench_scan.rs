@@ -276,6 +276,18 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
             scan_rust.push(speed);
         }
     }
+    // Untimed: the reference path (every digit run tried, every value confirmed by its regex)
+    // finds exactly the same values where they are, or the figures above mean nothing.
+    let reference = Scanner::builder()
+        .prefilter(Prefilter::Rust)
+        .reference(true)
+        .build()?;
+    for (i, c) in chunks.iter().enumerate() {
+        anyhow::ensure!(
+            scanner.scan(c, None) == reference.scan(c, None),
+            "the fast path and the reference path disagree in MiB {i} of the corpus"
+        );
+    }
     let (base, scan) = (median(base), median(scan));
     let scan_rust = (!scan_rust.is_empty()).then(|| median(scan_rust));
     let identifiers = {
