@@ -192,6 +192,8 @@ pub struct Scanner {
     /// Rules triggered by a single byte (`@`, `:`, `+`, `-`): found by the byte pass, not the
     /// automaton, where such frequent matches would cost a callback each.
     byte_rules: Vec<Vec<usize>>,
+    /// Per byte: the distance at which every rule it starts wants the same byte again.
+    partners: Vec<Option<usize>>,
     /// Those bytes (repeated to fill).
     trigger_bytes: [u8; TRIGGER_BYTES],
     /// Whether every rule a trigger byte starts is `touching` (a trigger byte with neither a word
@@ -455,6 +457,13 @@ impl Scanner {
             .unwrap_or(8)
             .clamp(1, 8);
         let touching_triggers = byte_rules.iter().flatten().all(|&r| rules[r].touching);
+        let partners = byte_rules
+            .iter()
+            .map(|rs| {
+                let d = rs.first().map(|&r| rules[r].partner)?;
+                (d > 0 && rs.iter().all(|&r| rules[r].partner == d)).then_some(usize::from(d))
+            })
+            .collect();
         let with = |flag: u8| -> Vec<(usize, usize)> {
             digit_rules
                 .iter()
@@ -511,6 +520,7 @@ impl Scanner {
             min_digits,
             byte_rules,
             trigger_bytes,
+            partners,
             touching_triggers,
             keyword_digit_rules,
             need_plain,
@@ -777,13 +787,27 @@ impl Scanner {
             let in_run_sep = cur.sep & run;
             // Digits right after an uppercase letter (an IBAN's `GB82`): the run with its glue.
             let after_upper = cur.digit & upper_before;
+            // Digits one separator after one (a NINO's `AB 12`): may suit a rule with a gap.
+            let after_gapped_upper =
+                cur.digit & (cur.sep << 1 | prev.sep >> 63) & (cur.upper << 2 | prev.upper >> 62);
             // Groups after a separator of a run: the free part of a run glued to a lowercase word.
             let after_sep = cur.digit & (in_run_sep << 1 | sep_carry);
             let wide = u128::from(run) | u128::from(run_next) << 64;
-            let mut reach = wide;
-            for shift in 1..self.free_min_bytes {
-                reach &= wide >> shift;
-            }
+            // Where `free_min_bytes` run bytes start: runs of 2, then 4, then 8 by doubling, and
+            // the largest of those that fits joined with itself shifted to cover the rest.
+            let reach = {
+                let k = self.free_min_bytes as u32;
+                let two = wide & wide >> 1;
+                let four = two & two >> 2;
+                let eight = four & four >> 4;
+                let (p, runs) = match k {
+                    0 | 1 => (1, wide),
+                    2 | 3 => (2, two),
+                    4..=7 => (4, four),
+                    _ => (8, eight),
+                };
+                runs & runs >> (k.max(1) - p)
+            };
             let mut candidates = if self.reference {
                 run_starts | after_sep
             } else {
@@ -817,7 +841,7 @@ impl Scanner {
                     } else if count < self.need_plain[dots]
                         && (count < self.need_keyword[dots]
                             || !(context_keyword || keyword_zones.near(at, end)))
-                        && !self.letters_suit(t, at, count)
+                        && !(after_gapped_upper >> j & 1 != 0 && self.letters_suit(t, at, count))
                         && !self.letter_follows(t, end, count)
                     {
                         cursor = end;
@@ -837,7 +861,15 @@ impl Scanner {
             while triggers != 0 {
                 let at = base + triggers.trailing_zeros() as usize;
                 triggers &= triggers - 1;
-                for &rule in &self.byte_rules[usize::from(t[at])] {
+                let b = t[at];
+                // The byte that every rule it starts wants again further on (a MAC address's
+                // separators) is passed over where it does not come again.
+                if let Some(d) = self.partners[usize::from(b)]
+                    && t.get(at + d) != Some(&b)
+                {
+                    continue;
+                }
+                for &rule in &self.byte_rules[usize::from(b)] {
                     if self.rules[rule].precheck.is_none_or(|p| p(t, at, at + 1)) {
                         events.push(
                             &self.rules,
@@ -908,6 +940,25 @@ impl Scanner {
         let word = |b: u8| b.is_ascii_alphabetic() || b == b'_';
         let glued_before = run_start > 0 && word(t[run_start - 1]);
         let glued_after = t.get(run_end).is_some_and(|&b| word(b));
+        // What a rule's value needs of the run it lies in, checked before anything else: its
+        // dots and dashes, and the letters before or after its digits.
+        let (dots, dashes) = t[run_start..run_end].iter().fold((0u8, 0u8), |(d, s), &b| {
+            (
+                d.saturating_add(u8::from(b == b'.')),
+                s.saturating_add(u8::from(b == b'-')),
+            )
+        });
+        let letter_at = |i: usize| t.get(i).is_some_and(u8::is_ascii_alphabetic);
+        let shape_suits = |r: &Rule| {
+            dots >= r.dots
+                && dashes >= r.dashes
+                && (r.glue & LETTERS_BEFORE == 0
+                    || glued_before
+                    || (r.gap != 0 && run_start >= 1 && t[run_start - 1] == r.gap))
+                && (r.glue & LETTER_AFTER == 0
+                    || letter_at(run_end)
+                    || (r.gap != 0 && t.get(run_end) == Some(&r.gap) && letter_at(run_end + 1)))
+        };
         // The run less its first group, its last, or both: computed once each when a rule wants
         // it.
         let mut free = [None; 3];
@@ -945,6 +996,9 @@ impl Scanner {
             if run_count < min {
                 break;
             }
+            if !shape_suits(&self.rules[rule]) {
+                continue;
+            }
             if let Some((start, end)) = rule_span(rule, min) {
                 events.push(
                     &self.rules,
@@ -965,7 +1019,7 @@ impl Scanner {
             if run_count < min {
                 break;
             }
-            if !in_context[rule] && !any_keyword {
+            if (!in_context[rule] && !any_keyword) || !shape_suits(&self.rules[rule]) {
                 continue;
             }
             let Some((start, end)) = rule_span(rule, min) else {

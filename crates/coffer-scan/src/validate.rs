@@ -268,23 +268,39 @@ pub fn ca_sin(s: &str) -> bool {
 
 /// Shannon entropy of a string, in bits per character.
 pub fn entropy(s: &str) -> f64 {
+    // H = log2(n) - (sum of c * log2(c) over the byte counts c) / n, the sum kept as the counts
+    // grow, from a table for the small counts (the values are short; this runs per candidate).
+    static C_LOG2_C: std::sync::LazyLock<Vec<f64>> = std::sync::LazyLock::new(|| {
+        (0..=256u32)
+            .map(|c| {
+                if c == 0 {
+                    0.0
+                } else {
+                    f64::from(c) * f64::from(c).log2()
+                }
+            })
+            .collect()
+    });
+    let table = &*C_LOG2_C;
+    let c_log2_c = |c: u32| {
+        table
+            .get(c as usize)
+            .copied()
+            .unwrap_or_else(|| f64::from(c) * f64::from(c).log2())
+    };
     let mut counts = [0u32; 256];
-    let mut n = 0u32;
+    let mut sum = 0.0;
     for b in s.bytes() {
-        counts[usize::from(b)] += 1;
-        n += 1;
+        let c = &mut counts[usize::from(b)];
+        sum += c_log2_c(*c + 1) - c_log2_c(*c);
+        *c += 1;
     }
+    let n = s.len();
     if n == 0 {
         return 0.0;
     }
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = f64::from(c) / f64::from(n);
-            -p * p.log2()
-        })
-        .sum()
+    let n = n as f64;
+    (n.log2() - sum / n).max(0.0)
 }
 
 /// The decimal digits of `s` with any of `seps` skipped; `None` if anything else appears.

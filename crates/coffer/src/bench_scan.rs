@@ -288,6 +288,10 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
             "the fast path and the reference path disagree in MiB {i} of the corpus"
         );
     }
+    // The median says what a round usually gets; the best round, what the code does when the
+    // machine's neighbours leave the core alone (on a shared VM the two differ by a third).
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (scan_best, rust_best) = (best(&scan), best(&scan_rust));
     let (base, scan) = (median(base), median(scan));
     let scan_rust = (!scan_rust.is_empty()).then(|| median(scan_rust));
     let identifiers = {
@@ -305,8 +309,10 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
                 "engine": scanner.engine(),
                 "literal_search_mb_per_s": base,
                 "scan_mb_per_s": scan,
+                "scan_mb_per_s_best_round": scan_best,
                 "ratio": scan / base,
                 "pure_rust_scan_mb_per_s": scan_rust,
+                "pure_rust_scan_mb_per_s_best_round": scan_rust.map(|_| rust_best),
                 "literal_matches": found,
             }))?
         );
@@ -317,11 +323,13 @@ pub fn run(args: ScanBenchArgs) -> anyhow::Result<()> {
         );
         println!("single-literal search (memmem, the ceiling): {base:>8.1} MB/s");
         println!(
-            "coffer-scan, one core:                       {scan:>8.1} MB/s   ({})",
+            "coffer-scan, one core:                       {scan:>8.1} MB/s   (best round {scan_best:.1}; {})",
             scanner.engine()
         );
         if let Some(r) = scan_rust {
-            println!("coffer-scan, one core, pure-Rust engine:     {r:>8.1} MB/s");
+            println!(
+                "coffer-scan, one core, pure-Rust engine:     {r:>8.1} MB/s   (best round {rust_best:.1})"
+            );
         }
         println!(
             "ratio scan / literal search:                 {:>8.3}",
