@@ -307,6 +307,20 @@ impl Events {
         self.count = 0;
     }
 
+    /// A trigger or digit run at `start..end` for `rule`.
+    fn trigger(&mut self, rules: &[Rule], t: &[u8], rule: usize, start: usize, end: usize) {
+        self.push(
+            rules,
+            t,
+            Event {
+                rule,
+                start,
+                end,
+                after_keyword: false,
+            },
+        );
+    }
+
     /// Adds the window an event opens for its rule's pattern.
     fn push(&mut self, rules: &[Rule], t: &[u8], e: Event) {
         let r = &rules[e.rule];
@@ -620,16 +634,7 @@ impl Scanner {
                 if self.rules[rule].precheck.is_some_and(|p| !p(t, start, end)) {
                     return;
                 }
-                events.push(
-                    &self.rules,
-                    t,
-                    Event {
-                        rule,
-                        start,
-                        end,
-                        after_keyword: false,
-                    },
-                );
+                events.trigger(&self.rules, t, rule, start, end);
             }
         };
         if !self.literals_vectorscan(t, literal_hits, &mut each) {
@@ -665,16 +670,7 @@ impl Scanner {
                 && matches!(r.trigger, Trigger::Keywords)
                 && t.len() <= CONTEXT_FIELD_MAX
             {
-                events.push(
-                    &self.rules,
-                    t,
-                    Event {
-                        rule: i,
-                        start: 0,
-                        end: t.len(),
-                        after_keyword: false,
-                    },
-                );
+                events.trigger(&self.rules, t, i, 0, t.len());
             }
         }
 
@@ -688,16 +684,7 @@ impl Scanner {
             events,
         );
         for &rule in &self.everywhere {
-            events.push(
-                &self.rules,
-                t,
-                Event {
-                    rule,
-                    start: 0,
-                    end: t.len(),
-                    after_keyword: false,
-                },
-            );
+            events.trigger(&self.rules, t, rule, 0, t.len());
         }
 
         // Stage two: each rule's pattern in the windows of its own events, overlapping windows
@@ -871,16 +858,7 @@ impl Scanner {
                 }
                 for &rule in &self.byte_rules[usize::from(b)] {
                     if self.rules[rule].precheck.is_none_or(|p| p(t, at, at + 1)) {
-                        events.push(
-                            &self.rules,
-                            t,
-                            Event {
-                                rule,
-                                start: at,
-                                end: at + 1,
-                                after_keyword: false,
-                            },
-                        );
+                        events.trigger(&self.rules, t, rule, at, at + 1);
                     }
                 }
             }
@@ -1000,16 +978,7 @@ impl Scanner {
                 continue;
             }
             if let Some((start, end)) = rule_span(rule, min) {
-                events.push(
-                    &self.rules,
-                    t,
-                    Event {
-                        rule,
-                        start,
-                        end,
-                        after_keyword: false,
-                    },
-                );
+                events.trigger(&self.rules, t, rule, start, end);
             }
         }
         // Keyword-required rules: first whether any of their keywords is in reach of the run
@@ -1035,16 +1004,7 @@ impl Scanner {
             {
                 continue;
             }
-            events.push(
-                &self.rules,
-                t,
-                Event {
-                    rule,
-                    start,
-                    end,
-                    after_keyword: false,
-                },
-            );
+            events.trigger(&self.rules, t, rule, start, end);
         }
         run_end
     }
