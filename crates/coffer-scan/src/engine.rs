@@ -887,14 +887,12 @@ impl Scanner {
     /// Whether a run of `count` digits ending at `end` has the letter after it that a rule whose
     /// digits precede one wants (a DNI's `Z` or `-Z`), after a group of the rule's digits.
     fn letter_follows(&self, t: &[u8], end: usize, count: usize) -> bool {
-        let letter = |i: usize| t.get(i).is_some_and(u8::is_ascii_alphabetic);
         self.letter_after.iter().any(|&(rule, min)| {
-            let gap = self.rules[rule].gap;
             count >= min
                 && t[end.saturating_sub(min)..end]
                     .iter()
                     .all(u8::is_ascii_digit)
-                && (letter(end) || (gap != 0 && t.get(end) == Some(&gap) && letter(end + 1)))
+                && letter_after(t, end, self.rules[rule].gap)
         })
     }
 
@@ -918,39 +916,31 @@ impl Scanner {
         let word = |b: u8| b.is_ascii_alphabetic() || b == b'_';
         let glued_before = run_start > 0 && word(t[run_start - 1]);
         let glued_after = t.get(run_end).is_some_and(|&b| word(b));
-        // What a rule's value needs of the run it lies in, checked before anything else: its
-        // dots and dashes, and the letters before or after its digits.
+        // What a rule's value needs of the run it lies in, checked before anything else (and
+        // before `rule_span`, which counts on it): its dots and dashes, and the letters before
+        // or after its digits.
         let (dots, dashes) = t[run_start..run_end].iter().fold((0u8, 0u8), |(d, s), &b| {
             (
                 d.saturating_add(u8::from(b == b'.')),
                 s.saturating_add(u8::from(b == b'-')),
             )
         });
-        let letter_at = |i: usize| t.get(i).is_some_and(u8::is_ascii_alphabetic);
         let shape_suits = |r: &Rule| {
             dots >= r.dots
                 && dashes >= r.dashes
                 && (r.glue & LETTERS_BEFORE == 0
                     || glued_before
-                    || (r.gap != 0 && run_start >= 1 && t[run_start - 1] == r.gap))
-                && (r.glue & LETTER_AFTER == 0
-                    || letter_at(run_end)
-                    || (r.gap != 0 && t.get(run_end) == Some(&r.gap) && letter_at(run_end + 1)))
+                    || (r.gap != 0
+                        && run_start >= 2
+                        && t[run_start - 1] == r.gap
+                        && t[run_start - 2].is_ascii_uppercase()))
+                && (r.glue & LETTER_AFTER == 0 || letter_after(t, run_end, r.gap))
         };
         // The run less its first group, its last, or both: computed once each when a rule wants
         // it.
         let mut free = [None; 3];
         let mut rule_span = |rule: usize, min: usize| -> Option<(usize, usize)> {
             let r = &self.rules[rule];
-            if r.glue & LETTERS_BEFORE != 0
-                && !glued_before
-                && !(r.gap != 0
-                    && run_start >= 2
-                    && t[run_start - 1] == r.gap
-                    && t[run_start - 2].is_ascii_uppercase())
-            {
-                return None;
-            }
             let cut_first = glued_before && r.glue & crate::rules::GLUE_BEFORE == 0;
             let cut_last = glued_after && r.glue & crate::rules::GLUE_AFTER == 0;
             let (start, end) = match (cut_first, cut_last) {
@@ -1289,6 +1279,12 @@ fn letters_before(t: &[u8], at: usize) -> (u8, u8) {
         letters = 0;
     }
     (letters, gap)
+}
+
+/// Whether a letter comes at `end`, or after a `gap` byte there (0: no gap allowed).
+fn letter_after(t: &[u8], end: usize, gap: u8) -> bool {
+    let letter = |i: usize| t.get(i).is_some_and(u8::is_ascii_alphabetic);
+    letter(end) || (gap != 0 && t.get(end) == Some(&gap) && letter(end + 1))
 }
 
 /// The run of digits starting at `start` (single spaces, dashes, dots or slashes may separate
