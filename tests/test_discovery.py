@@ -616,3 +616,116 @@ def test_bucket_criteria_choose_the_buckets_when_the_job_runs(server):
         code, status, message = error_code(lambda: m.create_classification_job(
             jobType="ONE_TIME", name="bad", s3JobDefinition=definition))
         assert (code, status) == ("ValidationException", 400) and words in message, (definition, message)
+
+
+def test_findings_filters_suppress_findings_and_pages_walk_them_all(server, hook):
+    s3, m, acct = server.client("s3"), macie(server), account(server)
+    bucket = "suppress-data"
+    s3.create_bucket(Bucket=bucket)
+    for i in range(6):
+        s3.put_object(Bucket=bucket, Key=f"ssn-{i}.txt", Body=f"ssn {SSN}\n".encode())
+    for i in range(4):
+        s3.put_object(Bucket=bucket, Key=f"card-{i}.txt", Body=f"card {CARD}\n".encode())
+    first = m.create_classification_job(jobType="ONE_TIME", name="before the rule",
+                                        s3JobDefinition=job_definition(acct, bucket))
+    wait_for(first["jobId"], m)
+    in_bucket = {"resourcesAffected.s3Bucket.name": {"eq": [bucket]}}
+    cards = {**in_bucket, "classificationDetails.result.sensitiveData.detections.type": {
+        "eq": ["CREDIT_CARD_NUMBER"]}}
+
+    def ids(**criterion):
+        out, token = [], None
+        while True:
+            page = m.list_findings(findingCriteria={"criterion": {**in_bucket, **criterion}}, maxResults=4,
+                                   **({"nextToken": token} if token else {}))
+            out += page["findingIds"]
+            token = page.get("nextToken")
+            if not token:
+                return out
+
+    assert len(ids()) == 10
+    # A suppression rule archives the findings that already meet it.
+    rule = m.create_findings_filter(name="cards are expected here", action="ARCHIVE",
+                                    findingCriteria={"criterion": cards}, description="test cards",
+                                    tags={"team": "payments"}, clientToken="rule-1")
+    assert rule["arn"] == f"arn:aws:macie2:us-east-1:{acct}:findings-filter/{rule['id']}"
+    assert m.create_findings_filter(name="cards are expected here", action="ARCHIVE", clientToken="rule-1",
+                                    findingCriteria={"criterion": cards})["id"] == rule["id"]
+    assert len(ids(archived={"eq": ["true"]})) == 4
+    assert len(ids(archived={"eq": ["false"]})) == 6
+    archived = m.get_findings(findingIds=ids(archived={"eq": ["true"]}))["findings"]
+    assert all(f["archived"] and f["resourcesAffected"]["s3Object"]["key"].startswith("card-") for f in archived)
+    got = m.get_findings_filter(id=rule["id"])
+    assert (got["name"], got["action"], got["position"], got["tags"]) == (
+        "cards are expected here", "ARCHIVE", 1, {"team": "payments"})
+    assert got["findingCriteria"]["criterion"]["classificationDetails.result.sensitiveData.detections.type"] == {
+        "eq": ["CREDIT_CARD_NUMBER"]}
+    saved = m.create_findings_filter(name="just a view", action="NOOP",
+                                     findingCriteria={"criterion": {"severity.description": {"eq": ["High"]}}})
+    listed = m.list_findings_filters()["findingsFilterListItems"]
+    assert [(f["id"], f["action"]) for f in listed if f["id"] in (rule["id"], saved["id"])] == [
+        (rule["id"], "ARCHIVE"), (saved["id"], "NOOP")]
+    m.update_findings_filter(id=saved["id"], name="high only", position=7)
+    assert m.get_findings_filter(id=saved["id"])["name"] == "high only"
+    assert len(ids(archived={"eq": ["true"]})) == 4, "a NOOP filter archives nothing"
+
+    # Later findings that meet the rule are archived as they are stored, and not published.
+    for i in range(4, 6):
+        s3.put_object(Bucket=bucket, Key=f"card-{i}.txt", Body=f"card {CARD}\n".encode())
+    s3.put_object(Bucket=bucket, Key="ssn-6.txt", Body=f"ssn {SSN}\n".encode())
+    second = m.create_classification_job(jobType="ONE_TIME", name="after the rule",
+                                         s3JobDefinition=job_definition(acct, bucket))
+    wait_for(second["jobId"], m)
+    job2 = {"classificationDetails.jobId": {"eq": [second["jobId"]]}}
+    assert len(ids(**job2)) == 13
+    suppressed = ids(**job2, archived={"eq": ["true"]})
+    assert len(suppressed) == 6
+    open_ids = ids(**job2, archived={"eq": ["false"]})
+    deadline = time.time() + 10
+    while len({r[2]["detail"]["id"] for r in Hook.received} & set(open_ids)) < 7 and time.time() < deadline:
+        time.sleep(0.1)
+    published = {r[2]["detail"]["id"] for r in Hook.received}
+    assert set(open_ids) <= published and not set(suppressed) & published
+
+    # Deleting the rule leaves what it archived archived.
+    m.delete_findings_filter(id=rule["id"])
+    assert error_code(lambda: m.get_findings_filter(id=rule["id"]))[:2] == ("ResourceNotFoundException", 404)
+    assert len(ids(archived={"eq": ["true"]})) == 10
+    stats = m.get_finding_statistics(groupBy="classificationDetails.jobId", findingCriteria={"criterion": {
+        **in_bucket, "archived": {"eq": ["false"]}}})["countsByGroup"]
+    assert sorted((g["groupKey"], g["count"]) for g in stats) == sorted(
+        [(first["jobId"], 6), (second["jobId"], 7)])
+
+    # Pages in a stored order and in one kept in memory walk every finding once, in order.
+    every = m.list_findings(findingCriteria={"criterion": in_bucket}, maxResults=50,
+                            sortCriteria={"attributeName": "resourcesAffected.s3Object.key", "orderBy": "DESC"})
+    assert len(every["findingIds"]) == 23 and "nextToken" not in every
+    for sort in [{"attributeName": "resourcesAffected.s3Object.key", "orderBy": "DESC"},
+                 {"attributeName": "classificationDetails.result.sizeClassified", "orderBy": "ASC"}]:
+        walked = [i for page in m.get_paginator("list_findings").paginate(
+            findingCriteria={"criterion": in_bucket}, sortCriteria=sort, PaginationConfig={"PageSize": 5})
+            for i in page["findingIds"]]
+        assert sorted(walked) == sorted(every["findingIds"]) and len(set(walked)) == 23, sort
+    by_id = {f["id"]: f["resourcesAffected"]["s3Object"]["key"] for f in m.get_findings(
+        findingIds=every["findingIds"][:20])["findings"]}
+    keys = [by_id[i] for i in every["findingIds"][:20]]
+    assert keys == sorted(keys, reverse=True)
+    page = m.list_findings(findingCriteria={"criterion": in_bucket}, maxResults=5)
+    other_order = {"attributeName": "type", "orderBy": "ASC"}
+    code, status, message = error_code(lambda: m.list_findings(
+        findingCriteria={"criterion": in_bucket}, sortCriteria=other_order, nextToken=page["nextToken"]))
+    assert (code, status) == ("ValidationException", 400) and "nextToken" in message
+
+    # Bad filters are refused with Macie's errors.
+    for kwargs, words in [
+        ({"name": "ab", "action": "ARCHIVE"}, "3 to 64"),
+        ({"name": "fine name", "action": "DELETE"}, "ARCHIVE or NOOP"),
+        ({"name": "fine name", "action": "NOOP", "findingCriteria": {"criterion": {"type": {"eq": [5]}}}},
+         "type.eq must be a list of strings"),
+    ]:
+        kwargs.setdefault("findingCriteria", {"criterion": in_bucket})
+        code, status, message = error_code(lambda: m.create_findings_filter(**kwargs))
+        assert (code, status) == ("ValidationException", 400) and words in message, message
+    code, status, _ = error_code(lambda: m.create_findings_filter(
+        name="high only", action="NOOP", findingCriteria={"criterion": in_bucket}))
+    assert (code, status) == ("ConflictException", 409)

@@ -16,7 +16,10 @@ mod store;
 mod testing;
 
 pub use changes::Change;
-pub use discovery::{DiscoveryMeta, FindingRecord, JobRecord};
+pub use discovery::{
+    DiscoveryMeta, FindingField, FindingQuery, FindingRecord, FindingTerms, FindingTest, JobRecord,
+    Scalar,
+};
 pub use objects::{
     BucketAttr, BucketRecord, ListQuery, ObjectMeta, ObjectRecord, PartRef, SseRecord,
     UploadPartRecord, UploadRecord,

@@ -1434,4 +1434,62 @@ mod tests {
             .collect();
         assert_eq!(due, ["live"]);
     }
+
+    #[tokio::test]
+    async fn schema_9_keeps_findings_and_leaves_them_to_be_indexed() {
+        use crate::DiscoveryMeta;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("meta.db");
+        {
+            // A database as schema version 8 left it: one finding, its document in its row.
+            let c = rusqlite::Connection::open(&path).expect("open");
+            c.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+            )
+            .expect("table");
+            for (i, sql) in crate::sql::SQLITE_MIGRATIONS[..8].iter().enumerate() {
+                c.execute_batch(sql).expect("migrate");
+                c.execute(
+                    "INSERT INTO schema_migrations VALUES (?1, 0)",
+                    [i as i64 + 1],
+                )
+                .expect("version");
+            }
+            c.execute_batch(
+                "INSERT INTO discovery_findings VALUES \
+                 ('f1', 'b', 'k', 'HIGH', 'T', 'AUTOMATED', 1, 2, 0, '{\"id\":\"f1\"}');",
+            )
+            .expect("rows");
+        }
+        let s = SqlStore::open_sqlite(&path).expect("upgrade");
+        let old = s.unindexed_findings(10).await.expect("unindexed");
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            (old[0].id.as_str(), old[0].doc.as_str()),
+            ("f1", "{\"id\":\"f1\"}")
+        );
+        s.index_findings(&[("f1".into(), vec![("type".into(), "T".into())])])
+            .await
+            .expect("index");
+        assert!(
+            s.unindexed_findings(10)
+                .await
+                .expect("none left")
+                .is_empty()
+        );
+        let by_term = s
+            .query_findings(&crate::FindingQuery {
+                tests: vec![crate::FindingTest::In(
+                    crate::FindingField::Term("type".into()),
+                    vec![crate::Scalar::Text("T".into())],
+                )],
+                order: crate::FindingField::Id,
+                descending: false,
+                after: None,
+                limit: 10,
+            })
+            .await
+            .expect("query");
+        assert_eq!(by_term.len(), 1);
+    }
 }

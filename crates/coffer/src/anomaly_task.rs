@@ -155,19 +155,26 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
         "cofferRemediation": remediation,
     });
     coffer_api::macie::stamp_finding(&mut doc, cfg);
-    meta.put_findings(&[FindingRecord {
-        id: id.clone(),
-        bucket: String::new(),
-        key: String::new(),
-        severity: a.severity.as_str().to_owned(),
-        finding_type: "Policy:IAMUser/AnomalousBehavior".into(),
-        origin: "ANOMALY".into(),
-        created_ms: created * 1000,
-        updated_ms: a.window_end * 1000,
-        archived: false,
-        doc: doc.to_string(),
-    }])
-    .await?;
+    let suppressed = coffer_api::macie::store_findings(
+        state,
+        vec![FindingRecord {
+            id: id.clone(),
+            bucket: String::new(),
+            key: String::new(),
+            severity: a.severity.as_str().to_owned(),
+            finding_type: "Policy:IAMUser/AnomalousBehavior".into(),
+            origin: "ANOMALY".into(),
+            created_ms: created * 1000,
+            updated_ms: a.window_end * 1000,
+            archived: false,
+            doc: doc.to_string(),
+        }],
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot store the alert's finding: {e:?}"))?
+    .first()
+    .copied()
+    .unwrap_or(false);
     meta.put_discovery_setting(
         &incident_key,
         &json!({ "findingId": id, "lastAlert": a.window_end, "created": created, "count": count })
@@ -175,8 +182,11 @@ async fn handle(state: &Arc<AppState>, a: &Alert, s: &AnomalySettings) -> anyhow
     )
     .await?;
     if count == 1 {
-        warn!(principal = a.principal, severity = a.severity.as_str(), signals = ?details, "access anomaly");
-        state.discovery.publish(state, &doc);
+        warn!(principal = a.principal, severity = a.severity.as_str(), signals = ?details, suppressed, "access anomaly");
+        // A finding an archiving filter suppressed is not published.
+        if !suppressed {
+            state.discovery.publish(state, &doc);
+        }
     }
     Ok(())
 }

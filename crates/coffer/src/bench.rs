@@ -37,6 +37,10 @@ pub enum BenchCommand {
     /// A classification job over a bucket of generated mixed text on a Coffer started here, beside
     /// the same objects scanned in this process on every core, in alternating rounds.
     Discovery(crate::bench_discovery::DiscoveryBenchArgs),
+    /// Findings queries (ListFindings criteria, orders and deep pages; GetFindingStatistics)
+    /// over many stored findings, beside the same requests answered by reading every finding,
+    /// in alternating rounds.
+    Findings(crate::bench_findings::FindingsBenchArgs),
     /// The scanner's precision, recall and F1 per identifier over a generated corpus of
     /// documents with planted, labelled values and hard negatives.
     ScanAccuracy(crate::bench_scan_eval::AccuracyArgs),
@@ -248,6 +252,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             runtime.block_on(crate::bench_s3::run(args))
         }
         BenchCommand::Scan(args) => crate::bench_scan::run(args),
+        BenchCommand::Findings(args) => crate::bench_findings::run(args),
         BenchCommand::Esdk(args) => crate::bench_esdk::run(args),
         BenchCommand::Fields(args) => crate::bench_esdk::fields(args),
         BenchCommand::Discovery(args) => {

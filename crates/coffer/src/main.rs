@@ -8,6 +8,7 @@ mod backup_cmd;
 mod bench;
 mod bench_discovery;
 mod bench_esdk;
+mod bench_findings;
 mod bench_meta;
 mod bench_s3;
 mod bench_scan;

@@ -83,7 +83,7 @@ fn identifier_of(input: &Value, name: &str) -> MacieResult<CustomIdentifier> {
     Ok(c)
 }
 
-async fn docs_under(state: &AppState, prefix: &str) -> MacieResult<Vec<Value>> {
+pub(super) async fn docs_under(state: &AppState, prefix: &str) -> MacieResult<Vec<Value>> {
     Ok(state
         .kms
         .meta()
@@ -94,7 +94,12 @@ async fn docs_under(state: &AppState, prefix: &str) -> MacieResult<Vec<Value>> {
         .collect())
 }
 
-async fn doc(state: &AppState, prefix: &str, id: &str, what: &str) -> MacieResult<Value> {
+pub(super) async fn doc(
+    state: &AppState,
+    prefix: &str,
+    id: &str,
+    what: &str,
+) -> MacieResult<Value> {
     state
         .kms
         .meta()
@@ -104,7 +109,7 @@ async fn doc(state: &AppState, prefix: &str, id: &str, what: &str) -> MacieResul
         .ok_or_else(|| MacieError::NotFound(format!("The {what} {id} does not exist.")))
 }
 
-async fn put(state: &AppState, prefix: &str, doc: &Value) -> MacieResult<()> {
+pub(super) async fn put(state: &AppState, prefix: &str, doc: &Value) -> MacieResult<()> {
     let id = doc["id"].as_str().unwrap_or_default();
     Ok(state
         .kms
@@ -113,7 +118,7 @@ async fn put(state: &AppState, prefix: &str, doc: &Value) -> MacieResult<()> {
         .await?)
 }
 
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 

@@ -7,6 +7,7 @@
 //! in the background ([`runner`]), reading objects with the authority of whoever asked for it.
 
 mod custom;
+mod filters;
 mod findings;
 mod jobs;
 pub mod runner;
@@ -21,6 +22,10 @@ use axum::response::Response;
 use coffer_kms::{Caller, KmsError};
 use serde_json::{Value, json};
 
+pub use findings::{
+    list_by_reading_all, list_in as list_findings, statistics_in as finding_statistics,
+    store as store_findings, synthetic_finding, terms_of as finding_terms,
+};
 pub use runner::{Discovery, FINDINGS_RETENTION};
 
 use crate::AppState;
@@ -36,6 +41,7 @@ pub enum MacieError {
     Validation(String),
     NotFound(String),
     Conflict(String),
+    QuotaExceeded(String),
     Api(ApiError),
 }
 
@@ -63,6 +69,10 @@ impl MacieError {
             MacieError::Validation(_) => (StatusCode::BAD_REQUEST, "ValidationException"),
             MacieError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
             MacieError::Conflict(_) => (StatusCode::CONFLICT, "ConflictException"),
+            MacieError::QuotaExceeded(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "ServiceQuotaExceededException",
+            ),
             MacieError::Api(ApiError::Kms(KmsError::AccessDenied(_))) => {
                 (StatusCode::FORBIDDEN, "AccessDeniedException")
             }
@@ -81,9 +91,10 @@ impl MacieError {
 
     fn message(&self, request_id: &str) -> String {
         match self {
-            MacieError::Validation(m) | MacieError::NotFound(m) | MacieError::Conflict(m) => {
-                m.clone()
-            }
+            MacieError::Validation(m)
+            | MacieError::NotFound(m)
+            | MacieError::Conflict(m)
+            | MacieError::QuotaExceeded(m) => m.clone(),
             MacieError::Api(e) => e.client_message(request_id),
         }
     }
@@ -123,6 +134,11 @@ enum Op {
     ListAllowLists,
     UpdateAllowList,
     DeleteAllowList,
+    CreateFindingsFilter,
+    GetFindingsFilter,
+    ListFindingsFilters,
+    UpdateFindingsFilter,
+    DeleteFindingsFilter,
 }
 
 impl Op {
@@ -153,6 +169,11 @@ impl Op {
             Op::ListAllowLists => "ListAllowLists",
             Op::UpdateAllowList => "UpdateAllowList",
             Op::DeleteAllowList => "DeleteAllowList",
+            Op::CreateFindingsFilter => "CreateFindingsFilter",
+            Op::GetFindingsFilter => "GetFindingsFilter",
+            Op::ListFindingsFilters => "ListFindingsFilters",
+            Op::UpdateFindingsFilter => "UpdateFindingsFilter",
+            Op::DeleteFindingsFilter => "DeleteFindingsFilter",
         }
     }
 }
@@ -201,6 +222,11 @@ fn route(method: &Method, path: &str) -> Option<(Op, Option<String>)> {
         ("GET", ["allow-lists", id]) => (Op::GetAllowList, Some(param(id)?)),
         ("PUT", ["allow-lists", id]) => (Op::UpdateAllowList, Some(param(id)?)),
         ("DELETE", ["allow-lists", id]) => (Op::DeleteAllowList, Some(param(id)?)),
+        ("POST", ["findingsfilters"]) => (Op::CreateFindingsFilter, None),
+        ("GET", ["findingsfilters"]) => (Op::ListFindingsFilters, None),
+        ("GET", ["findingsfilters", id]) => (Op::GetFindingsFilter, Some(param(id)?)),
+        ("PATCH", ["findingsfilters", id]) => (Op::UpdateFindingsFilter, Some(param(id)?)),
+        ("DELETE", ["findingsfilters", id]) => (Op::DeleteFindingsFilter, Some(param(id)?)),
         _ => return None,
     })
 }
@@ -356,6 +382,11 @@ async fn dispatch(
         Op::ListAllowLists => custom::list_allow_lists(state, query).await,
         Op::UpdateAllowList => custom::update_allow_list(state, id(), input).await,
         Op::DeleteAllowList => custom::delete_allow_list(state, id(), query).await,
+        Op::CreateFindingsFilter => filters::create(state, input).await,
+        Op::GetFindingsFilter => filters::get(state, id()).await,
+        Op::ListFindingsFilters => filters::list(state, query).await,
+        Op::UpdateFindingsFilter => filters::update(state, id(), input).await,
+        Op::DeleteFindingsFilter => filters::delete(state, id()).await,
     }
 }
 

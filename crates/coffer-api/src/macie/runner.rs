@@ -213,6 +213,7 @@ pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     let s = state.clone();
     let mut tasks = vec![tokio::spawn(async move {
         let mut purged_at: Option<i64> = None;
+        let mut old_indexed = false;
         loop {
             // One node at a time runs classification jobs (when several share the metadata);
             // the others skip the round, and take over when that node goes.
@@ -223,6 +224,21 @@ pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
                 .await
             {
                 Ok(Some(_running)) => {
+                    // Findings stored by a Coffer before findings were indexed are indexed
+                    // once, so that criteria on indexed fields find them.
+                    if !old_indexed {
+                        match super::findings::index_old_findings(&**s.kms.meta()).await {
+                            Ok(0) => old_indexed = true,
+                            Ok(n) => {
+                                tracing::info!(
+                                    findings = n,
+                                    "indexed findings stored before indexing"
+                                );
+                                old_indexed = true;
+                            }
+                            Err(e) => tracing::error!(error = ?e, "cannot index old findings"),
+                        }
+                    }
                     if let Err(e) = run_due_jobs(&s).await {
                         tracing::error!(error = ?e, "classification jobs failed to run");
                     }
@@ -239,6 +255,9 @@ pub fn spawn(state: Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
                                 "findings past their retention deleted"
                             ),
                             Err(e) => tracing::error!(error = %e, "cannot delete expired findings"),
+                        }
+                        if let Err(e) = s.kms.meta().optimize_findings().await {
+                            tracing::warn!(error = %e, "cannot refresh the findings query statistics");
                         }
                         purged_at = Some(now);
                     }
@@ -575,10 +594,12 @@ async fn classify_all(
             _ => None,
         })
         .collect();
-    if let Err(e) = state.kms.meta().put_findings(&found).await {
-        return vec![Err(e.into())];
-    }
-    for f in &found {
+    let suppressed = match super::findings::store(state, found.clone()).await {
+        Ok(s) => s,
+        Err(e) => return vec![Err(e)],
+    };
+    // Findings an archiving filter suppressed are stored but not published.
+    for (f, _) in found.iter().zip(&suppressed).filter(|(_, s)| !**s) {
         let doc: Value = serde_json::from_str(&f.doc).unwrap_or_default();
         state.discovery.publish(state, &doc);
     }

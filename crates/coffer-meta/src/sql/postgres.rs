@@ -25,7 +25,8 @@ use crate::{MetaError, Result};
 
 /// Forward-only schema migrations; the index + 1 is the schema version. Version 1 is the SQLite
 /// schema as of its version 8, in PostgreSQL's types.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public;
 CREATE TABLE kms_custom_key_stores (
     id                TEXT COLLATE "C" PRIMARY KEY,
@@ -252,7 +253,34 @@ CREATE TABLE discovery_settings (
     name   TEXT COLLATE "C" PRIMARY KEY,
     value  TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: findings indexed for queries: terms (detection types, tags, …), per-field indexes, and
+    // the documents apart, so that scanning the rows reads only the columns.
+    r#"
+ALTER TABLE discovery_findings ADD COLUMN indexed BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE discovery_finding_terms (
+    field       TEXT COLLATE "C" NOT NULL,
+    value       TEXT COLLATE "C" NOT NULL,
+    finding_id  TEXT COLLATE "C" NOT NULL REFERENCES discovery_findings(id) ON DELETE CASCADE,
+    PRIMARY KEY (field, value, finding_id)
+);
+CREATE INDEX discovery_finding_terms_by_finding ON discovery_finding_terms(finding_id);
+CREATE TABLE discovery_finding_docs (
+    id   TEXT COLLATE "C" PRIMARY KEY REFERENCES discovery_findings(id) ON DELETE CASCADE,
+    doc  TEXT NOT NULL
+);
+INSERT INTO discovery_finding_docs (id, doc) SELECT id, doc FROM discovery_findings;
+ALTER TABLE discovery_findings DROP COLUMN doc;
+DROP INDEX discovery_findings_by_time;
+CREATE INDEX discovery_findings_by_updated ON discovery_findings(updated_ms, id);
+CREATE INDEX discovery_findings_by_created ON discovery_findings(created_ms, id);
+CREATE INDEX discovery_findings_by_key ON discovery_findings(bucket, key, id);
+CREATE INDEX discovery_findings_by_severity ON discovery_findings(severity, updated_ms);
+CREATE INDEX discovery_findings_by_type ON discovery_findings(finding_type, updated_ms);
+CREATE INDEX discovery_findings_by_origin ON discovery_findings(origin, updated_ms);
+CREATE INDEX discovery_findings_unindexed ON discovery_findings(id) WHERE indexed = 0;
+"#,
+];
 
 /// The advisory lock that serialises schema migrations between nodes starting together.
 const MIGRATION_LOCK: i64 = 0x436f_6666_6572_4d31; // "CofferM1"

@@ -270,6 +270,32 @@ CREATE TABLE discovery_settings (
     value  TEXT NOT NULL
 );
 "#,
+    // 9: findings indexed for queries: terms (detection types, tags, …), per-field indexes, and
+    // the documents apart, so that scanning the rows reads only the columns.
+    r#"
+ALTER TABLE discovery_findings ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE discovery_finding_terms (
+    field       TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    finding_id  TEXT NOT NULL REFERENCES discovery_findings(id) ON DELETE CASCADE,
+    PRIMARY KEY (field, value, finding_id)
+) WITHOUT ROWID;
+CREATE INDEX discovery_finding_terms_by_finding ON discovery_finding_terms(finding_id);
+CREATE TABLE discovery_finding_docs (
+    id   TEXT PRIMARY KEY REFERENCES discovery_findings(id) ON DELETE CASCADE,
+    doc  TEXT NOT NULL
+);
+INSERT INTO discovery_finding_docs (id, doc) SELECT id, doc FROM discovery_findings;
+ALTER TABLE discovery_findings DROP COLUMN doc;
+DROP INDEX discovery_findings_by_time;
+CREATE INDEX discovery_findings_by_updated ON discovery_findings(updated_ms, id);
+CREATE INDEX discovery_findings_by_created ON discovery_findings(created_ms, id);
+CREATE INDEX discovery_findings_by_key ON discovery_findings(bucket, key, id);
+CREATE INDEX discovery_findings_by_severity ON discovery_findings(severity, updated_ms);
+CREATE INDEX discovery_findings_by_type ON discovery_findings(finding_type, updated_ms);
+CREATE INDEX discovery_findings_by_origin ON discovery_findings(origin, updated_ms);
+CREATE INDEX discovery_findings_unindexed ON discovery_findings(id) WHERE indexed = 0;
+"#,
 ];
 
 #[derive(Debug, Clone)]
