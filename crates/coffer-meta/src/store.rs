@@ -1375,6 +1375,24 @@ mod tests {
         assert!(s.key("a").await.expect("get").is_some());
     }
 
+    /// A SQLite database as schema version `version` left it.
+    fn sqlite_at_version(path: &std::path::Path, version: usize) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        )
+        .expect("table");
+        for (i, sql) in crate::sql::SQLITE_MIGRATIONS[..version].iter().enumerate() {
+            c.execute_batch(sql).expect("migrate");
+            c.execute(
+                "INSERT INTO schema_migrations VALUES (?1, 0)",
+                [i as i64 + 1],
+            )
+            .expect("version");
+        }
+        c
+    }
+
     #[tokio::test]
     async fn schema_3_moves_import_state_onto_material_rows() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -1382,19 +1400,7 @@ mod tests {
         {
             // A database as schema version 2 left it: one imported key with material and a
             // ValidTo, one whose imported material was deleted (no row, fingerprint kept).
-            let c = rusqlite::Connection::open(&path).expect("open");
-            c.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-            )
-            .expect("table");
-            for (i, sql) in crate::sql::SQLITE_MIGRATIONS[..2].iter().enumerate() {
-                c.execute_batch(sql).expect("migrate");
-                c.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 0)",
-                    [i as i64 + 1],
-                )
-                .expect("version");
-            }
+            let c = sqlite_at_version(&path, 2);
             c.execute_batch(
                 "INSERT INTO kms_keys (key_id, created_ms, description, key_usage, key_spec, origin, key_manager, state, \
                  rotation_enabled, current_version, expiration_model, valid_to_ms, import_fingerprint) VALUES \
@@ -1442,19 +1448,7 @@ mod tests {
         let path = dir.path().join("meta.db");
         {
             // A database as schema version 8 left it: one finding, its document in its row.
-            let c = rusqlite::Connection::open(&path).expect("open");
-            c.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-            )
-            .expect("table");
-            for (i, sql) in crate::sql::SQLITE_MIGRATIONS[..8].iter().enumerate() {
-                c.execute_batch(sql).expect("migrate");
-                c.execute(
-                    "INSERT INTO schema_migrations VALUES (?1, 0)",
-                    [i as i64 + 1],
-                )
-                .expect("version");
-            }
+            let c = sqlite_at_version(&path, 8);
             c.execute_batch(
                 "INSERT INTO discovery_findings VALUES \
                  ('f1', 'b', 'k', 'HIGH', 'T', 'AUTOMATED', 1, 2, 0, '{\"id\":\"f1\"}');",

@@ -201,12 +201,7 @@ pub async fn list_identifiers(state: &AppState, input: &Value) -> MacieResult<Va
             "id": d["id"], "name": d["name"] })
         })
         .collect();
-    let (items, next) = super::page(items, start, size);
-    let mut out = json!({ "items": items });
-    if let Some(n) = next {
-        out["nextToken"] = json!(n);
-    }
-    Ok(out)
+    Ok(super::page_response("items", items, start, size))
 }
 
 pub async fn batch_get_identifiers(state: &AppState, input: &Value) -> MacieResult<Value> {
@@ -366,13 +361,7 @@ pub async fn get_allow_list(state: &Arc<AppState>, id: &str) -> MacieResult<Valu
 }
 
 pub async fn list_allow_lists(state: &AppState, query: &crate::s3::Query) -> MacieResult<Value> {
-    let mut input = json!({});
-    if let Some(n) = query.get("maxResults") {
-        input["maxResults"] = json!(n.parse::<u64>().unwrap_or(0));
-    }
-    if let Some(t) = query.get("nextToken") {
-        input["nextToken"] = json!(t);
-    }
+    let input = super::paging_from_query(query);
     let size = super::max_results(&input, 100, 1000)?;
     let start = super::page_start(&input)?;
     let mut docs = docs_under(state, ALLOW).await?;
@@ -384,12 +373,7 @@ pub async fn list_allow_lists(state: &AppState, query: &crate::s3::Query) -> Mac
             "id": d["id"], "name": d["name"], "updatedAt": d["updatedAt"] })
         })
         .collect();
-    let (items, next) = super::page(items, start, size);
-    let mut out = json!({ "allowLists": items });
-    if let Some(n) = next {
-        out["nextToken"] = json!(n);
-    }
-    Ok(out)
+    Ok(super::page_response("allowLists", items, start, size))
 }
 
 pub async fn update_allow_list(state: &AppState, id: &str, input: &Value) -> MacieResult<Value> {

@@ -185,13 +185,7 @@ pub async fn get(state: &AppState, id: &str) -> MacieResult<Value> {
 }
 
 pub async fn list(state: &AppState, query: &crate::s3::Query) -> MacieResult<Value> {
-    let mut input = json!({});
-    if let Some(n) = query.get("maxResults") {
-        input["maxResults"] = json!(n.parse::<u64>().unwrap_or(0));
-    }
-    if let Some(t) = query.get("nextToken") {
-        input["nextToken"] = json!(t);
-    }
+    let input = super::paging_from_query(query);
     let size = super::max_results(&input, 25, 25)?;
     let start = super::page_start(&input)?;
     let items = all(state)
@@ -202,12 +196,12 @@ pub async fn list(state: &AppState, query: &crate::s3::Query) -> MacieResult<Val
                 "tags": d["tags"] })
         })
         .collect();
-    let (items, next) = super::page(items, start, size);
-    let mut out = json!({ "findingsFilterListItems": items });
-    if let Some(n) = next {
-        out["nextToken"] = json!(n);
-    }
-    Ok(out)
+    Ok(super::page_response(
+        "findingsFilterListItems",
+        items,
+        start,
+        size,
+    ))
 }
 
 pub async fn update(state: &AppState, id: &str, input: &Value) -> MacieResult<Value> {

@@ -776,12 +776,7 @@ pub async fn list(state: &AppState, input: &Value) -> MacieResult<Value> {
             s
         })
         .collect();
-    let (items, next) = super::page(summaries, start, size);
-    let mut out = json!({ "items": items });
-    if let Some(n) = next {
-        out["nextToken"] = json!(n);
-    }
-    Ok(out)
+    Ok(super::page_response("items", summaries, start, size))
 }
 
 /// UpdateClassificationJob: cancel, pause (USER_PAUSED) or resume (RUNNING) a job.

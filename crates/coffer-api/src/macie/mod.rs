@@ -504,6 +504,28 @@ pub(crate) fn max_results(input: &Value, default: usize, max: usize) -> MacieRes
     }
 }
 
+/// A response of one page of `items` (under `member`) from `start`, with the next page's token.
+pub(crate) fn page_response(member: &str, items: Vec<Value>, start: usize, size: usize) -> Value {
+    let (items, next) = page(items, start, size);
+    let mut out = json!({ member: items });
+    if let Some(n) = next {
+        out["nextToken"] = json!(n);
+    }
+    out
+}
+
+/// The paging parameters of a request that takes them in the query string, as a body would.
+pub(crate) fn paging_from_query(query: &crate::s3::Query) -> Value {
+    let mut input = json!({});
+    if let Some(n) = query.get("maxResults") {
+        input["maxResults"] = json!(n.parse::<u64>().unwrap_or(0));
+    }
+    if let Some(t) = query.get("nextToken") {
+        input["nextToken"] = json!(t);
+    }
+    input
+}
+
 /// One page of `items` from `start`, with the token of the next.
 pub(crate) fn page(items: Vec<Value>, start: usize, size: usize) -> (Vec<Value>, Option<String>) {
     let total = items.len();
