@@ -498,6 +498,36 @@ def test_custom_identifiers_and_allow_lists_in_jobs(server):
     assert batch["customDataIdentifiers"][0]["deleted"] is True and batch["notFoundIdentifierIds"] == ["0" * 32]
 
 
+def test_a_job_over_many_pages_stores_every_page_and_counts_each_object_once():
+    """A job reads, scans and stores a page of objects at a time, saving its progress after each;
+    with pages of two objects, a bucket of nine takes five pages, and every finding and counter
+    is there at the end."""
+    with tempfile.TemporaryDirectory(prefix="coffer-test-") as d:
+        c = Coffer(pathlib.Path(d) / "data")
+        c.extra_args = ["--discovery-job-page", "2"]
+        c.start()
+        try:
+            s3, m, acct = c.client("s3"), macie(c), account(c)
+            s3.create_bucket(Bucket="paged")
+            sensitive = [f"doc-{i}.txt" for i in range(7)]
+            for i, key in enumerate(sensitive):
+                value = f"ssn {SSN}" if i % 2 else f"card {CARD}"
+                s3.put_object(Bucket="paged", Key=key, Body=f"line {i}: {value}\n".encode())
+            for key in ("clean-1.txt", "clean-2.txt"):  # listed first: the last page has a finding
+                s3.put_object(Bucket="paged", Key=key, Body=b"nothing to see\n")
+            job = m.create_classification_job(jobType="ONE_TIME", name="paged",
+                                              s3JobDefinition=job_definition(acct, "paged"))
+            wait_for(job["jobId"], m)
+            run = json.loads(discovery(c, "job", "show", job["jobId"], "--json").stdout)["cofferLastRun"]
+            assert run["objectsClassified"] == 9 and run["objectsWithFindings"] == 7, run
+            ids = m.list_findings(findingCriteria={"criterion": {
+                "classificationDetails.jobId": {"eq": [job["jobId"]]}}})["findingIds"]
+            keys = sorted(f["resourcesAffected"]["s3Object"]["key"] for f in m.get_findings(findingIds=ids)["findings"])
+            assert keys == sensitive
+        finally:
+            c.stop()
+
+
 def test_a_scheduled_job_runs_again_on_its_schedule_and_findings_expire(tmp_path):
     """A daily job with an initial run classifies what is there, idles until its next date, and
     then — the schedule clock run a day ahead, after a restart — classifies only what was written

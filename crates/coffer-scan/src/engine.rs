@@ -121,9 +121,10 @@ impl ScannerBuilder {
     }
 
     /// The reference path, for checking the fast one (they find the same values): every digit
-    /// run and trigger byte is tried, none passed over on what its bit masks say, and every
-    /// value is confirmed by its identifier's regex, also where the pattern is written in code
-    /// too (IPv4 addresses).
+    /// run and trigger byte is tried, none passed over on what its bit masks say, windows are
+    /// searched whole (not cut where a byte no value holds comes), and every value is confirmed
+    /// by its identifier's regex, also where the pattern is written in code too (IPv4
+    /// addresses).
     pub fn reference(mut self, yes: bool) -> Self {
         self.reference = yes;
         self
@@ -212,8 +213,9 @@ pub struct Scanner {
     lettered: Vec<(usize, usize)>,
     letter_after: Vec<(usize, usize)>,
     /// Bytes (digits and separators) a run not glued to an uppercase letter needs before any
-    /// identifier may find a value in it (at most 8).
+    /// identifier may find a value in it (at most 8), and before any that needs no keyword.
     free_min_bytes: usize,
+    free_min_plain: usize,
     everywhere: Vec<usize>,
     allow: AllowList,
     /// The reference path (see `ScannerBuilder::reference`).
@@ -248,12 +250,33 @@ thread_local! {
 }
 
 /// Where the keywords of keyword-required digit rules reach: (keyword end, end plus the rule's
-/// maximum distance), sorted; walked forward as the byte pass goes.
+/// maximum distance), sorted; walked forward as the byte pass goes, run by run and (ahead of
+/// that) block by block.
 #[derive(Debug, Default)]
 struct KeywordZones {
     zones: Vec<(usize, usize)>,
+    runs: ZoneWalk,
+    blocks: ZoneWalk,
+}
+
+/// How far a walk over the zones has come: the next zone, and the furthest reach of those before.
+#[derive(Debug, Default, Clone, Copy)]
+struct ZoneWalk {
     next: usize,
     reach: usize,
+}
+
+impl ZoneWalk {
+    /// Whether a zone reaches `start..end`; calls come with `end` never decreasing.
+    fn near(&mut self, zones: &[(usize, usize)], start: usize, end: usize) -> bool {
+        while let Some(&(kw_end, reach)) = zones.get(self.next)
+            && kw_end <= end
+        {
+            self.reach = self.reach.max(reach);
+            self.next += 1;
+        }
+        self.reach >= start && self.next > 0
+    }
 }
 
 impl KeywordZones {
@@ -262,19 +285,18 @@ impl KeywordZones {
         self.zones.clear();
         self.zones.extend(zones.flatten());
         self.zones.sort_unstable();
-        self.next = 0;
-        self.reach = 0;
+        self.runs = ZoneWalk::default();
+        self.blocks = ZoneWalk::default();
     }
 
-    /// Whether a zone reaches `start..end`; calls come with `end` never decreasing.
+    /// Whether a zone reaches the run `start..end`; calls come with `end` never decreasing.
     fn near(&mut self, start: usize, end: usize) -> bool {
-        while let Some(&(kw_end, reach)) = self.zones.get(self.next)
-            && kw_end <= end
-        {
-            self.reach = self.reach.max(reach);
-            self.next += 1;
-        }
-        self.reach >= start && self.next > 0
+        self.runs.near(&self.zones, start, end)
+    }
+
+    /// The same for the blocks of the byte pass, walked separately.
+    fn near_block(&mut self, start: usize, end: usize) -> bool {
+        self.blocks.near(&self.zones, start, end)
     }
 }
 
@@ -295,10 +317,14 @@ struct Event {
 struct Events {
     windows: Vec<Vec<(usize, usize)>>,
     count: usize,
+    /// Whether windows end where a byte no value is made of comes (see `Rule::made_of`); not
+    /// on the reference path.
+    trim: bool,
 }
 
 impl Events {
-    fn reset(&mut self, rules: usize) {
+    fn reset(&mut self, rules: usize, trim: bool) {
+        self.trim = trim;
         self.windows
             .resize_with(rules.max(self.windows.len()), Vec::new);
         for w in &mut self.windows {
@@ -335,10 +361,22 @@ impl Events {
         } else if matches!(r.trigger, Trigger::Everywhere | Trigger::Keywords) {
             (e.start, e.end)
         } else {
-            (
-                e.start.saturating_sub(r.lead),
-                (e.end + r.trail).min(t.len()),
-            )
+            let from = e.start.saturating_sub(r.lead);
+            let to = (e.end + r.trail).min(t.len());
+            match r.made_of.filter(|_| self.trim) {
+                // Values lie within the bytes they are made of around the trigger (look-around
+                // assertions at the window's edges still see the text outside it).
+                Some(made_of) => (
+                    e.start
+                        - t[from..e.start]
+                            .iter()
+                            .rev()
+                            .take_while(|&&b| made_of(b))
+                            .count(),
+                    e.end + t[e.end..to].iter().take_while(|&&b| made_of(b)).count(),
+                ),
+                None => (from, to),
+            }
         };
         self.windows[e.rule].push(window);
         self.count += 1;
@@ -462,14 +500,19 @@ impl Scanner {
         digit_rules.sort_by_key(|d| d.1);
         let min_digits = digit_rules.first().map_or(usize::MAX, |d| d.1);
         // A run not glued to an uppercase letter holds at least a rule's digits and dots (those
-        // whose digits always follow a letter are found through the digits after one).
-        let free_min_bytes = digit_rules
-            .iter()
-            .filter(|d| rules[d.0].glue & LETTERS_BEFORE == 0 || rules[d.0].gap != 0)
-            .map(|d| d.1 + usize::from(rules[d.0].dots))
-            .min()
-            .unwrap_or(8)
-            .clamp(1, 8);
+        // whose digits always follow letters are found through the digits after them, or after
+        // them and a separator).
+        let free_min = |keywords: bool| {
+            digit_rules
+                .iter()
+                .filter(|d| keywords || !rules[d.0].keyword_required)
+                .filter(|d| rules[d.0].glue & LETTERS_BEFORE == 0)
+                .map(|d| d.1 + usize::from(rules[d.0].dots))
+                .min()
+                .unwrap_or(8)
+                .clamp(1, 8)
+        };
+        let (free_min_bytes, free_min_plain) = (free_min(true), free_min(false));
         let touching_triggers = byte_rules.iter().flatten().all(|&r| rules[r].touching);
         let partners = byte_rules
             .iter()
@@ -542,6 +585,7 @@ impl Scanner {
             lettered,
             letter_after,
             free_min_bytes,
+            free_min_plain,
             everywhere,
             allow,
             reference: false,
@@ -596,7 +640,7 @@ impl Scanner {
         for k in keyword_ends.iter_mut() {
             k.clear();
         }
-        events.reset(n);
+        events.reset(n, !self.reference);
         next_from.clear();
         next_from.resize(n, 0);
 
@@ -780,10 +824,16 @@ impl Scanner {
             // Groups after a separator of a run: the free part of a run glued to a lowercase word.
             let after_sep = cur.digit & (in_run_sep << 1 | sep_carry);
             let wide = u128::from(run) | u128::from(run_next) << 64;
-            // Where `free_min_bytes` run bytes start: runs of 2, then 4, then 8 by doubling, and
-            // the largest of those that fits joined with itself shifted to cover the rest.
+            // Where `free_min_bytes` run bytes start (`free_min_plain` where no keyword reaches
+            // the two blocks): runs of 2, then 4, then 8 by doubling, and the largest of those
+            // that fits joined with itself shifted to cover the rest.
             let reach = {
-                let k = self.free_min_bytes as u32;
+                let keyword = context_keyword || keyword_zones.near_block(base, base + 128);
+                let k = if keyword {
+                    self.free_min_bytes
+                } else {
+                    self.free_min_plain
+                } as u32;
                 let two = wide & wide >> 1;
                 let four = two & two >> 2;
                 let eight = four & four >> 4;
@@ -800,6 +850,7 @@ impl Scanner {
             } else {
                 (((run_starts & !upper_before & !lower_before) | after_sep) & reach as u64)
                     | after_upper
+                    | after_gapped_upper
             };
             let digits_wide = u128::from(cur.digit) | u128::from(next.digit) << 64;
             let dots_wide = u128::from(cur.dot) | u128::from(next.dot) << 64;
@@ -813,10 +864,21 @@ impl Scanner {
                 // A run that ends inside the two blocks is measured with the masks: too few
                 // digits (for its dots) for any rule, and it is passed over unwalked.
                 let len = (!(wide >> j)).trailing_zeros();
+                let mut measured = None;
                 if !self.reference && j + len < 127 {
                     let span = (1u128 << len) - 1;
-                    let count = ((digits_wide >> j) & span).count_ones() as usize;
-                    let dots = (((dots_wide >> j) & span).count_ones() as usize).min(3);
+                    // Most runs are digits alone, without dots: counted without a popcount
+                    // (which is a dozen instructions on the baseline x86-64 this builds for).
+                    let digits = (digits_wide >> j) & span;
+                    let count = if digits == span {
+                        len as usize
+                    } else {
+                        digits.count_ones() as usize
+                    };
+                    let dots = match (dots_wide >> j) & span {
+                        0 => 0,
+                        d => (d.count_ones() as usize).min(3),
+                    };
                     let end = at + len as usize;
                     if after_upper >> j & 1 != 0 {
                         // Glued to a letter: tried for the rules whose digits follow letters if
@@ -834,9 +896,17 @@ impl Scanner {
                         cursor = end;
                         continue;
                     }
+                    measured = Some((end, count));
                 }
-                cursor =
-                    self.digit_candidate(t, at, keyword_ends, keyword_zones, in_context, events);
+                cursor = self.digit_candidate(
+                    t,
+                    at,
+                    measured,
+                    keyword_ends,
+                    keyword_zones,
+                    in_context,
+                    events,
+                );
             }
             let mut triggers = cur.trigger;
             if self.touching_triggers && !self.reference {
@@ -897,17 +967,24 @@ impl Scanner {
     }
 
     /// The digit run starting at `at` (a candidate of the byte pass): events for the digit
-    /// identifiers it may hold. Returns where the run ends.
+    /// identifiers it may hold. Returns where the run ends. `measured`: its end and digit count
+    /// where the bit masks gave them (as `digit_run` would); else the run is walked.
+    #[allow(clippy::too_many_arguments)]
     fn digit_candidate(
         &self,
         t: &[u8],
         at: usize,
+        measured: Option<(usize, usize)>,
         keyword_ends: &[Vec<usize>],
         keyword_zones: &mut KeywordZones,
         in_context: &[bool],
         events: &mut Events,
     ) -> usize {
-        let (run_start, run_end, run_count) = digit_run(t, at);
+        let (run_start, run_end, run_count) = match measured {
+            Some((end, count)) => (at, end, count),
+            None => digit_run(t, at),
+        };
+        debug_assert_eq!((run_start, run_end, run_count), digit_run(t, at));
         if run_count < self.min_digits {
             return run_end;
         }
@@ -1187,21 +1264,20 @@ struct Classes {
 /// The classes of a block, sixteen bytes at a time with SIMD compares (SSE2 on x86-64, NEON on
 /// ARM, plain code elsewhere).
 fn classes(block: &[u8; 64], triggers: &[u8; TRIGGER_BYTES]) -> Classes {
-    use wide::u8x16;
-    let splat = u8x16::splat;
+    use wide::i8x16;
+    // Bytes as signed: `b as i8`, the same bits.
+    let splat = |b: u8| i8x16::splat(b as i8);
     let mut c = Classes::default();
     for (k, chunk) in block.chunks_exact(16).enumerate() {
-        let v = u8x16::new(chunk.try_into().unwrap_or([0; 16]));
+        let bytes: [u8; 16] = chunk.try_into().unwrap_or([0; 16]);
+        let v: i8x16 = wide::bytemuck::cast(bytes);
         let trigger = triggers
             .iter()
-            .fold(u8x16::ZERO, |m, &b| m | v.simd_eq(splat(b)));
-        let bits = |m: u8x16| u64::from(m.to_bitmask()) << (k * 16);
-        // `n` bytes from `lo` on: subtract, then whether the minimum with `n - 1` is unchanged
-        // (SSE2 has an unsigned minimum, not an unsigned compare).
-        let range = |lo: u8, n: u8| {
-            let d = v - splat(lo);
-            d.min(splat(n - 1)).simd_eq(d)
-        };
+            .fold(i8x16::ZERO, |m, &b| m | v.simd_eq(splat(b)));
+        let bits = |m: i8x16| u64::from(m.to_bitmask()) << (k * 16);
+        // `n` bytes from `lo` on: shifted so that they are the `n` smallest signed values, then
+        // one signed compare (SSE2 has no unsigned one).
+        let range = |lo: u8, n: u8| (v + splat(0x80u8.wrapping_sub(lo))).simd_lt(splat(0x80 + n));
         c.digit |= bits(range(b'0', 10));
         c.sep |= bits(v.simd_eq(splat(b' ')) | range(b'-', 3));
         c.lower |= bits(range(b'a', 26) | v.simd_eq(splat(b'_')));

@@ -94,6 +94,11 @@ pub struct Rule {
     /// end: the window the pattern searches (`max_len` each unless the pattern says less).
     pub(crate) lead: usize,
     pub(crate) trail: usize,
+    /// For identifiers triggered by a literal or a digit run: the bytes a value is made of (its
+    /// trigger's among them). The window around a trigger then ends where one of the others
+    /// comes, rather than a whole `lead` and `trail` away (an email address's window ends at the
+    /// spaces around it).
+    pub(crate) made_of: Option<fn(u8) -> bool>,
 }
 
 pub(crate) const GLUE_BEFORE: u8 = 1;
@@ -147,6 +152,7 @@ struct Decl {
     dashes: u8,
     lead: Option<usize>,
     trail: Option<usize>,
+    made_of: Option<fn(u8) -> bool>,
 }
 
 fn decl(
@@ -181,6 +187,7 @@ fn decl(
         dashes: 0,
         lead: None,
         trail: None,
+        made_of: None,
     }
 }
 
@@ -250,6 +257,11 @@ impl Decl {
     }
     fn partner(mut self, distance: u8) -> Self {
         self.partner = distance;
+        self
+    }
+    /// Every byte of a value is one of these (see `Rule::made_of`).
+    fn made_of(mut self, bytes: fn(u8) -> bool) -> Self {
+        self.made_of = Some(bytes);
         self
     }
     fn touching(mut self) -> Self {
@@ -434,11 +446,17 @@ fn pre_cpf(t: &[u8], start: usize, end: usize) -> bool {
     pre_dash(t, start, end) && t[start..end].contains(&b'.')
 }
 
-/// The first colon of an address: hex or a second colon around it, no colon just before, and
-/// at least three colons (or a `::`) in the hex-and-colon run that follows.
+/// The first colon of an address: hex or a second colon around it, no colon just before (at
+/// most four hex digits back: the colon would end the address's previous group), and at least
+/// three colons (or a `::`) in the hex-and-colon run that follows.
 fn pre_colon(t: &[u8], start: usize, _end: usize) -> bool {
     let hex = |i: usize| t.get(i).is_some_and(u8::is_ascii_hexdigit);
-    if t[start.saturating_sub(5)..start].contains(&b':') {
+    let group = t[start.saturating_sub(5)..start]
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    if group < 5 && start > group && t[start - group - 1] == b':' {
         return false;
     }
     if !((start > 0 && hex(start - 1)) || hex(start + 1) || t.get(start + 1) == Some(&b':')) {
@@ -575,7 +593,8 @@ fn managed_decls() -> Vec<Decl> {
             .distance(12),
         decl("INTERNATIONAL_BANK_ACCOUNT_NUMBER", FinancialInformation, High,
             r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", digits(2), 42)
-            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER).letters(2, 2, 0),
+            .valid(v::iban).pre(pre_iban).glue(GLUE_BEFORE | GLUE_AFTER).letters(2, 2, 0)
+            .made_of(upper_digit_or_space),
         decl("USA_ROUTING_NUMBER", FinancialInformation, Medium,
             r"\b\d{9}\b", digits(9), 9)
             .valid(v::aba_routing)
@@ -676,7 +695,7 @@ fn managed_decls() -> Vec<Decl> {
         // ---- Personal information: contact and identity
         decl("EMAIL_ADDRESS", PersonalInformation, Low,
             r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b", lit(&["@"]), 320)
-            .pre(pre_at).valid(email).touching().reach(64, 256),
+            .pre(pre_at).valid(email).touching().reach(64, 256).made_of(email_byte),
         decl("PHONE_NUMBER", PersonalInformation, Low,
             r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\d", lit(&["+"]), 24)
             .pre(pre_plus).valid(v::phone_e164).touching().starts_at_trigger(),
@@ -690,10 +709,11 @@ fn managed_decls() -> Vec<Decl> {
             .pre(pre_dotted_quad).finder(find_ipv4).valid(ipv4).dots(3).reach(0, 0),
         decl("IPV6_ADDRESS", PersonalInformation, Low,
             r"(?i:\b(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})", lit(&[":"]), 45)
-            .pre(pre_colon).valid(v::ipv6).touching(),
+            .pre(pre_colon).valid(v::ipv6).touching().made_of(hex_or_colon),
         decl("MAC_ADDRESS", PersonalInformation, Low,
             r"(?i:\b[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}\b)", lit(&[":", "-"]), 17)
-            .valid(v::mac_address).pre(pre_mac).touching().partner(3).reach(2, 15),
+            .valid(v::mac_address).pre(pre_mac).touching().partner(3).reach(2, 15)
+            .made_of(hex_or_separator),
         decl("DATE_OF_BIRTH", PersonalInformation, Medium,
             r"\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}[/.-]\d{1,2}[/.-]\d{4})\b", KEYWORDS, 10)
             .valid(v::birth_date)
@@ -730,10 +750,10 @@ fn managed_decls() -> Vec<Decl> {
             .bounded().starts_at_trigger(),
         decl("GITHUB_TOKEN", Credentials, High,
             r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82})\b", cased(&["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"]), 93)
-            .bounded().valid(not_example).starts_at_trigger(),
+            .bounded().valid(not_example).starts_at_trigger().made_of(is_word_byte),
         decl("GITLAB_TOKEN", Credentials, High,
             r"\bglpat-[A-Za-z0-9_-]{20,}\b", cased(&["glpat-"]), 60)
-            .bounded().valid(not_example).starts_at_trigger(),
+            .bounded().valid(not_example).starts_at_trigger().made_of(word_or_dash),
         decl("SLACK_TOKEN", Credentials, High,
             r"\bxox[abprse]-[A-Za-z0-9-]{10,}\b", cased(&["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-", "xoxe-"]), 250)
             .bounded().valid(not_example).starts_at_trigger(),
@@ -780,11 +800,32 @@ fn managed_decls() -> Vec<Decl> {
             r"(?i:authorization:\s*(?:basic|bearer)\s+)([A-Za-z0-9._~+/-]{16,}=*)", lit(&["authorization:"]), 2048)
             .group().valid(not_example).starts_at_trigger(),
         decl("HIGH_ENTROPY_SECRET", Credentials, Medium,
-            r#"([A-Za-z0-9+/_\-][A-Za-z0-9+/_\-=.]{19,199})"#, KEYWORDS, 200)
-            .group().valid(generic_secret).generic(2)
+            r#"[A-Za-z0-9+/_\-][A-Za-z0-9+/_\-=.]{19,199}"#, KEYWORDS, 200)
+            .valid(generic_secret).generic(2)
             .near(&["secret", "token", "api_key", "apikey", "api-key", "access_key", "client_secret", "auth_token", "private_key", "signing_key", "encryption_key"])
             .distance(60),
     ]
+}
+
+/// What an email address is made of: its local part's bytes, `@`, and its domain's (a subset).
+fn email_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-' | b'@')
+}
+
+fn hex_or_colon(b: u8) -> bool {
+    b.is_ascii_hexdigit() || b == b':'
+}
+
+fn hex_or_separator(b: u8) -> bool {
+    b.is_ascii_hexdigit() || matches!(b, b':' | b'-')
+}
+
+fn upper_digit_or_space(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' '
+}
+
+fn word_or_dash(b: u8) -> bool {
+    is_word_byte(b) || b == b'-'
 }
 
 fn nie(s: &str) -> bool {
@@ -895,6 +936,7 @@ pub(crate) fn managed() -> Vec<Rule> {
             dashes: d.dashes,
             lead: d.lead.unwrap_or(d.max_len),
             trail: d.trail.unwrap_or(d.max_len),
+            made_of: d.made_of,
         })
         .collect()
 }
@@ -1007,6 +1049,7 @@ impl CustomIdentifier {
             dashes: 0,
             lead: max_len,
             trail: max_len,
+            made_of: None,
         })
     }
 }

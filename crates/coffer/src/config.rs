@@ -243,6 +243,13 @@ pub struct ServerArgs {
     #[arg(long, env = "COFFER_DISCOVERY_CLOCK_OFFSET", value_name = "DURATION")]
     pub discovery_clock_offset: Option<String>,
 
+    /// For testing only: how many objects a classification job lists, reads and stores the
+    /// findings of at a time (small values make a small bucket take several pages). Hidden from
+    /// --help. [default: 500]
+    #[arg(long, env = "COFFER_DISCOVERY_JOB_PAGE", value_name = "OBJECTS", hide = true,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub discovery_job_page: Option<u16>,
+
     /// How long sensitive-data findings are kept after their last update (e.g. `90d`, Macie's
     /// fixed period); older ones are deleted at start and hourly. At least 1d. [default: 90d]
     #[arg(long, env = "COFFER_FINDINGS_RETENTION", value_name = "DURATION")]
@@ -315,6 +322,7 @@ pub struct Settings {
     pub lifecycle_interval: std::time::Duration,
     pub lifecycle_clock_offset: std::time::Duration,
     pub discovery_clock_offset: std::time::Duration,
+    pub discovery_job_page: usize,
     pub findings_retention: std::time::Duration,
     pub audit: bool,
     pub audit_segment_bytes: u64,
@@ -595,6 +603,7 @@ impl Settings {
             lifecycle_interval: std::time::Duration::from_secs(lifecycle_interval),
             lifecycle_clock_offset,
             discovery_clock_offset,
+            discovery_job_page: args.discovery_job_page.map_or(500, usize::from),
             findings_retention,
             audit: args.audit.or(file.audit).unwrap_or(Switch::On) == Switch::On,
             audit_segment_bytes: audit_segment_mib * 1024 * 1024,

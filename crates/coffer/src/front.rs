@@ -308,6 +308,7 @@ impl Front {
             discovery: coffer_api::macie::Discovery::new(publish)
                 .with_pdf_text(crate::pdf_text::extract)
                 .with_schedule_clock_offset(s.discovery_clock_offset)
+                .with_job_page(s.discovery_job_page)
                 .with_findings_retention(s.findings_retention),
             objects,
             s3_domain: s.s3_domain.clone(),

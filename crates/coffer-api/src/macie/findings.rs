@@ -328,24 +328,44 @@ pub async fn store(state: &AppState, records: Vec<FindingRecord>) -> MacieResult
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    let rules = super::filters::archive_rules(state).await?;
+    let before = super::filters::archive_rules(state).await?;
     let mut rows = Vec::with_capacity(records.len());
     let mut suppressed = Vec::with_capacity(records.len());
     for mut r in records {
         let doc = served(&r);
-        let mut archive = r.archived;
-        for rule in &rules {
-            if meets(&doc, rule)? {
-                archive = true;
-                break;
-            }
-        }
-        r.archived = archive;
-        suppressed.push(archive);
+        r.archived = r.archived || meets_any(&doc, &before)?;
+        suppressed.push(r.archived);
         rows.push((r, terms_of(&doc)));
     }
-    state.kms.meta().put_findings(&rows).await?;
+    let meta = state.kms.meta();
+    meta.put_findings(&rows).await?;
+    // A rule saved while these were being stored archived what was stored before it looked; it
+    // is read now, so that these are archived by it too.
+    let after = super::filters::archive_rules(state).await?;
+    let new: Vec<_> = after.into_iter().filter(|r| !before.contains(r)).collect();
+    if !new.is_empty() {
+        let mut late = Vec::new();
+        for ((r, _), s) in rows.iter().zip(suppressed.iter_mut()) {
+            if !*s && meets_any(&served(r), &new)? {
+                *s = true;
+                late.push(r.id.clone());
+            }
+        }
+        if !late.is_empty() {
+            meta.archive_findings(&late).await?;
+        }
+    }
     Ok(suppressed)
+}
+
+/// Whether a finding meets any of these criteria.
+fn meets_any(doc: &Value, rules: &[Map<String, Value>]) -> MacieResult<bool> {
+    for rule in rules {
+        if meets(doc, rule)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Indexes findings an older Coffer stored without terms (a few hundred at a time); how many.

@@ -114,6 +114,8 @@ pub struct Discovery {
     clock_offset_ms: i64,
     /// How long a finding is kept after its last update (Macie: 90 days).
     retention_ms: i64,
+    /// Objects a job reads per page (`PAGE`; fewer in tests).
+    job_page: usize,
 }
 
 /// Macie keeps findings for 90 days.
@@ -136,7 +138,15 @@ impl Discovery {
             pdf: None,
             clock_offset_ms: 0,
             retention_ms: FINDINGS_RETENTION.as_millis() as i64,
+            job_page: PAGE,
         }
+    }
+
+    /// Reads `objects` per page in classification jobs (for tests: several pages from a small
+    /// bucket).
+    pub fn with_job_page(mut self, objects: usize) -> Self {
+        self.job_page = objects.clamp(1, 1000);
+        self
     }
 
     /// Keeps findings this long after their last update (instead of Macie's 90 days).
@@ -961,7 +971,13 @@ async fn run_job(state: &Arc<AppState>, mut doc: Value) -> MacieResult<()> {
         loop {
             let page = match state
                 .objects
-                .list(bucket, &prefix, None, after.as_deref(), PAGE)
+                .list(
+                    bucket,
+                    &prefix,
+                    None,
+                    after.as_deref(),
+                    state.discovery.job_page,
+                )
                 .await
             {
                 Ok(p) => p,
