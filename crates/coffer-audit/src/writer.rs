@@ -199,6 +199,8 @@ struct Writer {
     /// Seq of the last record a digest covers, and when that digest was made.
     digested_seq: u64,
     digested_at: Instant,
+    /// A digest in `buf`, written to `head.json` once the segment holds it on disk.
+    pending_head: Option<Digest>,
     buf: Vec<u8>,
 }
 
@@ -256,6 +258,7 @@ impl Writer {
             prev,
             digested_seq: 0,
             digested_at: Instant::now(),
+            pending_head: None,
             buf: Vec::new(),
         };
         if let Some((n, path, len, rec, _)) = tail {
@@ -400,16 +403,21 @@ impl Writer {
         self.digested_seq = d.last_seq;
         self.digested_at = Instant::now();
         self.push(RecordBody::Digest(d.clone()));
-        self.write_head(&d)
+        // head.json names the digest once the segment holds it (see `commit`): a head ahead of
+        // the log on disk would read as records removed.
+        self.pending_head = Some(d);
+        Ok(())
     }
 
-    /// Writes and syncs what is buffered. On failure the file is cut back to its last synced
-    /// length and the chain state rewound, so the next attempt continues a consistent chain.
+    /// Writes and syncs what is buffered, then `head.json` if a digest was buffered. On failure
+    /// the file is cut back to its last synced length and the chain state rewound, so the next
+    /// attempt continues a consistent chain.
     fn commit(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let Some(file) = self.file.as_mut() else {
+            self.rewind()?;
             return Err(AuditError::Unavailable("no segment is open".into()));
         };
         let end = self.synced_len + self.buf.len() as u64;
@@ -430,7 +438,10 @@ impl Writer {
             Ok(()) => {
                 self.synced_len = end;
                 self.buf.clear();
-                Ok(())
+                match self.pending_head.take() {
+                    Some(d) => self.write_head(&d),
+                    None => Ok(()),
+                }
             }
             Err(e) => {
                 let err = AuditError::io(&self.path, e);
@@ -458,6 +469,7 @@ impl Writer {
 
     /// Forgets buffered records: the chain continues from the last synced one.
     fn rewind(&mut self) -> Result<()> {
+        self.pending_head = None;
         let text = std::mem::take(&mut self.buf);
         let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
         if let Ok(rec) = Record::parse(first) {
