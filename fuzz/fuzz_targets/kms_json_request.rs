@@ -21,7 +21,7 @@ fn world() -> &'static World {
         let dir = std::env::temp_dir().join(format!("coffer-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (root, _) = DevFileRoot::load_or_create(&dir.join("root.key")).expect("root");
-        let meta = Arc::new(coffer_meta::SqliteStore::in_memory().expect("sqlite"));
+        let meta = Arc::new(coffer_meta::SqlStore::in_memory().expect("sqlite"));
         let kms = Kms::new(
             KmsConfig {
                 account_id: "111122223333".into(),

@@ -30,7 +30,7 @@ fn world() -> &'static World {
         let (root, _) = DevFileRoot::load_or_create(&dir.join("root.key")).expect("root");
         let root: Arc<dyn coffer_kms::root::RootOfTrust> = Arc::new(root);
         let meta: Arc<dyn coffer_meta::MetaStore> =
-            Arc::new(coffer_meta::SqliteStore::in_memory().expect("sqlite"));
+            Arc::new(coffer_meta::SqlStore::in_memory().expect("sqlite"));
         let cfg = KmsConfig {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),
