@@ -66,6 +66,13 @@ fn make_log(dir: &Path, signer: &Arc<Signer>, n: usize) {
     });
 }
 
+/// The event of request `i`, as the server hands it to the log.
+fn encrypt_event(i: usize) -> Vec<u8> {
+    json!({"eventName": "Encrypt", "requestID": format!("r{i}")})
+        .to_string()
+        .into_bytes()
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .expect("read")
@@ -88,6 +95,13 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Verifies the log in `dir`, which must be intact; returns the report.
+fn intact(dir: &Path, signer: &Signer) -> coffer_audit::VerifyReport {
+    let report = verify::verify(dir, &signer.public).expect("verify runs");
+    assert!(report.ok(), "{}: {:?}", dir.display(), report.problem);
+    report
+}
+
 fn broken(dir: &Path, signer: &Signer) -> coffer_audit::Break {
     let report = verify::verify(dir, &signer.public).expect("verify runs");
     report.problem.expect("tampering must be detected")
@@ -98,8 +112,7 @@ fn an_intact_log_verifies() {
     let tmp = tempfile::tempdir().expect("tmp");
     let signer = Signer::new();
     make_log(tmp.path(), &signer, 40);
-    let report = verify::verify(tmp.path(), &signer.public).expect("verify");
-    assert!(report.ok(), "{:?}", report.problem);
+    let report = intact(tmp.path(), &signer);
     assert!(report.segments >= 3, "{report:?}");
     assert_eq!(report.events, 40);
     assert!(report.head_checked && !report.open);
@@ -245,8 +258,7 @@ fn digests_are_signed_while_events_pause() {
         }
         log.close().await.expect("close");
     });
-    let report = verify::verify(tmp.path(), &signer.public).expect("verify");
-    assert!(report.ok(), "{:?}", report.problem);
+    intact(tmp.path(), &signer);
 }
 
 #[test]
@@ -287,13 +299,7 @@ fn a_crash_never_leaves_the_signed_head_ahead_of_the_log() {
         rt().block_on(async {
             let log = AuditLog::open(live.path(), signer.clone(), options).expect("open");
             for i in 0..60 {
-                log.record(
-                    json!({"eventName": "Encrypt", "requestID": format!("r{i}")})
-                        .to_string()
-                        .into_bytes(),
-                )
-                .await
-                .expect("record");
+                log.record(encrypt_event(i)).await.expect("record");
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
             stop.store(true, std::sync::atomic::Ordering::Release);
@@ -305,9 +311,7 @@ fn a_crash_never_leaves_the_signed_head_ahead_of_the_log() {
     // Checking each copy's signatures is what takes time: at most 200 copies, spread evenly.
     let step = (copies as usize).div_ceil(200);
     for n in (0..copies).step_by(step) {
-        let dir = snaps.path().join(n.to_string());
-        let report = verify::verify(&dir, &signer.public).expect("verify");
-        assert!(report.ok(), "copy {n}: {:?}", report.problem);
+        intact(&snaps.path().join(n.to_string()), &signer);
     }
 }
 
@@ -320,13 +324,7 @@ fn a_crash_leaves_a_log_that_verifies_after_restart() {
         let log =
             AuditLog::open(live.path(), signer.clone(), AuditOptions::default()).expect("open");
         for i in 0..5 {
-            log.record(
-                json!({"eventName": "Encrypt", "requestID": format!("r{i}")})
-                    .to_string()
-                    .into_bytes(),
-            )
-            .await
-            .expect("record");
+            log.record(encrypt_event(i)).await.expect("record");
         }
         // What is on disk now is what a kill -9 leaves: acknowledged events, no closing digest.
         copy_dir(live.path(), snapshot.path());
@@ -351,8 +349,7 @@ fn a_crash_leaves_a_log_that_verifies_after_restart() {
             .expect("record");
         log.close().await.expect("close");
     });
-    let report = verify::verify(snapshot.path(), &signer.public).expect("verify");
-    assert!(report.ok(), "{:?}", report.problem);
+    let report = intact(snapshot.path(), &signer);
     assert_eq!(report.events, 6);
     let seg2 = std::fs::read_to_string(snapshot.path().join(segment_name(2))).expect("read");
     assert!(seg2.contains("\"repairedTornBytes\":19"), "{seg2}");
@@ -371,14 +368,7 @@ fn writes_that_fail_are_refused_and_the_log_recovers() {
         std::os::unix::fs::symlink("/dev/full", tmp.path().join(segment_name(2))).expect("symlink");
         let mut refused = None;
         for i in 0..200 {
-            if let Err(e) = log
-                .record(
-                    json!({"eventName": "Encrypt", "requestID": format!("r{i}")})
-                        .to_string()
-                        .into_bytes(),
-                )
-                .await
-            {
+            if let Err(e) = log.record(encrypt_event(i)).await {
                 refused = Some(e);
                 break;
             }
@@ -393,6 +383,5 @@ fn writes_that_fail_are_refused_and_the_log_recovers() {
         assert!(log.failure().is_none());
         log.close().await.expect("close");
     });
-    let report = verify::verify(tmp.path(), &signer.public).expect("verify");
-    assert!(report.ok(), "{:?}", report.problem);
+    intact(tmp.path(), &signer);
 }
