@@ -39,13 +39,22 @@ fn world() -> &'static World {
             meta,
             Arc::new(root),
         );
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        World { runtime, kms, _dir: dir }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        World {
+            runtime,
+            kms,
+            _dir: dir,
+        }
     })
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, body)) = data.split_first() else { return };
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
     let ops = KmsOperation::ALL;
     let op = ops[selector as usize % ops.len()];
     let w = world();
@@ -58,5 +67,11 @@ fuzz_target!(|data: &[u8]| {
         None,
         None,
     );
-    let _ = w.runtime.block_on(dispatch(&w.kms, op, body, &caller, &mut coffer_api::kms::Gate::open()));
+    let _ = w.runtime.block_on(dispatch(
+        &w.kms,
+        op,
+        body,
+        &caller,
+        &mut coffer_api::kms::Gate::open(),
+    ));
 });

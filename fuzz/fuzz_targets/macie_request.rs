@@ -38,17 +38,30 @@ fn world() -> &'static World {
         };
         let kms = Arc::new(Kms::new(cfg, meta.clone(), root.clone()));
         let identities = Arc::new(Identities::new(meta.clone(), root));
-        let iam = Arc::new(coffer_kms::Iam::new(meta.clone(), identities.clone(), "111122223333", kms.identity_cache()));
+        let iam = Arc::new(coffer_kms::Iam::new(
+            meta.clone(),
+            identities.clone(),
+            "111122223333",
+            kms.identity_cache(),
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         runtime
-            .block_on(identities.import_access_key(ACCESS_KEY, SECRET, "arn:aws:iam::111122223333:root"))
+            .block_on(identities.import_access_key(
+                ACCESS_KEY,
+                SECRET,
+                "arn:aws:iam::111122223333:root",
+            ))
             .expect("access key");
         let blobs = coffer_store::DiskBlobs::open(&dir.join("objects")).expect("blobs");
-        let objects = Arc::new(coffer_store::s3::Objects::new(meta, Arc::new(blobs), kms.clone()));
+        let objects = Arc::new(coffer_store::s3::Objects::new(
+            meta,
+            Arc::new(blobs),
+            kms.clone(),
+        ));
         let state = Arc::new(AppState {
             kms,
             identities,
@@ -67,8 +80,16 @@ fn world() -> &'static World {
         runtime.block_on(async {
             let seed = [
                 ("PUT", "/fuzz-bucket", ""),
-                ("PUT", "/fuzz-bucket/people.csv", "name,ssn\nJane,123-45-6789\n"),
-                ("PUT", "/fuzz-bucket/notes.txt", "card 4111 1111 1111 1111\n"),
+                (
+                    "PUT",
+                    "/fuzz-bucket/people.csv",
+                    "name,ssn\nJane,123-45-6789\n",
+                ),
+                (
+                    "PUT",
+                    "/fuzz-bucket/notes.txt",
+                    "card 4111 1111 1111 1111\n",
+                ),
             ];
             for (method, path, body) in seed {
                 if let Some(req) = signed(method, path, http::HeaderMap::new(), body, "s3") {
@@ -80,7 +101,11 @@ fn world() -> &'static World {
             let _guard = runtime.enter();
             let _ = coffer_api::macie::runner::spawn(state);
         }
-        World { runtime, router, _dir: dir }
+        World {
+            runtime,
+            router,
+            _dir: dir,
+        }
     })
 }
 
@@ -95,18 +120,21 @@ fn request(data: &[u8]) -> Option<http::Request<axum::body::Body>> {
     let method = match method {
         "GET" | "PUT" | "POST" | "DELETE" | "PATCH" => method,
         _ => match method.len() % 5 {
-        0 => "GET",
-        1 => "PUT",
-        2 => "POST",
-        3 => "DELETE",
-        _ => "PATCH",
+            0 => "GET",
+            1 => "PUT",
+            2 => "POST",
+            3 => "DELETE",
+            _ => "PATCH",
         },
     };
     let target = format!("/_coffer/macie2/{}", target.trim_start_matches('/'));
     let mut headers = http::HeaderMap::new();
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
-            let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.trim().as_bytes()), http::HeaderValue::from_str(v.trim())) else {
+            let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.trim().as_bytes()),
+                http::HeaderValue::from_str(v.trim()),
+            ) else {
                 continue;
             };
             headers.append(k, v);
@@ -128,7 +156,10 @@ fn signed(
     let amz_date = coffer_api::sigv4::format_amz_date(time::OffsetDateTime::now_utc());
     headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date).ok()?);
     let payload = coffer_crypto::digest::hex(&coffer_crypto::digest::sha256(body.as_bytes()));
-    headers.insert("x-amz-content-sha256", http::HeaderValue::from_str(&payload).ok()?);
+    headers.insert(
+        "x-amz-content-sha256",
+        http::HeaderValue::from_str(&payload).ok()?,
+    );
     let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_owned()).collect();
     names.sort();
     names.dedup();
@@ -144,13 +175,18 @@ fn signed(
     };
     let canonical = coffer_api::sigv4::canonical_request(&parts, &signed).ok()?;
     let day = &amz_date[..8];
-    let signature = coffer_api::sigv4::sign(SECRET, day, "us-east-1", service, &amz_date, &canonical);
+    let signature =
+        coffer_api::sigv4::sign(SECRET, day, "us-east-1", service, &amz_date, &canonical);
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{day}/us-east-1/{service}/aws4_request, SignedHeaders={}, Signature={signature}",
         signed.join(";")
     );
     headers.insert("authorization", http::HeaderValue::from_str(&auth).ok()?);
-    let mut req = http::Request::builder().method(method).uri(uri).body(axum::body::Body::from(body.to_owned())).ok()?;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(axum::body::Body::from(body.to_owned()))
+        .ok()?;
     *req.headers_mut() = headers;
     Some(req)
 }

@@ -7,7 +7,9 @@ use coffer_crypto::package::{self, ObjectHeader};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(h) = ObjectHeader::decode(data) else { return };
+    let Ok(h) = ObjectHeader::decode(data) else {
+        return;
+    };
     let key = Key256::from_slice(&[5u8; 32]).expect("32 bytes");
     assert!(h.packages() >= 1);
     for i in 0..h.packages().min(4) {

@@ -6,7 +6,9 @@ use coffer_api::s3::chunked::{ChunkSigning, Decoder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&control, body)) = data.split_first() else { return };
+    let Some((&control, body)) = data.split_first() else {
+        return;
+    };
     let signing = (control & 1 == 1).then(|| ChunkSigning {
         key: zeroize::Zeroizing::new([7u8; 32]),
         scope: "20250101/us-east-1/s3/aws4_request".into(),

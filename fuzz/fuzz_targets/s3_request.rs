@@ -36,17 +36,30 @@ fn world() -> &'static World {
         };
         let kms = Arc::new(Kms::new(cfg, meta.clone(), root.clone()));
         let identities = Arc::new(Identities::new(meta.clone(), root));
-        let iam = Arc::new(coffer_kms::Iam::new(meta.clone(), identities.clone(), "111122223333", kms.identity_cache()));
+        let iam = Arc::new(coffer_kms::Iam::new(
+            meta.clone(),
+            identities.clone(),
+            "111122223333",
+            kms.identity_cache(),
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         runtime
-            .block_on(identities.import_access_key(ACCESS_KEY, SECRET, "arn:aws:iam::111122223333:root"))
+            .block_on(identities.import_access_key(
+                ACCESS_KEY,
+                SECRET,
+                "arn:aws:iam::111122223333:root",
+            ))
             .expect("access key");
         let blobs = coffer_store::DiskBlobs::open(&dir.join("objects")).expect("blobs");
-        let objects = Arc::new(coffer_store::s3::Objects::new(meta, Arc::new(blobs), kms.clone()));
+        let objects = Arc::new(coffer_store::s3::Objects::new(
+            meta,
+            Arc::new(blobs),
+            kms.clone(),
+        ));
         let state = Arc::new(AppState {
             kms,
             identities,
@@ -61,7 +74,11 @@ fn world() -> &'static World {
             s3_bucket_keys: Default::default(),
             discovery: coffer_api::macie::Discovery::new(None),
         });
-        World { runtime, router: coffer_api::router(state), _dir: dir }
+        World {
+            runtime,
+            router: coffer_api::router(state),
+            _dir: dir,
+        }
     })
 }
 
@@ -80,12 +97,19 @@ fn request(data: &[u8]) -> Option<http::Request<axum::body::Body>> {
         3 => "DELETE",
         _ => "HEAD",
     };
-    let target = if target.starts_with('/') { target.to_owned() } else { format!("/{target}") };
+    let target = if target.starts_with('/') {
+        target.to_owned()
+    } else {
+        format!("/{target}")
+    };
     let uri: http::Uri = format!("https://127.0.0.1{target}").parse().ok()?;
     let mut headers = http::HeaderMap::new();
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {
-            let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.trim().as_bytes()), http::HeaderValue::from_str(v.trim())) else {
+            let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.trim().as_bytes()),
+                http::HeaderValue::from_str(v.trim()),
+            ) else {
                 continue;
             };
             headers.append(k, v);
@@ -95,9 +119,16 @@ fn request(data: &[u8]) -> Option<http::Request<axum::body::Body>> {
     let amz_date = coffer_api::sigv4::format_amz_date(time::OffsetDateTime::now_utc());
     headers.insert("x-amz-date", http::HeaderValue::from_str(&amz_date).ok()?);
     if !headers.contains_key("x-amz-content-sha256") {
-        headers.insert("x-amz-content-sha256", http::HeaderValue::from_static("UNSIGNED-PAYLOAD"));
+        headers.insert(
+            "x-amz-content-sha256",
+            http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+        );
     }
-    let payload = headers.get("x-amz-content-sha256")?.to_str().ok()?.to_owned();
+    let payload = headers
+        .get("x-amz-content-sha256")?
+        .to_str()
+        .ok()?
+        .to_owned();
     let mut names: Vec<String> = headers.keys().map(|k| k.as_str().to_owned()).collect();
     names.sort();
     names.dedup();
@@ -119,7 +150,11 @@ fn request(data: &[u8]) -> Option<http::Request<axum::body::Body>> {
         signed.join(";")
     );
     headers.insert("authorization", http::HeaderValue::from_str(&auth).ok()?);
-    let mut req = http::Request::builder().method(method).uri(uri).body(axum::body::Body::from(body.to_owned())).ok()?;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(axum::body::Body::from(body.to_owned()))
+        .ok()?;
     *req.headers_mut() = headers;
     Some(req)
 }

@@ -44,7 +44,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(f.count >= f.locations.len() as u64 && !f.locations.is_empty());
             for l in &f.locations {
                 match &l.place {
-                    Place::Text { line, column, start, end } => {
+                    Place::Text {
+                        line,
+                        column,
+                        start,
+                        end,
+                    } => {
                         assert!(*line >= 1 && *column >= 1 && start < end);
                     }
                     Place::Cell { row, column, .. } => assert!(*row >= 1 && *column >= 1),

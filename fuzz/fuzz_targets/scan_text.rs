@@ -18,7 +18,11 @@ fn scanners() -> &'static [Scanner; 3] {
         let build = |b: coffer_scan::ScannerBuilder| b.build().unwrap_or_else(|e| panic!("{e}"));
         [
             Scanner::managed(),
-            build(Scanner::builder().prefilter(Prefilter::Rust).reference(true)),
+            build(
+                Scanner::builder()
+                    .prefilter(Prefilter::Rust)
+                    .reference(true),
+            ),
             build(Scanner::builder().only(vec![
                 "USA_SOCIAL_SECURITY_NUMBER".into(),
                 "GITHUB_TOKEN".into(),

@@ -23,7 +23,14 @@ fuzz_target!(|data: &[u8]| {
             double_encode_path: a.service != "s3",
         };
         if let Ok(canonical) = sigv4::canonical_request(&request, &a.signed_headers) {
-            let _ = sigv4::sign(b"secret", a.date, a.region, a.service, "20150830T123600Z", &canonical);
+            let _ = sigv4::sign(
+                b"secret",
+                a.date,
+                a.region,
+                a.service,
+                "20150830T123600Z",
+                &canonical,
+            );
         }
     }
     let _ = sigv4::canonical_uri(path, true);
