@@ -279,11 +279,11 @@ fn a_crash_never_leaves_the_signed_head_ahead_of_the_log() {
         let taker = s.spawn(|| {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                let to = snaps.path().join(n.to_string());
-                std::fs::create_dir_all(&to).expect("mkdir");
                 let Ok(head) = std::fs::read(live.path().join("head.json")) else {
                     continue;
                 };
+                let to = snaps.path().join(n.to_string());
+                std::fs::create_dir_all(&to).expect("mkdir");
                 std::fs::write(to.join("head.json"), head).expect("write");
                 for e in std::fs::read_dir(live.path()).expect("list") {
                     let e = e.expect("entry");

@@ -603,7 +603,9 @@ impl Settings {
             lifecycle_interval: std::time::Duration::from_secs(lifecycle_interval),
             lifecycle_clock_offset,
             discovery_clock_offset,
-            discovery_job_page: args.discovery_job_page.map_or(500, usize::from),
+            discovery_job_page: args
+                .discovery_job_page
+                .map_or(coffer_api::macie::JOB_PAGE, usize::from),
             findings_retention,
             audit: args.audit.or(file.audit).unwrap_or(Switch::On) == Switch::On,
             audit_segment_bytes: audit_segment_mib * 1024 * 1024,

@@ -26,7 +26,7 @@ pub use findings::{
     list_by_reading_all, list_in as list_findings, statistics_in as finding_statistics,
     store as store_findings, synthetic_finding, terms_of as finding_terms,
 };
-pub use runner::{Discovery, FINDINGS_RETENTION};
+pub use runner::{Discovery, FINDINGS_RETENTION, JOB_PAGE};
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -27,7 +27,7 @@ use crate::s3::{Ctx, Payload, Query, Target};
 /// Lines) or skipped.
 const WHOLE: u64 = 64 << 20;
 /// Objects listed per page of a job run; the run's progress is saved after each.
-const PAGE: usize = 500;
+pub const JOB_PAGE: usize = 500;
 /// New-object notices held before automated discovery falls back to a sweep.
 const BACKLOG: usize = 10_000;
 const SETTING_AUTOMATED: &str = "automated";
@@ -114,7 +114,7 @@ pub struct Discovery {
     clock_offset_ms: i64,
     /// How long a finding is kept after its last update (Macie: 90 days).
     retention_ms: i64,
-    /// Objects a job reads per page (`PAGE`; fewer in tests).
+    /// Objects a job reads per page (`JOB_PAGE`; fewer in tests).
     job_page: usize,
 }
 
@@ -138,7 +138,7 @@ impl Discovery {
             pdf: None,
             clock_offset_ms: 0,
             retention_ms: FINDINGS_RETENTION.as_millis() as i64,
-            job_page: PAGE,
+            job_page: JOB_PAGE,
         }
     }
 
